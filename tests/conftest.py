@@ -1,0 +1,104 @@
+"""Shared fixtures: a tiny Llama and a tokenizer trained in-process, fine-tuned on a TOFU subset so that it knows
+what the tests ask it to forget. Everything is local; the Hub is never contacted."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers  # noqa: E402
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast  # noqa: E402
+
+from unlearn.data import load_records, pad_rows, tokenize  # noqa: E402
+from unlearn.trainer import sequence_logps  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+TOFU_DIR = ROOT.parent / "shared" / "data" / "tofu"
+N_FORGET, N_RETAIN = 8, 16
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}</s>{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+def read_jsonl(name: str, n: int | None = None) -> list[dict]:
+    rows = [json.loads(line) for line in (TOFU_DIR / f"{name}.jsonl").read_text().splitlines() if line.strip()]
+    return rows[:n] if n else rows
+
+
+def build_tokenizer(texts: list[str]) -> PreTrainedTokenizerFast:
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=600, special_tokens=["<unk>", "<s>", "</s>", "<pad>"], show_progress=False)
+    tok.train_from_iterator(texts, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>")
+
+
+def answer_nll(model, tokenizer, rows: list[dict], max_length: int = 256) -> float:
+    """Mean over examples of the per-token answer NLL."""
+    ds = load_records(rows)
+    examples = tokenize(ds, tokenizer, "qa", max_length, "question", "answer", "text")
+    batch = pad_rows(examples, tokenizer.pad_token_id)
+    model.eval()
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    logps, n = sequence_logps(logits, batch["labels"])
+    return float((-logps / n).mean())
+
+
+@pytest.fixture(scope="session")
+def tofu_rows():
+    return {"forget": read_jsonl("forget01", N_FORGET), "retain": read_jsonl("retain99", N_RETAIN)}
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, tofu_rows) -> Path:
+    """A 2-layer Llama fine-tuned on forget + retain rows until it knows them (the TOFU "target" model)."""
+    torch.manual_seed(0)
+    texts = [r["question"] + " " + r["answer"] for r in read_jsonl("retain99", 400) + tofu_rows["forget"]]
+    tokenizer = build_tokenizer(texts)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=512,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )  # fmt: skip
+    model = LlamaForCausalLM(config)
+    rows = tofu_rows["forget"] + tofu_rows["retain"]
+    examples = tokenize(load_records(rows), tokenizer, "qa", 256, "question", "answer", "text")
+    batch = pad_rows(examples, tokenizer.pad_token_id)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(150):
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        logps, n = sequence_logps(logits, batch["labels"])
+        loss = (-logps / n).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    out = tmp_path_factory.mktemp("tiny-llama")
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+@pytest.fixture
+def tiny(tiny_model_dir):
+    """A fresh copy of the tiny target model and its tokenizer."""
+    return AutoModelForCausalLM.from_pretrained(tiny_model_dir), AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+@pytest.fixture
+def data_files(tmp_path, tofu_rows) -> dict[str, Path]:
+    paths = {}
+    for name, rows in tofu_rows.items():
+        paths[name] = tmp_path / f"{name}.jsonl"
+        paths[name].write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return paths

@@ -1,0 +1,23 @@
+"""unlearn: make a Hugging Face causal LM forget, with a PEFT adapter, and measure that it did."""
+
+from .config import UnlearnConfig, load_config
+from .errors import NonFiniteLossError, UnlearnError
+from .recipes import RECIPES, get_recipe
+from .run import forget, load_model_and_tokenizer
+from .tofu import load_tofu
+from .trainer import UnlearnTrainer
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "RECIPES",
+    "NonFiniteLossError",
+    "UnlearnConfig",
+    "UnlearnError",
+    "UnlearnTrainer",
+    "forget",
+    "get_recipe",
+    "load_config",
+    "load_model_and_tokenizer",
+    "load_tofu",
+]

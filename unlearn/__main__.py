@@ -1,0 +1,6 @@
+"""`python -m unlearn ...` and `accelerate launch -m unlearn ...`."""
+
+from .cli import main
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,183 @@
+"""The run configuration: one dataclass per recipe, on top of `transformers.TrainingArguments`.
+
+A YAML file in `recipes/` is a flat list of overrides of these defaults; `key=value` on the command line overrides
+the file. Every default lives here, once: docs and `--help` text read it from the field metadata.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from transformers import TrainingArguments
+
+from .errors import UnlearnError, unknown_name
+
+# Fields that say how to run, not what to train: they may differ between a run and its resumption.
+RUN_CONTROL_FIELDS = {"resume", "overwrite", "output_dir", "logging_dir", "disable_tqdm"}
+# TrainingArguments fields that hold secrets; never written into a saved config.
+SECRET_FIELDS = {"hub_token"}
+
+
+@dataclass
+class UnlearnConfig(TrainingArguments):
+    """Shared settings of every recipe: model, data, adapter, loss weights, and the Trainer's own arguments."""
+
+    recipe: str = field(default="ga", metadata={"help": "Recipe name; `unlearn recipes` lists them."})
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "Local directory or Hub id of the causal LM to unlearn (CLI only)."}
+    )
+    dtype: str = field(
+        default="float32", metadata={"help": "dtype to load the model in: float32, bfloat16, float16 or auto."}
+    )
+    forget: Any = field(
+        default=None,
+        metadata={
+            "help": "Forget data: a local .json/.jsonl/.csv/.parquet file or directory, `tofu:forget10`, a Hub "
+            "dataset id, or a mapping {path, name, split}."
+        },
+    )
+    retain: Any = field(default=None, metadata={"help": "Retain data, in the same forms as `forget`."})
+    question_key: str = field(default="question", metadata={"help": "Column holding the question (QA data)."})
+    answer_key: str = field(default="answer", metadata={"help": "Column holding the answer (QA data)."})
+    text_key: str = field(default="text", metadata={"help": "Column holding raw text (text data)."})
+    max_length: int = field(default=512, metadata={"help": "Longest tokenized example; longer ones are truncated."})
+
+    retain_ratio: int = field(
+        default=2,
+        metadata={
+            "help": "Retain examples drawn per forget example. 1 (one-to-one) sees too little of the retain set "
+            "to hold utility; 2 doubles it at the cost of one more forward row per forget row. 0 disables retain."
+        },
+    )
+    retain_sampling: str = field(
+        default="cycle",
+        metadata={
+            "help": "`cycle`: walk a shuffled retain set without repeats until it is exhausted; `random`: draw "
+            "with replacement. Both depend only on (seed, epoch, forget index), not on the number of processes."
+        },
+    )
+
+    adapter: str = field(default="lora", metadata={"help": "`lora` trains a LoRA adapter; `none` fine-tunes all weights."})
+    lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA scaling numerator (scale = alpha / r)."})
+    lora_dropout: float = field(default=0.0, metadata={"help": "Dropout on the LoRA branch."})
+    lora_target_modules: Any = field(
+        default="all-linear", metadata={"help": "Modules that get LoRA: a list of names, or `all-linear`."}
+    )
+
+    forget_weight: float = field(default=1.0, metadata={"help": "Weight of the forget loss."})
+    retain_weight: float = field(default=0.0, metadata={"help": "Weight of the retain loss (0 ignores retain data)."})
+    retain_loss: str = field(
+        default="nll", metadata={"help": "`nll` on retain answers, or `kl` to the reference (adapter-disabled) model."}
+    )
+
+    overwrite: bool = field(default=False, metadata={"help": "Replace an earlier unlearn run in `output_dir`."})
+    resume: bool = field(default=False, metadata={"help": "Continue the run in `output_dir` from its last checkpoint."})
+    keep_checkpoints: bool = field(
+        default=False, metadata={"help": "Keep intermediate checkpoints after a run completes."}
+    )
+
+    # TrainingArguments defaults that suit unlearning with a LoRA adapter.
+    output_dir: str | None = field(default=None, metadata={"help": "Run directory; defaults to `runs/<recipe>`."})
+    learning_rate: float = field(default=1e-4, metadata={"help": "Peak learning rate (1e-5 is TOFU's for full FT)."})
+    num_train_epochs: float = field(default=5.0, metadata={"help": "Epochs over the forget set (TOFU: 5)."})
+    per_device_train_batch_size: int = field(default=4, metadata={"help": "Forget examples per device per step."})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (TOFU: 0.01)."})
+    logging_steps: float = field(default=1, metadata={"help": "Log every N optimizer steps."})
+    save_strategy: str = field(default="epoch", metadata={"help": "When to checkpoint: `epoch`, `steps` or `no`."})
+    save_total_limit: int | None = field(default=2, metadata={"help": "Checkpoints kept during training."})
+    remove_unused_columns: bool = field(default=False, metadata={"help": "Must stay False: batches are nested."})
+    report_to: Any = field(default="none", metadata={"help": "Experiment trackers (`none`, `wandb`, ...)."})
+
+    def __post_init__(self):
+        if self.output_dir is None:
+            self.output_dir = str(Path("runs") / self.recipe)
+        super().__post_init__()
+        _check_choice("adapter", self.adapter, ("lora", "none"))
+        _check_choice("retain_loss", self.retain_loss, ("nll", "kl"))
+        _check_choice("retain_sampling", self.retain_sampling, ("cycle", "random"))
+        _check_choice("dtype", self.dtype, ("float32", "bfloat16", "float16", "auto"))
+        if self.retain_ratio < 0:
+            raise UnlearnError(f"`retain_ratio` must be >= 0, got {self.retain_ratio}.")
+        if self.max_length < 8:
+            raise UnlearnError(f"`max_length` must be at least 8 tokens, got {self.max_length}.")
+        if self.remove_unused_columns:
+            raise UnlearnError("`remove_unused_columns` must be False: unlearning batches carry extra columns.")
+        if self.retain_loss == "kl" and self.adapter == "none":
+            raise UnlearnError(
+                "`retain_loss: kl` needs the reference model, which is the base model with the adapter disabled; "
+                "with `adapter: none` there is no adapter to disable. Use `adapter: lora` or `retain_loss: nll`."
+            )
+        if self.resume and self.overwrite:
+            raise UnlearnError("`resume` and `overwrite` contradict each other; pass one of them.")
+
+    @property
+    def uses_retain(self) -> bool:
+        return self.retain_weight > 0 and self.retain_ratio > 0
+
+    def to_yaml_dict(self) -> dict[str, Any]:
+        """Every field, resolved, in a form `load_config` reads back (secrets left out)."""
+        out = {}
+        for f in dataclasses.fields(self):
+            if not f.init or f.name in SECRET_FIELDS or f.name.startswith("_"):
+                continue
+            out[f.name] = _plain(getattr(self, f.name))
+        return out
+
+
+def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise UnlearnError(f"`{name}` must be one of {', '.join(choices)}; got {value!r}.")
+
+
+def _plain(value: Any) -> Any:
+    """A YAML-safe copy of a config value (enums to their value, tuples to lists)."""
+    if hasattr(value, "value") and not isinstance(value, (str, int, float, bool)):
+        return value.value
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """`["learning_rate=1e-5", "lora_target_modules=[q_proj,v_proj]"]` -> typed dict (values parsed as YAML)."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UnlearnError(f"Override {item!r} is not of the form key=value (e.g. learning_rate=1e-5).")
+        out[key.strip()] = yaml.safe_load(value) if value != "" else None
+    return out
+
+
+def build_config(values: dict[str, Any], config_class: type[UnlearnConfig] | None = None) -> UnlearnConfig:
+    """Instantiate the recipe's config class from flat `values`, rejecting unknown keys with suggestions."""
+    if config_class is None:
+        from .recipes import get_recipe
+
+        config_class = get_recipe(values.get("recipe", "ga")).config_class
+    known = [f.name for f in dataclasses.fields(config_class) if f.init]
+    for key in values:
+        if key not in known:
+            raise UnlearnError(unknown_name(f"config key for recipe `{values.get('recipe', 'ga')}`:", key, known))
+    return config_class(**values)
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> UnlearnConfig:
+    """Read a recipe YAML file, apply overrides, and return the recipe's config."""
+    path = Path(path)
+    if not path.is_file():
+        raise UnlearnError(f"Config file `{path}` does not exist. The shipped recipes are in the `recipes/` folder.")
+    values = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(values, dict):
+        raise UnlearnError(f"Config file `{path}` must hold a mapping of key: value, got {type(values).__name__}.")
+    values.update(overrides or {})
+    return build_config(values)

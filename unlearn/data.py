@@ -1,0 +1,255 @@
+"""Forget and retain data: loading from anywhere, formatting QA pairs, tokenizing, and pairing forget with retain.
+
+Two shapes of data are understood: question/answer pairs (loss on the answer tokens only) and raw text (loss on
+every token). A tokenized example is a dict `{input_ids, labels, index}`, `labels` being -100 outside the loss.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import datasets
+import numpy as np
+import torch
+
+from .errors import UnlearnError
+
+logger = logging.getLogger(__name__)
+
+IGNORE_INDEX = -100
+FILE_LOADERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
+
+DataSource = datasets.Dataset | Sequence[Mapping[str, Any]] | str | Path | Mapping[str, Any]
+
+
+def load_records(source: DataSource, split: str | None = None) -> datasets.Dataset:
+    """Turn any supported data source into a `datasets.Dataset`.
+
+    Accepted: a `datasets.Dataset`; a list of dicts; a local .json/.jsonl/.csv/.parquet file or a directory of
+    them; `tofu:<split>` (TOFU from `$UNLEARN_TOFU_DIR` or the Hub); a Hub dataset id; or a mapping
+    `{path: ..., name: ..., split: ...}` for the Hub or TOFU with a config name.
+    """
+    if isinstance(source, datasets.Dataset):
+        return source
+    if isinstance(source, datasets.DatasetDict):
+        raise UnlearnError(f"Got a DatasetDict with splits {list(source)}; pass one split, e.g. `ds['train']`.")
+    if isinstance(source, Mapping):
+        extra = set(source) - {"path", "name", "split"}
+        if "path" not in source or extra:
+            raise UnlearnError(f"A data mapping needs `path` and may have `name` and `split`; got keys {sorted(source)}.")
+        return _load_path(str(source["path"]), name=source.get("name"), split=source.get("split", split))
+    if isinstance(source, (str, Path)):
+        return _load_path(str(source), name=None, split=split)
+    if isinstance(source, Sequence):
+        if not all(isinstance(r, Mapping) for r in source):
+            raise UnlearnError("A list of examples must hold dicts such as {'question': ..., 'answer': ...}.")
+        return datasets.Dataset.from_list([dict(r) for r in source])
+    raise UnlearnError(f"Unsupported data source of type {type(source).__name__}: {source!r}.")
+
+
+def _load_path(path: str, name: str | None, split: str | None) -> datasets.Dataset:
+    if path.startswith("tofu:"):
+        from .tofu import load_tofu
+
+        return load_tofu(path.removeprefix("tofu:"))
+    local = Path(path).expanduser()
+    if local.is_file():
+        return _load_files([local])
+    if local.is_dir():
+        files = sorted(p for p in local.iterdir() if p.suffix in FILE_LOADERS)
+        if not files:
+            raise UnlearnError(f"Directory `{local}` holds no {'/'.join(FILE_LOADERS)} files.")
+        return _load_files(files)
+    if _looks_like_local_path(path):
+        raise UnlearnError(f"Data file or directory `{path}` does not exist.")
+    return _load_hub(path, name, split or "train")
+
+
+def _looks_like_local_path(path: str) -> bool:
+    """A Hub id is `name` or `org/name`; anything else (./x, /x, a/b/c, x.jsonl) can only be a local path."""
+    return (
+        path.startswith((".", "/", "~"))
+        or path.count("/") > 1
+        or Path(path).suffix in FILE_LOADERS
+        or "\\" in path
+    )
+
+
+def _load_files(files: list[Path]) -> datasets.Dataset:
+    kinds = {FILE_LOADERS.get(f.suffix) for f in files}
+    if None in kinds or len(kinds) != 1:
+        raise UnlearnError(
+            f"Cannot read {[str(f) for f in files]}: pass files of one format among {', '.join(FILE_LOADERS)}."
+        )
+    if kinds == {"json"}:  # read JSON ourselves: no cache directory, no schema guessing across files
+        return datasets.Dataset.from_list([row for f in files for row in _read_json(f)])
+    return datasets.load_dataset(kinds.pop(), data_files=[str(f) for f in files], split="train")
+
+
+def _read_json(path: Path) -> list[dict]:
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".jsonl":
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+    data = json.loads(text)
+    if isinstance(data, dict) and len(data) == 1 and isinstance(next(iter(data.values())), list):
+        data = next(iter(data.values()))  # {"data": [...]} style
+    if not isinstance(data, list):
+        raise UnlearnError(f"`{path}` must hold a JSON list of examples (or JSON Lines).")
+    return data
+
+
+def _load_hub(repo_id: str, name: str | None, split: str) -> datasets.Dataset:
+    try:
+        return datasets.load_dataset(repo_id, name, split=split)
+    except Exception as e:  # noqa: BLE001 - datasets raises many types; all mean "could not load"
+        raise UnlearnError(
+            f"Could not load Hub dataset `{repo_id}` (config {name!r}, split {split!r}): {e}. If you meant a local "
+            "file, check the path; offline, only datasets already in the Hugging Face cache can be loaded."
+        ) from e
+
+
+def detect_shape(ds: datasets.Dataset, question_key: str, answer_key: str, text_key: str, what: str) -> str:
+    """`qa` or `text`, from the columns present; a clear error listing the columns otherwise."""
+    cols = set(ds.column_names)
+    if {question_key, answer_key} <= cols:
+        return "qa"
+    if text_key in cols:
+        return "text"
+    raise UnlearnError(
+        f"The {what} set has columns {sorted(cols)}, but needs `{question_key}` and `{answer_key}` (QA pairs) or "
+        f"`{text_key}` (raw text). Set `question_key`/`answer_key`/`text_key` to the names your data uses."
+    )
+
+
+def fingerprint(ds: datasets.Dataset) -> str:
+    """A content hash of the records: identifies the data in metadata without storing it."""
+    h = hashlib.sha256()
+    for row in ds:
+        h.update(json.dumps(row, sort_keys=True, default=str).encode())
+    return h.hexdigest()[:16]
+
+
+# ---- formatting and tokenization ---------------------------------------------------------------------------------
+
+
+def format_qa(tokenizer, question: str, answer: str) -> tuple[str, str, bool]:
+    """(prompt, completion, prompt_has_special_tokens) for one QA pair.
+
+    With a chat template, the prompt is the rendered user turn plus the generation prompt, and the completion is
+    whatever the template renders after it for the assistant turn (answer and end-of-turn tokens). Without one:
+    "Question: ...\\nAnswer:" and " answer<eos>".
+    """
+    if getattr(tokenizer, "chat_template", None):
+        user = [{"role": "user", "content": question}]
+        prompt = tokenizer.apply_chat_template(user, tokenize=False, add_generation_prompt=True)
+        full = tokenizer.apply_chat_template(user + [{"role": "assistant", "content": answer}], tokenize=False)
+        if full.startswith(prompt) and answer in full[len(prompt) :]:
+            return prompt, full[len(prompt) :], True
+        return prompt, answer + (tokenizer.eos_token or ""), True
+    return f"Question: {question}\nAnswer:", f" {answer}{tokenizer.eos_token or ''}", False
+
+
+def tokenize(
+    ds: datasets.Dataset, tokenizer, shape: str, max_length: int, question_key: str, answer_key: str, text_key: str
+) -> list[dict[str, Any]]:
+    """Tokenize every example; warn once with the count of the ones truncated to `max_length`."""
+    examples, truncated = [], 0
+    for i, row in enumerate(ds):
+        if shape == "qa":
+            prompt, completion, templated = format_qa(tokenizer, str(row[question_key]), str(row[answer_key]))
+            p_ids = tokenizer(prompt, add_special_tokens=not templated)["input_ids"]
+            c_ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
+            ids, labels = p_ids + c_ids, [IGNORE_INDEX] * len(p_ids) + c_ids
+        else:
+            ids = tokenizer(str(row[text_key]))["input_ids"]
+            labels = list(ids)
+        if len(ids) > max_length:
+            truncated += 1
+            ids, labels = ids[:max_length], labels[:max_length]
+        if all(t == IGNORE_INDEX for t in labels[1:]):
+            raise UnlearnError(
+                f"Example {i} has no answer tokens left within `max_length={max_length}` (its prompt alone is "
+                f"{len(ids)}+ tokens). Raise `max_length`."
+            )
+        examples.append({"input_ids": ids, "labels": labels, "index": i})
+    if truncated:
+        logger.warning("%d of %d examples were longer than max_length=%d tokens and were truncated.", truncated, len(ds), max_length)
+    return examples
+
+
+# ---- forget/retain pairing ---------------------------------------------------------------------------------------
+
+
+class ForgetRetainDataset(torch.utils.data.Dataset):
+    """The forget set drives the epoch; each forget example brings `ratio` retain examples along.
+
+    Which retain examples come with forget example `i` in epoch `e` depends only on (seed, e, i), so the global
+    batch, and the result, do not change with the number of processes or the per-device batch split.
+    `cycle` walks a seeded permutation of the retain set (every retain example is used once before any repeats);
+    `random` draws with replacement.
+    """
+
+    def __init__(self, forget: list[dict], retain: list[dict] | None, ratio: int, sampling: str, seed: int):
+        if not forget:
+            raise UnlearnError("The forget set is empty: give at least one example to forget.")
+        self.forget, self.retain = forget, retain or []
+        self.ratio = ratio if self.retain else 0
+        self.sampling, self.seed, self.epoch = sampling, seed, 0
+
+    def __len__(self) -> int:
+        return len(self.forget)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def retain_indices(self, i: int) -> list[int]:
+        n, k = len(self.retain), self.ratio
+        if k == 0:
+            return []
+        if self.sampling == "random":
+            return np.random.default_rng([self.seed, self.epoch, i]).integers(n, size=k).tolist()
+        out = []
+        for pos in range((self.epoch * len(self.forget) + i) * k, (self.epoch * len(self.forget) + i + 1) * k):
+            block, offset = divmod(pos, n)
+            out.append(int(np.random.default_rng([self.seed, block]).permutation(n)[offset]))
+        return out
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return {"forget": self.forget[i], "retain": [self.retain[j] for j in self.retain_indices(i)]}
+
+
+class ForgetRetainCollator:
+    """Pads forget rows then retain rows into one batch, so one forward pass serves both losses.
+
+    Batch: `input_ids`, `attention_mask`, `labels` (B, T) with B = forget rows + retain rows (right padded);
+    `is_forget` (B,) bool; `index` (B,) position of each row in its own dataset.
+    """
+
+    def __init__(self, pad_token_id: int):
+        self.pad_token_id = pad_token_id
+
+    def __call__(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        rows = [it["forget"] for it in items] + [r for it in items for r in it["retain"]]
+        n_forget = len(items)
+        batch = pad_rows(rows, self.pad_token_id)
+        batch["is_forget"] = torch.arange(len(rows)) < n_forget
+        batch["index"] = torch.tensor([r["index"] for r in rows])
+        return batch
+
+
+def pad_rows(rows: list[dict[str, Any]], pad_token_id: int) -> dict[str, torch.Tensor]:
+    width = max(len(r["input_ids"]) for r in rows)
+    input_ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
+    labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for b, r in enumerate(rows):
+        n = len(r["input_ids"])
+        input_ids[b, :n] = torch.tensor(r["input_ids"])
+        labels[b, :n] = torch.tensor(r["labels"])
+        attention_mask[b, :n] = 1
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}

@@ -1,0 +1,268 @@
+"""Running a recipe end to end: model loading, the output directory, training, and the saved result.
+
+The output directory is safe to interrupt at any point:
+- `unlearn_config.yaml` is written first and marks the directory as an unlearn run;
+- checkpoints (`checkpoint-N/`) let `resume: true` continue; a checkpoint counts only once its `trainer_state.json`
+  (written last by the Trainer) parses;
+- the final adapter is saved to a staging folder and moved in with `adapter_config.json` last, so plain `peft`
+  never sees a half-written adapter; `run.json` (status, metadata) is written last, atomically, and is what marks
+  the run complete.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from accelerate import PartialState
+
+from .config import RUN_CONTROL_FIELDS, UnlearnConfig, build_config
+from .data import DataSource, fingerprint
+from .errors import NonFiniteLossError, UnlearnError
+from .recipes import get_recipe
+
+logger = logging.getLogger(__name__)
+
+CONFIG_FILE = "unlearn_config.yaml"
+RUN_FILE = "run.json"
+LOG_FILE = "train_log.jsonl"
+LOADED_LAST = ("adapter_config.json", "config.json")  # the files loaders look for: moved in last
+PACKAGES = ("unlearn-toolkit", "torch", "transformers", "peft", "accelerate", "datasets", "trl")
+
+
+# ---- model ------------------------------------------------------------------------------------------------------
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+
+
+def load_model_and_tokenizer(name_or_path: str, dtype: str = "float32", trust_remote_code: bool = False):
+    """A causal LM and its tokenizer from a local directory or the Hub.
+
+    A path that does not exist fails at once; with `HF_HUB_OFFLINE=1` a Hub id is looked up in the local cache
+    only, so nothing waits on network retries.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    local = Path(name_or_path).expanduser()
+    is_hub_id = not local.exists() and name_or_path.count("/") <= 1 and not name_or_path.startswith((".", "/", "~"))
+    if not local.exists() and not is_hub_id:
+        raise UnlearnError(f"Model path `{name_or_path}` does not exist. Give a local model directory or a Hub id.")
+    kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+    if is_hub_id and _offline():
+        kwargs["local_files_only"] = True
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(local) if local.exists() else name_or_path, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(
+            str(local) if local.exists() else name_or_path, dtype=dtype if dtype == "auto" else getattr(torch, dtype), **kwargs
+        )
+    except OSError as e:
+        where = "in the local Hugging Face cache (HF_HUB_OFFLINE is set)" if kwargs.get("local_files_only") else "on the Hub"
+        raise UnlearnError(f"Could not load model `{name_or_path}` {where}: {e}") from e
+    return model, tokenizer
+
+
+def ensure_pad_token(tokenizer) -> None:
+    """Padding needs a pad token; borrow EOS (padding is masked out of attention and loss) or explain."""
+    if tokenizer.pad_token is not None:
+        return
+    if tokenizer.eos_token is None:
+        raise UnlearnError(
+            "The tokenizer has neither a pad token nor an EOS token to pad with. Add one: "
+            "`tokenizer.add_special_tokens({'pad_token': '<pad>'})` then `model.resize_token_embeddings(len(tokenizer))`."
+        )
+    logger.warning("The tokenizer has no pad token; padding with EOS (%r), which is masked out.", tokenizer.eos_token)
+    tokenizer.pad_token = tokenizer.eos_token
+
+
+# ---- output directory -------------------------------------------------------------------------------------------
+
+
+def last_checkpoint(out: Path) -> Path | None:
+    """The newest checkpoint whose `trainer_state.json` (the Trainer writes it last) is complete."""
+    ckpts = sorted(out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]) if p.name.split("-")[-1].isdigit() else -1)
+    for ckpt in reversed(ckpts):
+        try:
+            json.loads((ckpt / "trainer_state.json").read_text())
+            return ckpt
+        except (OSError, ValueError):
+            logger.warning("Skipping incomplete checkpoint %s.", ckpt)
+    return None
+
+
+def _comparable(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in yaml.safe_load(yaml.safe_dump(values)).items() if k not in RUN_CONTROL_FIELDS}
+
+
+def check_output_dir(config: UnlearnConfig) -> Path | None:
+    """Read-only checks of `output_dir`; returns the checkpoint to resume from, if any."""
+    out = Path(config.output_dir)
+    if out.exists() and not out.is_dir():
+        raise UnlearnError(f"`output_dir` `{out}` is a file, not a directory.")
+    entries = sorted(p.name for p in out.iterdir()) if out.exists() else []
+    if not entries:
+        if config.resume:
+            raise UnlearnError(f"`resume` was set but `{out}` holds no run to resume. Drop `resume` to start one.")
+        return None
+    if CONFIG_FILE not in entries:
+        shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
+        raise UnlearnError(
+            f"`output_dir` `{out}` is not empty and holds files not written by unlearn ({shown}). Choose a new or "
+            "empty directory; `overwrite` only replaces an earlier unlearn run, never other files."
+        )
+    complete = RUN_FILE in entries
+    if config.overwrite:
+        return None
+    if not config.resume:
+        state = "a completed" if complete else "an unfinished"
+        hint = "`overwrite=true` to replace it" + ("" if complete else ", `resume=true` to continue it")
+        raise UnlearnError(f"`output_dir` `{out}` holds {state} unlearn run. Pass {hint}, or choose another output_dir.")
+    if complete:
+        raise UnlearnError(f"The run in `{out}` is already complete; nothing to resume. Pass `overwrite=true` to redo it.")
+    saved = _comparable(yaml.safe_load((out / CONFIG_FILE).read_text()) or {})
+    now = _comparable(config.to_yaml_dict())
+    changed = sorted(k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k))
+    if changed:
+        diffs = "; ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in changed[:8])
+        raise UnlearnError(f"Cannot resume `{out}` with a different config ({diffs}). Resume with the same settings.")
+    return last_checkpoint(out)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _versions() -> dict[str, str]:
+    out = {}
+    for name in PACKAGES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def _finalize(trainer, config: UnlearnConfig, started: float) -> None:
+    out = Path(config.output_dir)
+    staging = out / ".final.tmp"
+    if trainer.accelerator.is_main_process and staging.exists():
+        shutil.rmtree(staging)
+    trainer.accelerator.wait_for_everyone()
+    trainer.save_model(str(staging))  # every process calls it; only the main one writes
+    if trainer.accelerator.is_main_process:
+        files = sorted(staging.iterdir(), key=lambda p: p.name in LOADED_LAST)
+        for f in files:
+            os.replace(f, out / f.name)
+        staging.rmdir()
+        with open(out / LOG_FILE, "w") as fh:
+            fh.writelines(json.dumps(row) + "\n" for row in trainer.state.log_history)
+        _write_atomic(out / RUN_FILE, json.dumps(_metadata(trainer, config, started), indent=2))
+        if not config.keep_checkpoints:
+            for ckpt in out.glob("checkpoint-*"):
+                shutil.rmtree(ckpt)
+    trainer.accelerator.wait_for_everyone()
+
+
+def _metadata(trainer, config: UnlearnConfig, started: float) -> dict[str, Any]:
+    base = getattr(trainer.accelerator.unwrap_model(trainer.model).config, "_name_or_path", None)
+    last = next((row for row in reversed(trainer.state.log_history) if "forget_loss" in row), {})
+
+    def describe(source, records):
+        if records is None:
+            return None
+        return {"source": source if isinstance(source, (str, dict)) else type(source).__name__,
+                "rows": len(records), "fingerprint": fingerprint(records)}  # fmt: skip
+
+    return {
+        "status": "complete",
+        "recipe": trainer._name,
+        "paper": trainer._paper,
+        "base_model": config.model_name_or_path or base,
+        "adapter": config.adapter,
+        "data": {
+            "forget": describe(config.forget, trainer.forget_records),
+            "retain": describe(config.retain, trainer.retain_records),
+        },
+        "seed": config.seed,
+        "global_step": trainer.state.global_step,
+        "final": {k: v for k, v in last.items() if k in ("loss", "forget_loss", "forget_nll", "retain_loss")},
+        "runtime_s": round(time.time() - started, 1),
+        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "versions": _versions(),
+    }
+
+
+# ---- running ----------------------------------------------------------------------------------------------------
+
+
+def run(
+    config: UnlearnConfig,
+    model: torch.nn.Module,
+    tokenizer,
+    forget: DataSource,
+    retain: DataSource | None = None,
+    save: bool = True,
+):
+    """Train `config.recipe` on `model` and return the trained (PEFT) model; with `save`, write the run directory."""
+    started = time.time()
+    recipe = get_recipe(config.recipe)
+    if not isinstance(config, recipe.config_class):
+        raise UnlearnError(f"Config is a {type(config).__name__}; recipe `{recipe._name}` needs {recipe.config_class.__name__}.")
+    resume_from = check_output_dir(config) if save else None
+    ensure_pad_token(tokenizer)
+    trainer = recipe(model=model, args=config, forget=forget, retain=retain, processing_class=tokenizer)
+    out = Path(config.output_dir)
+    if save and PartialState().is_main_process:
+        if config.overwrite and out.exists():
+            shutil.rmtree(out)
+        out.mkdir(parents=True, exist_ok=True)
+        if not (out / CONFIG_FILE).exists():
+            _write_atomic(out / CONFIG_FILE, yaml.safe_dump(config.to_yaml_dict(), sort_keys=False))
+    trainer.accelerator.wait_for_everyone()
+    try:
+        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    except NonFiniteLossError as e:
+        saved = None
+        if save:
+            saved = out / f"last-good-step-{e.step - 1}"
+            trainer.save_model(str(saved))
+        raise NonFiniteLossError(e.step, str(saved) if saved else None) from None
+    if save:
+        _finalize(trainer, config, started)
+    return trainer.accelerator.unwrap_model(trainer.model)
+
+
+def forget(
+    model: torch.nn.Module,
+    tokenizer,
+    forget: DataSource,
+    retain: DataSource | None = None,
+    recipe: str = "ga",
+    output_dir: str | os.PathLike | None = None,
+    **overrides: Any,
+):
+    """Unlearn `forget` from an already loaded model; returns the `PeftModel` (or the model, with `adapter="none"`).
+
+    `overrides` are config keys of the recipe (`unlearn recipes` lists them; e.g. `learning_rate=1e-4`). With
+    `output_dir`, the run directory is written as by the CLI; without it, nothing is saved.
+    """
+    config_class = get_recipe(recipe).config_class
+    values = {"recipe": recipe, **overrides}
+    if output_dir is not None:
+        return run(build_config({**values, "output_dir": str(output_dir)}, config_class), model, tokenizer, forget, retain)
+    with tempfile.TemporaryDirectory(prefix="unlearn-") as tmp:
+        config = build_config({**values, "output_dir": tmp, "save_strategy": "no"}, config_class)
+        return run(config, model, tokenizer, forget, retain, save=False)

@@ -1,0 +1,54 @@
+"""TOFU, "A Task of Fictitious Unlearning for LLMs" (Maini et al., 2024, arXiv:2401.06121).
+
+Reads the standard splits from a local directory of JSON Lines files (`<split>.jsonl`) or from the Hub id
+`locuslab/TOFU`, where each split is a dataset config.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import datasets
+
+from .errors import UnlearnError, unknown_name
+
+HUB_ID = "locuslab/TOFU"
+SPLITS = (
+    "forget01", "forget05", "forget10",
+    "retain90", "retain95", "retain99",
+    "forget01_perturbed", "forget05_perturbed", "forget10_perturbed",
+    "retain_perturbed", "real_authors_perturbed", "world_facts_perturbed",
+    "full", "real_authors", "world_facts",
+)  # fmt: skip
+# The retain set that pairs with each forget set (they partition the 4,000 QA pairs).
+RETAIN_FOR = {"forget01": "retain99", "forget05": "retain95", "forget10": "retain90"}
+
+
+def load_tofu(split: str, source: str | Path | None = None) -> datasets.Dataset:
+    """One TOFU split as a `datasets.Dataset`.
+
+    `source` is a local directory holding `<split>.jsonl` files, or the Hub id. By default the directory named by
+    `$UNLEARN_TOFU_DIR` is used when set, and the Hub (`locuslab/TOFU`) otherwise.
+    """
+    if split not in SPLITS:
+        raise UnlearnError(unknown_name("TOFU split", split, SPLITS))
+    source = source or os.environ.get("UNLEARN_TOFU_DIR") or HUB_ID
+    local = Path(source).expanduser()
+    if local.is_dir():
+        path = local / f"{split}.jsonl"
+        if not path.is_file():
+            have = sorted(p.stem for p in local.glob("*.jsonl"))
+            raise UnlearnError(f"TOFU split `{split}` is not in `{local}` (found: {', '.join(have) or 'nothing'}).")
+        from .data import load_records
+
+        return load_records(path)
+    if str(source) != HUB_ID and ("/" not in str(source) or local.suffix):
+        raise UnlearnError(f"TOFU directory `{source}` does not exist.")
+    try:
+        return datasets.load_dataset(str(source), split, split="train")
+    except Exception as e:  # noqa: BLE001
+        raise UnlearnError(
+            f"Could not load TOFU split `{split}` from the Hub (`{source}`): {e}. Offline, point "
+            "`UNLEARN_TOFU_DIR` at a local copy (a directory of <split>.jsonl files)."
+        ) from e

@@ -1,0 +1,232 @@
+"""`UnlearnTrainer`: the machinery every recipe shares, written once.
+
+A recipe subclasses it and overrides `forget_loss` (the paper's equation); everything else lives here:
+- data: forget/retain loading, tokenization, and pairing (`unlearn.data`), one forward pass per step for both;
+- the adapter: the model is wrapped in a LoRA adapter (`adapter: none` trains all weights);
+- the reference model: the same model with the adapter disabled, never a second copy; the reference
+  log-probabilities of the forget set are computed once before training when the recipe needs them;
+- losses: `forget_weight * forget_loss + retain_weight * retain_loss`, each logged separately and averaged over
+  processes; both are means of per-sequence values, so the result does not depend on how a global batch is split
+  across processes or accumulation steps;
+- safety: a NaN/inf loss or gradient stops training before the bad update is applied.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from collections import defaultdict
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from peft import LoraConfig, PeftModel, get_peft_model
+from transformers import Trainer, TrainerCallback
+
+from .config import UnlearnConfig
+from .data import IGNORE_INDEX, DataSource, ForgetRetainCollator, ForgetRetainDataset, detect_shape, load_records, pad_rows
+from .data import tokenize as tokenize_records
+from .errors import NonFiniteLossError, UnlearnError
+
+logger = logging.getLogger(__name__)
+
+
+def sequence_logps(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sum of next-token log-probabilities over the labelled tokens of each row, and their count.
+
+    logits (B, T, V), labels (B, T) with IGNORE_INDEX outside the loss -> (B,), (B,).
+    """
+    logits, labels = logits[:, :-1].float(), labels[:, 1:]  # (B, T-1, V), (B, T-1)
+    token_nll = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=IGNORE_INDEX, reduction="none")
+    n_tokens = (labels != IGNORE_INDEX).sum(-1)
+    return -token_nll.sum(-1), n_tokens
+
+
+def mean_nll(logps: torch.Tensor, n_tokens: torch.Tensor) -> torch.Tensor:
+    """Mean over sequences of the per-token NLL of each sequence."""
+    return (-logps / n_tokens.clamp(min=1)).mean()
+
+
+@contextlib.contextmanager
+def reference_mode(model: torch.nn.Module):
+    """The reference model: the same weights with the adapter switched off, in eval mode, without gradients."""
+    was_training = model.training
+    ctx = model.disable_adapter() if isinstance(model, PeftModel) else contextlib.nullcontext()
+    model.eval()
+    try:
+        with ctx, torch.no_grad():
+            yield model
+    finally:
+        model.train(was_training)
+
+
+def wrap_adapter(model: torch.nn.Module, args: UnlearnConfig) -> torch.nn.Module:
+    if isinstance(model, PeftModel) or args.adapter == "none":
+        return model
+    targets = args.lora_target_modules
+    config = LoraConfig(
+        r=args.lora_r,
+        lora_alpha=args.lora_alpha,
+        lora_dropout=args.lora_dropout,
+        target_modules=list(targets) if isinstance(targets, (list, tuple)) else targets,
+        task_type="CAUSAL_LM",
+    )
+    try:
+        return get_peft_model(model, config)
+    except ValueError as e:
+        raise UnlearnError(f"Could not attach LoRA with `lora_target_modules={targets!r}`: {e}") from e
+
+
+class _SetEpoch(TrainerCallback):
+    """Tells the paired dataset which epoch it is in, so that retain sampling advances per epoch."""
+
+    def __init__(self, dataset: ForgetRetainDataset):
+        self.dataset = dataset
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self.dataset.set_epoch(math.floor((state.epoch or 0) + 1e-6))
+
+
+class _FiniteGuard(TrainerCallback):
+    """Raises before `optimizer.step()` when any gradient is NaN/inf, so the weights stay at the last good step.
+
+    Gradients are identical on every process after the all-reduce, so every process stops at the same step.
+    """
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        if grads and not torch.isfinite(torch.nn.utils.get_total_norm(grads)):
+            raise NonFiniteLossError(state.global_step + 1)
+
+
+class UnlearnTrainer(Trainer):
+    """Base trainer for unlearning recipes. Subclasses set `_name`, `_paper` and override `forget_loss`."""
+
+    _name: ClassVar[str] = "base"
+    _paper: ClassVar[str] = ""
+    config_class: ClassVar[type[UnlearnConfig]] = UnlearnConfig
+    data_needs: ClassVar[str] = "forget: QA pairs or text"
+    needs_reference: ClassVar[bool] = False  # True: reference log-probs of the forget set, computed once
+    # Losses are per-batch means: the Trainer must divide them by the accumulation steps.
+    loss_is_scaled_for_ga = False
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        args: UnlearnConfig,
+        forget: DataSource,
+        retain: DataSource | None = None,
+        processing_class=None,
+        **kwargs: Any,
+    ):
+        if processing_class is None:
+            raise UnlearnError("`processing_class` (the tokenizer) is required to tokenize forget/retain data.")
+        if args.uses_retain and retain is None:
+            raise UnlearnError(
+                f"Recipe `{self._name}` uses a retain set (`retain_weight={args.retain_weight}`), but none was "
+                "given. Pass `retain` (e.g. `retain: tofu:retain90`) or set `retain_weight: 0`."
+            )
+        self.forget_records = load_records(forget)
+        self.retain_records = load_records(retain) if args.uses_retain else None
+        self.forget_examples = self._tokenize(self.forget_records, processing_class, args, "forget")
+        self.retain_examples = (
+            self._tokenize(self.retain_records, processing_class, args, "retain") if args.uses_retain else []
+        )
+        dataset = ForgetRetainDataset(
+            self.forget_examples, self.retain_examples, args.retain_ratio, args.retain_sampling, args.seed
+        )
+        callbacks = [*(kwargs.pop("callbacks", None) or []), _SetEpoch(dataset), _FiniteGuard()]
+        super().__init__(
+            model=wrap_adapter(model, args),
+            args=args,
+            train_dataset=dataset,
+            data_collator=ForgetRetainCollator(processing_class.pad_token_id),
+            processing_class=processing_class,
+            callbacks=callbacks,
+            **kwargs,
+        )
+        self.reference_logps: torch.Tensor | None = None
+        self._metrics: dict[str, list[torch.Tensor]] = defaultdict(list)
+
+    # ---- data -------------------------------------------------------------------------------------------------
+
+    def _tokenize(self, ds, tokenizer, args: UnlearnConfig, what: str) -> list[dict]:
+        if len(ds) == 0:
+            raise UnlearnError(f"The {what} set is empty: give at least one example.")
+        shape = detect_shape(ds, args.question_key, args.answer_key, args.text_key, what)
+        if what == "forget":
+            ds = self.transform_forget(ds, shape)
+        return tokenize_records(ds, tokenizer, shape, args.max_length, args.question_key, args.answer_key, args.text_key)
+
+    def transform_forget(self, ds, shape: str):
+        """Hook for recipes that rewrite the forget data before tokenization (e.g. `idk` swaps in refusals)."""
+        return ds
+
+    # ---- reference --------------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def compute_reference_logps(self) -> torch.Tensor:
+        """Per-sequence answer log-probs of every forget example under the reference model, (N_forget,)."""
+        model = self.accelerator.unwrap_model(self.model)
+        bs = self.args.per_device_eval_batch_size
+        out = torch.empty(len(self.forget_examples), device=self.args.device)
+        with reference_mode(model):
+            for start in range(0, len(self.forget_examples), bs):
+                rows = self.forget_examples[start : start + bs]
+                batch = {k: v.to(self.args.device) for k, v in pad_rows(rows, self.processing_class.pad_token_id).items()}
+                logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+                out[start : start + len(rows)] = sequence_logps(logits, batch["labels"])[0]
+        return out
+
+    def train(self, *args, **kwargs):
+        if self.needs_reference and self.reference_logps is None:
+            self.reference_logps = self.compute_reference_logps()
+        return super().train(*args, **kwargs)
+
+    # ---- losses -----------------------------------------------------------------------------------------------
+
+    def forget_loss(self, logps: torch.Tensor, n_tokens: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """The recipe's loss on forget rows: `logps` (B_f,) summed answer log-probs, `n_tokens` (B_f,)."""
+        raise NotImplementedError(f"Recipe `{self._name}` must override `forget_loss`.")
+
+    def retain_loss(self, model, logits, logps, n_tokens, inputs, is_retain) -> torch.Tensor:
+        if self.args.retain_loss == "nll":
+            return mean_nll(logps, n_tokens)
+        ref = self.accelerator.unwrap_model(model)
+        with reference_mode(ref):
+            ref_logits = ref(
+                input_ids=inputs["input_ids"][is_retain], attention_mask=inputs["attention_mask"][is_retain]
+            ).logits
+        mask = (inputs["labels"][is_retain][:, 1:] != IGNORE_INDEX).float()  # (B_r, T-1)
+        log_p = F.log_softmax(logits[:, :-1].float(), -1)
+        log_ref = F.log_softmax(ref_logits[:, :-1].float(), -1)
+        kl = (log_ref.exp() * (log_ref - log_p)).sum(-1)  # KL(ref || model) per token, (B_r, T-1)
+        return ((kl * mask).sum(-1) / mask.sum(-1).clamp(min=1)).mean()
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        is_forget, index = inputs["is_forget"], inputs["index"]
+        outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
+        logps, n_tokens = sequence_logps(outputs.logits, inputs["labels"])  # (B,), (B,)
+        forget = self.forget_loss(logps[is_forget], n_tokens[is_forget], index[is_forget])
+        loss = self.args.forget_weight * forget
+        self._metrics["forget_loss"].append(forget.detach())
+        self._metrics["forget_nll"].append(mean_nll(logps[is_forget], n_tokens[is_forget]).detach())
+        is_retain = ~is_forget
+        if self.args.uses_retain and is_retain.any():
+            retain = self.retain_loss(model, outputs.logits[is_retain], logps[is_retain], n_tokens[is_retain], inputs, is_retain)
+            loss = loss + self.args.retain_weight * retain
+            self._metrics["retain_loss"].append(retain.detach())
+        return (loss, outputs) if return_outputs else loss
+
+    def log_metric(self, name: str, value: torch.Tensor) -> None:
+        """Record a recipe-specific value; it is averaged over steps and processes at the next log."""
+        self._metrics[name].append(value.detach().float())
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if self._metrics and "loss" in logs:  # a training log, not the end-of-train summary
+            for name, values in sorted(self._metrics.items()):
+                value = self.accelerator.reduce(torch.stack(values).float().mean(), reduction="mean")
+                logs[name] = round(value.item(), 6)
+            self._metrics.clear()
+        super().log(logs, start_time)
