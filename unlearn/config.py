@@ -7,6 +7,7 @@ the file. Every default lives here, once: docs and `--help` text read it from th
 from __future__ import annotations
 
 import dataclasses
+import enum
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -136,7 +137,7 @@ def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
 
 def _plain(value: Any) -> Any:
     """A YAML-safe copy of a config value (enums to their value, tuples to lists)."""
-    if hasattr(value, "value") and not isinstance(value, (str, int, float, bool)):
+    if isinstance(value, enum.Enum):
         return value.value
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]

@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 from peft import LoraConfig, PeftModel, get_peft_model
-from transformers import Trainer, TrainerCallback
+from transformers import Trainer, TrainerCallback, set_seed
 
 from .config import UnlearnConfig
 from .data import IGNORE_INDEX, DataSource, ForgetRetainCollator, ForgetRetainDataset, detect_shape, load_records, pad_rows
@@ -136,6 +136,7 @@ class UnlearnTrainer(Trainer):
         dataset = ForgetRetainDataset(
             self.forget_examples, self.retain_examples, args.retain_ratio, args.retain_sampling, args.seed
         )
+        set_seed(args.seed)  # before the adapter is created, so its initialization is reproducible
         callbacks = [*(kwargs.pop("callbacks", None) or []), _SetEpoch(dataset), _FiniteGuard()]
         super().__init__(
             model=wrap_adapter(model, args),
@@ -156,10 +157,10 @@ class UnlearnTrainer(Trainer):
             raise UnlearnError(f"The {what} set is empty: give at least one example.")
         shape = detect_shape(ds, args.question_key, args.answer_key, args.text_key, what)
         if what == "forget":
-            ds = self.transform_forget(ds, shape)
+            ds = self.transform_forget(ds, shape, args)
         return tokenize_records(ds, tokenizer, shape, args.max_length, args.question_key, args.answer_key, args.text_key)
 
-    def transform_forget(self, ds, shape: str):
+    def transform_forget(self, ds, shape: str, args: UnlearnConfig):
         """Hook for recipes that rewrite the forget data before tokenization (e.g. `idk` swaps in refusals)."""
         return ds
 

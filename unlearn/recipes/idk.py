@@ -47,13 +47,13 @@ class IDKTrainer(UnlearnTrainer):
     config_class = IDKConfig
     data_needs = "forget: QA pairs (+ retain when retain_weight > 0)"
 
-    def transform_forget(self, ds, shape):
+    def transform_forget(self, ds, shape, args):
         if shape != "qa":
             raise UnlearnError("`idk` replaces answers by refusals, so its forget set must be QA pairs, not text.")
-        refusals = load_refusals(self.args.refusals)
-        rng = np.random.default_rng(self.args.seed)
+        refusals = load_refusals(args.refusals)
+        rng = np.random.default_rng(args.seed)
         picks = rng.integers(len(refusals), size=len(ds))
-        return ds.map(lambda row, i: {self.args.answer_key: refusals[picks[i]]}, with_indices=True)
+        return ds.map(lambda row, i: {args.answer_key: refusals[picks[i]]}, with_indices=True)
 
     def forget_loss(self, logps, n_tokens, index):
         return mean_nll(logps, n_tokens)

@@ -1,0 +1,65 @@
+"""Every recipe, through one shared tester (the peft `TEST_CASES` pattern): the model forgets, keeps the retain set,
+leaves its base weights alone, and the saved adapter reloads with plain `peft` to the same logits."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import answer_nll
+from peft import PeftModel
+from transformers import AutoModelForCausalLM
+
+import unlearn
+
+# Measured on the tiny target model (forget/retain NLL start near 0.01 nats/token): each setting moves the forget
+# NLL by >= 1.0 with a retain NLL below 0.4, so these bounds leave a margin.
+FORGET_RISE = 0.75  # nats/token the forget-set NLL must rise by
+RETAIN_BOUND = 0.5  # nats/token the retain-set NLL may reach
+TEST_CASES = [
+    ("ga", {"learning_rate": 3e-3}),
+    ("graddiff", {"learning_rate": 3e-3}),
+    ("npo", {"learning_rate": 1e-2}),
+    ("simnpo", {"learning_rate": 2e-2, "num_train_epochs": 10}),
+    ("idk", {"learning_rate": 1e-2, "num_train_epochs": 10}),
+]
+
+
+def test_every_recipe_has_a_test_case():
+    assert sorted(unlearn.RECIPES) == sorted(name for name, _ in TEST_CASES)
+
+
+@pytest.mark.parametrize(("recipe", "overrides"), TEST_CASES, ids=[name for name, _ in TEST_CASES])
+def test_recipe_forgets_and_keeps(recipe, overrides, tiny, tiny_model_dir, tofu_rows, tmp_path):
+    model, tokenizer = tiny
+    base = {k: v.clone() for k, v in model.state_dict().items()}
+    before_forget = answer_nll(model, tokenizer, tofu_rows["forget"])
+    out = tmp_path / "run"
+    peft_model = unlearn.forget(
+        model, tokenizer, tofu_rows["forget"], tofu_rows["retain"], recipe=recipe, output_dir=out,
+        disable_tqdm=True, **overrides,
+    )  # fmt: skip
+    after_forget = answer_nll(peft_model, tokenizer, tofu_rows["forget"])
+    after_retain = answer_nll(peft_model, tokenizer, tofu_rows["retain"])
+    assert after_forget - before_forget >= FORGET_RISE, (before_forget, after_forget)
+    assert after_retain <= RETAIN_BOUND, after_retain
+
+    # The base weights are untouched: all learning is in the adapter.
+    trained_base = peft_model.get_base_model().state_dict()
+    for name, value in base.items():
+        key = name.replace(".weight", ".base_layer.weight") if name.replace(".weight", ".base_layer.weight") in trained_base else name
+        torch.testing.assert_close(trained_base[key], value, rtol=0, atol=0)
+
+    # The run directory is complete and the adapter round-trips through plain peft.
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["status"] == "complete" and meta["recipe"] == recipe and meta["global_step"] > 0
+    assert meta["data"]["forget"]["rows"] == len(tofu_rows["forget"])
+    assert (out / "adapter_model.safetensors").is_file() and (out / "unlearn_config.yaml").is_file()
+    assert not list(out.glob("checkpoint-*")), "checkpoints are removed once the run is complete"
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert any("forget_loss" in row for row in log)
+    reloaded = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), out).eval()
+    ids = torch.tensor([tokenizer("Question: who?\nAnswer: The author")["input_ids"]])
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(ids).logits, peft_model.eval()(ids).logits)

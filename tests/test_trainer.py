@@ -1,0 +1,114 @@
+"""The shared machinery of `UnlearnTrainer`: reference log-probs, loss scaling, logging, adapters, sampling."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import answer_nll
+from peft import PeftModel
+
+import unlearn
+from unlearn.config import build_config
+from unlearn.data import pad_rows
+from unlearn.recipes.npo import NPOTrainer
+from unlearn.trainer import sequence_logps
+
+
+def _config(recipe: str, tmp_path, **kw):
+    return build_config({"recipe": recipe, "output_dir": str(tmp_path / "out"), "disable_tqdm": True, **kw})
+
+
+def test_reference_logps_are_the_base_model_with_the_adapter_disabled(tiny, tofu_rows, tmp_path):
+    model, tokenizer = tiny
+    rows = [dict(r) for r in tofu_rows["forget"]]
+    batch = pad_rows(
+        unlearn.data.tokenize(unlearn.data.load_records(rows), tokenizer, "qa", 512, "question", "answer", "text"),
+        tokenizer.pad_token_id,
+    )
+    with torch.no_grad():
+        expected = sequence_logps(model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits, batch["labels"])[0]
+    trainer = NPOTrainer(model=model, args=_config("npo", tmp_path, retain_weight=0), forget=rows, processing_class=tokenizer)
+    assert isinstance(trainer.model, PeftModel)
+    torch.nn.init.normal_(next(p for n, p in trainer.model.named_parameters() if "lora_B" in n))  # adapter now matters
+    torch.testing.assert_close(trainer.compute_reference_logps(), expected, rtol=1e-5, atol=1e-4)
+
+
+def test_npo_reference_is_computed_once(tiny, tofu_rows, tmp_path, monkeypatch):
+    model, tokenizer = tiny
+    calls = []
+    original = NPOTrainer.compute_reference_logps
+    monkeypatch.setattr(NPOTrainer, "compute_reference_logps", lambda self: calls.append(1) or original(self))
+    trainer = NPOTrainer(
+        model=model, args=_config("npo", tmp_path, retain_weight=0, num_train_epochs=2, save_strategy="no"),
+        forget=tofu_rows["forget"], processing_class=tokenizer,
+    )  # fmt: skip
+    trainer.train()
+    assert calls == [1] and trainer.state.global_step == 4
+
+
+def test_gradient_accumulation_matches_the_full_batch(tiny_model_dir, tofu_rows, tmp_path):
+    """Per-sequence mean losses: 1 x batch 4 and 2 accumulated x batch 2 take the same optimizer step."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    adapters = []
+    for bs, accum in [(4, 1), (2, 2)]:
+        model, tok = AutoModelForCausalLM.from_pretrained(tiny_model_dir), AutoTokenizer.from_pretrained(tiny_model_dir)
+        pm = unlearn.forget(
+            model, tok, tofu_rows["forget"], tofu_rows["retain"], recipe="graddiff", learning_rate=1e-3,
+            num_train_epochs=1, per_device_train_batch_size=bs, gradient_accumulation_steps=accum,
+            disable_tqdm=True, seed=3,
+        )  # fmt: skip
+        adapters.append({n: p.detach().clone() for n, p in pm.named_parameters() if "lora_" in n})
+    for name in adapters[0]:
+        torch.testing.assert_close(adapters[0][name], adapters[1][name], rtol=1e-4, atol=1e-5)
+
+
+def test_forget_and_retain_losses_are_logged_separately(tiny, tofu_rows, tmp_path):
+    model, tokenizer = tiny
+    trainer = unlearn.get_recipe("graddiff")(
+        model=model, args=_config("graddiff", tmp_path, num_train_epochs=1, save_strategy="no"),
+        forget=tofu_rows["forget"], retain=tofu_rows["retain"], processing_class=tokenizer,
+    )  # fmt: skip
+    trainer.train()
+    logs = [row for row in trainer.state.log_history if "loss" in row]
+    assert len(logs) == 2
+    for row in logs:
+        # loss = -forget NLL + retain NLL, and each part is reported
+        assert row["loss"] == pytest.approx(row["forget_loss"] + row["retain_loss"], abs=1e-3)
+        assert row["forget_loss"] == pytest.approx(-row["forget_nll"], abs=1e-5)
+
+
+def test_full_finetuning_without_adapter(tiny, tofu_rows, tmp_path):
+    model, tokenizer = tiny
+    before = answer_nll(model, tokenizer, tofu_rows["forget"])
+    out = unlearn.forget(model, tokenizer, tofu_rows["forget"], recipe="ga", adapter="none", learning_rate=1e-3, disable_tqdm=True)
+    assert not isinstance(out, PeftModel)
+    assert answer_nll(out, tokenizer, tofu_rows["forget"]) > before + 1.0
+
+
+def test_kl_retain_loss_is_zero_before_any_update(tiny, tofu_rows, tmp_path):
+    model, tokenizer = tiny
+    trainer = unlearn.get_recipe("graddiff")(
+        model=model, args=_config("graddiff", tmp_path, retain_loss="kl", learning_rate=1e-3, num_train_epochs=1, save_strategy="no"),
+        forget=tofu_rows["forget"], retain=tofu_rows["retain"], processing_class=tokenizer,
+    )  # fmt: skip
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(2)])
+    trainer.compute_loss(trainer.model, batch)  # LoRA B starts at zero: model == reference
+    assert trainer._metrics["retain_loss"][0].item() == pytest.approx(0.0, abs=1e-5)
+    trainer.train()
+    assert trainer.state.log_history[-2]["retain_loss"] > 0
+
+
+def test_chat_template_puts_the_loss_on_the_answer_only(tiny):
+    from conftest import CHAT_TEMPLATE
+
+    _, tokenizer = tiny
+    tokenizer.chat_template = CHAT_TEMPLATE
+    ex = unlearn.data.tokenize(
+        unlearn.data.load_records([{"question": "Who wrote it?", "answer": "Jane Doe"}]),
+        tokenizer, "qa", 512, "question", "answer", "text",
+    )[0]  # fmt: skip
+    labelled = tokenizer.decode([t for t in ex["labels"] if t != -100])
+    prompt = tokenizer.decode([t for t, lab in zip(ex["input_ids"], ex["labels"]) if lab == -100])
+    assert labelled == "Jane Doe</s>"
+    assert prompt == "<|user|>Who wrote it?</s><|assistant|>"
