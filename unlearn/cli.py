@@ -1,6 +1,7 @@
 """The `unlearn` command line.
 
     unlearn forget CONFIG.yaml [key=value ...]     train a recipe (also under `accelerate launch -m unlearn`)
+    unlearn demo                                    unlearn on the built-in default model and show before/after
     unlearn recipes                                 list the recipes, their papers and the data they need
 """
 
@@ -33,6 +34,14 @@ def cmd_forget(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .config import parse_overrides
+    from .demo import run_demo
+
+    run_demo(model=args.model, recipe=args.recipe, output_dir=args.output_dir, **parse_overrides(args.overrides))
+    return 0
+
+
 def cmd_recipes(args: argparse.Namespace) -> int:
     from .recipes import RECIPES
 
@@ -55,6 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", help="YAML file, e.g. recipes/npo.yaml")
     p.add_argument("overrides", nargs="*", help="key=value overrides of the config (values parsed as YAML)")
     p.set_defaults(func=cmd_forget)
+    p = sub.add_parser("demo", help="Unlearn Harry Potter facts from SmolLM2-135M-Instruct and show before/after.")
+    p.add_argument("--model", default="smollm2-135m", help="Built-in name, local directory or Hub id.")
+    p.add_argument("--recipe", default="npo", help="Recipe to run (default: npo).")
+    p.add_argument("--output-dir", default="runs/demo", help="Run directory (an earlier demo run there is replaced).")
+    p.add_argument("overrides", nargs="*", help="key=value overrides of the demo's settings")
+    p.set_defaults(func=cmd_demo)
     p = sub.add_parser("recipes", help="List the recipes.")
     p.add_argument("-v", "--verbose", action="store_true", help="Also list each recipe's own defaults.")
     p.set_defaults(func=cmd_recipes)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import os
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -97,6 +99,10 @@ class UnlearnConfig(TrainingArguments):
     def __post_init__(self):
         if self.output_dir is None:
             self.output_dir = str(Path("runs") / self.recipe)
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not _has_accelerator():
+            # Launched as several processes on a machine without an accelerator (`torchrun`, or `accelerate launch
+            # --multi_gpu`): without `use_cpu` the Trainer would run each process alone instead of DDP over gloo.
+            self.use_cpu = True
         super().__post_init__()
         _check_choice("adapter", self.adapter, ("lora", "none"))
         _check_choice("retain_loss", self.retain_loss, ("nll", "kl"))
@@ -128,6 +134,13 @@ class UnlearnConfig(TrainingArguments):
                 continue
             out[f.name] = _plain(getattr(self, f.name))
         return out
+
+
+def _has_accelerator() -> bool:
+    import torch
+
+    xpu = getattr(torch, "xpu", None)
+    return torch.cuda.is_available() or torch.backends.mps.is_available() or bool(xpu and xpu.is_available())
 
 
 def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
@@ -169,7 +182,30 @@ def build_config(values: dict[str, Any], config_class: type[UnlearnConfig] | Non
     for key in values:
         if key not in known:
             raise UnlearnError(unknown_name(f"config key for recipe `{values.get('recipe', 'ga')}`:", key, known))
-    return config_class(**values)
+    hints = _type_hints(config_class)
+    return config_class(**{k: _coerce(k, v, hints.get(k)) for k, v in values.items()})
+
+
+def _type_hints(cls: type) -> dict[str, Any]:
+    try:
+        return typing.get_type_hints(cls)
+    except Exception:  # noqa: BLE001 - an unresolvable annotation only disables coercion
+        return {}
+
+
+def _coerce(key: str, value: Any, hint: Any) -> Any:
+    """YAML reads `3e-3` (no dot) as a string; turn such strings into the number the field declares."""
+    if not isinstance(value, str):
+        return value
+    kinds = set(typing.get_args(hint)) | {hint}
+    for kind in (int, float):
+        if kind in kinds:
+            try:
+                return kind(value)
+            except ValueError:
+                if kind is float or float not in kinds:
+                    raise UnlearnError(f"`{key}` must be a number, got {value!r}.") from None
+    return value
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> UnlearnConfig:

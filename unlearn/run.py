@@ -29,6 +29,7 @@ from accelerate import PartialState
 from .config import RUN_CONTROL_FIELDS, UnlearnConfig, build_config
 from .data import DataSource, fingerprint
 from .errors import NonFiniteLossError, UnlearnError
+from .models import resolve_model
 from .recipes import get_recipe
 
 logger = logging.getLogger(__name__)
@@ -55,6 +56,7 @@ def load_model_and_tokenizer(name_or_path: str, dtype: str = "float32", trust_re
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    name_or_path = resolve_model(name_or_path)
     local = Path(name_or_path).expanduser()
     is_hub_id = not local.exists() and name_or_path.count("/") <= 1 and not name_or_path.startswith((".", "/", "~"))
     if not local.exists() and not is_hub_id:
