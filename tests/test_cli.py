@@ -28,7 +28,9 @@ def write_config(path, model_dir, data_files, out, **extra):
 
 
 def unlearn_cli(*args, check=True):
-    proc = subprocess.run([sys.executable, "-m", "unlearn", *map(str, args)], env=ENV, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "unlearn", *map(str, args)], env=ENV, capture_output=True, text=True, timeout=300
+    )
     if check and proc.returncode != 0:
         raise AssertionError(proc.stderr[-3000:])
     return proc
@@ -72,7 +74,9 @@ def test_interrupted_run_resumes_to_the_same_adapter(tiny_model_dir, data_files,
 
     def go(out, **kw):
         model, tok = load_model_and_tokenizer(str(tiny_model_dir))
-        return unlearn.forget(model, tok, str(data_files["forget"]), str(data_files["retain"]), output_dir=out, **settings, **kw)
+        return unlearn.forget(
+            model, tok, str(data_files["forget"]), str(data_files["retain"]), output_dir=out, **settings, **kw
+        )
 
     go(tmp_path / "straight")
 
@@ -107,14 +111,18 @@ def test_interrupted_run_resumes_to_the_same_adapter(tiny_model_dir, data_files,
 def test_two_processes_match_one(tiny_model_dir, data_files, tmp_path):
     """Global batch 4: one process x 4 vs two gloo processes x 2 give the same adapter.
 
-    Tolerance: every adapter tensor within 1e-3 relative (Frobenius) error; measured 2e-4 at most, the float32
+    Tolerance: every adapter tensor within 1e-3 relative (Frobenius) error; measured 1e-4 at most, the float32
     noise of a different all-reduce summation order, amplified by Adam on the near-zero first steps.
     On a machine without GPUs, `accelerate launch --cpu` runs a single process (accelerate 1.x hands multi-CPU
     runs to mpirun only); `--multi_gpu` starts the processes with torchrun and `UnlearnConfig` switches them to
     `use_cpu`, i.e. DDP over gloo.
     """
-    one = write_config(tmp_path / "one.yaml", tiny_model_dir, data_files, tmp_path / "one", per_device_train_batch_size=4)
-    two = write_config(tmp_path / "two.yaml", tiny_model_dir, data_files, tmp_path / "two", per_device_train_batch_size=2)
+    one = write_config(
+        tmp_path / "one.yaml", tiny_model_dir, data_files, tmp_path / "one", per_device_train_batch_size=4
+    )
+    two = write_config(
+        tmp_path / "two.yaml", tiny_model_dir, data_files, tmp_path / "two", per_device_train_batch_size=2
+    )
     unlearn_cli("forget", one)
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
               "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "unlearn", "forget", str(two)]  # fmt: skip

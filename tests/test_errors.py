@@ -29,7 +29,9 @@ def test_missing_columns_lists_what_was_found(tiny):
 def test_configurable_column_names(tiny):
     model, tok = tiny
     rows = [{"prompt": "Who is X?", "response": "X is a writer."}] * 4
-    unlearn.forget(model, tok, rows, recipe="ga", question_key="prompt", answer_key="response", max_steps=1, disable_tqdm=True)
+    unlearn.forget(
+        model, tok, rows, recipe="ga", question_key="prompt", answer_key="response", max_steps=1, disable_tqdm=True
+    )
 
 
 def test_retain_required_but_absent(tiny, tofu_rows):
@@ -80,7 +82,9 @@ def test_output_dir_with_another_run(tiny_model_dir, tofu_rows, tmp_path):
 
     def go(**kw):
         model, tok = load_model_and_tokenizer(str(tiny_model_dir))
-        return unlearn.forget(model, tok, tofu_rows["forget"], recipe="ga", output_dir=out, max_steps=1, disable_tqdm=True, **kw)
+        return unlearn.forget(
+            model, tok, tofu_rows["forget"], recipe="ga", output_dir=out, max_steps=1, disable_tqdm=True, **kw
+        )
 
     go()
     first = json.loads((out / "run.json").read_text())["finished"]
@@ -131,7 +135,9 @@ def test_nan_loss_stops_and_keeps_the_last_good_adapter(tiny, tofu_rows, tmp_pat
     monkeypatch.setattr(GATrainer, "forget_loss", poisoned)
     out = tmp_path / "run"
     with pytest.raises(NonFiniteLossError, match="step 3") as err:
-        unlearn.forget(model, tok, tofu_rows["forget"], recipe="ga", output_dir=out, learning_rate=1e-3, disable_tqdm=True)
+        unlearn.forget(
+            model, tok, tofu_rows["forget"], recipe="ga", output_dir=out, learning_rate=1e-3, disable_tqdm=True
+        )
     saved = out / "last-good-step-2"
     assert err.value.saved_to == str(saved) and (saved / "adapter_model.safetensors").is_file()
     assert not (out / "run.json").exists(), "a failed run must not look complete"

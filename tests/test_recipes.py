@@ -48,7 +48,11 @@ def test_recipe_forgets_and_keeps(recipe, overrides, tiny, tiny_model_dir, tofu_
     # The base weights are untouched: all learning is in the adapter.
     trained_base = peft_model.get_base_model().state_dict()
     for name, value in base.items():
-        key = name.replace(".weight", ".base_layer.weight") if name.replace(".weight", ".base_layer.weight") in trained_base else name
+        key = (
+            name.replace(".weight", ".base_layer.weight")
+            if name.replace(".weight", ".base_layer.weight") in trained_base
+            else name
+        )
         torch.testing.assert_close(trained_base[key], value, rtol=0, atol=0)
 
     # The run directory is complete and the adapter round-trips through plain peft.

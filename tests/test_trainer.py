@@ -26,8 +26,12 @@ def test_reference_logps_are_the_base_model_with_the_adapter_disabled(tiny, tofu
         tokenizer.pad_token_id,
     )
     with torch.no_grad():
-        expected = sequence_logps(model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits, batch["labels"])[0]
-    trainer = NPOTrainer(model=model, args=_config("npo", tmp_path, retain_weight=0), forget=rows, processing_class=tokenizer)
+        expected = sequence_logps(
+            model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits, batch["labels"]
+        )[0]
+    trainer = NPOTrainer(
+        model=model, args=_config("npo", tmp_path, retain_weight=0), forget=rows, processing_class=tokenizer
+    )
     assert isinstance(trainer.model, PeftModel)
     torch.nn.init.normal_(next(p for n, p in trainer.model.named_parameters() if "lora_B" in n))  # adapter now matters
     torch.testing.assert_close(trainer.compute_reference_logps(), expected, rtol=1e-5, atol=1e-4)
@@ -81,7 +85,9 @@ def test_forget_and_retain_losses_are_logged_separately(tiny, tofu_rows, tmp_pat
 def test_full_finetuning_without_adapter(tiny, tofu_rows, tmp_path):
     model, tokenizer = tiny
     before = answer_nll(model, tokenizer, tofu_rows["forget"])
-    out = unlearn.forget(model, tokenizer, tofu_rows["forget"], recipe="ga", adapter="none", learning_rate=1e-3, disable_tqdm=True)
+    out = unlearn.forget(
+        model, tokenizer, tofu_rows["forget"], recipe="ga", adapter="none", learning_rate=1e-3, disable_tqdm=True
+    )
     assert not isinstance(out, PeftModel)
     assert answer_nll(out, tokenizer, tofu_rows["forget"]) > before + 1.0
 
@@ -109,6 +115,6 @@ def test_chat_template_puts_the_loss_on_the_answer_only(tiny):
         tokenizer, "qa", 512, "question", "answer", "text",
     )[0]  # fmt: skip
     labelled = tokenizer.decode([t for t in ex["labels"] if t != -100])
-    prompt = tokenizer.decode([t for t, lab in zip(ex["input_ids"], ex["labels"]) if lab == -100])
+    prompt = tokenizer.decode([t for t, lab in zip(ex["input_ids"], ex["labels"], strict=True) if lab == -100])
     assert labelled == "Jane Doe</s>"
     assert prompt == "<|user|>Who wrote it?</s><|assistant|>"

@@ -1,8 +1,8 @@
 """The `unlearn` command line.
 
-    unlearn forget CONFIG.yaml [key=value ...]     train a recipe (also under `accelerate launch -m unlearn`)
-    unlearn demo                                    unlearn on the built-in default model and show before/after
-    unlearn recipes                                 list the recipes, their papers and the data they need
+unlearn forget CONFIG.yaml [key=value ...]     train a recipe (also under `accelerate launch -m unlearn`)
+unlearn demo                                    unlearn on the built-in default model and show before/after
+unlearn recipes                                 list the recipes, their papers and the data they need
 """
 
 from __future__ import annotations
@@ -23,7 +23,9 @@ def cmd_forget(args: argparse.Namespace) -> int:
     if not config.model_name_or_path:
         raise UnlearnError("No model given: set `model_name_or_path` in the config or pass model_name_or_path=PATH.")
     if config.forget is None:
-        raise UnlearnError("No forget data given: set `forget` in the config (e.g. `forget: tofu:forget10`) or pass forget=PATH.")
+        raise UnlearnError(
+            "No forget data given: set `forget` in the config (e.g. `forget: tofu:forget10`) or pass forget=PATH."
+        )
     check_output_dir(config)  # fail before the model is loaded
     model, tokenizer = load_model_and_tokenizer(config.model_name_or_path, config.dtype)
     run(config, model, tokenizer, config.forget, config.retain)
@@ -50,7 +52,11 @@ def cmd_recipes(args: argparse.Namespace) -> int:
         print(f"{'':10s} data: {cls.data_needs}")
         if args.verbose:
             base = {f.name: f.default for f in dataclasses.fields(cls.config_class.__mro__[1])}
-            own = [f for f in dataclasses.fields(cls.config_class) if f.name != "recipe" and base.get(f.name, object()) != f.default]
+            own = [
+                f
+                for f in dataclasses.fields(cls.config_class)
+                if f.name != "recipe" and base.get(f.name, object()) != f.default
+            ]
             for f in own:
                 print(f"{'':10s}   {f.name} = {f.default!r}: {f.metadata.get('help', '')}")
     return 0

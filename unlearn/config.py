@@ -64,7 +64,9 @@ class UnlearnConfig(TrainingArguments):
         },
     )
 
-    adapter: str = field(default="lora", metadata={"help": "`lora` trains a LoRA adapter; `none` fine-tunes all weights."})
+    adapter: str = field(
+        default="lora", metadata={"help": "`lora` trains a LoRA adapter; `none` fine-tunes all weights."}
+    )
     lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
     lora_alpha: int = field(default=16, metadata={"help": "LoRA scaling numerator (scale = alpha / r)."})
     lora_dropout: float = field(default=0.0, metadata={"help": "Dropout on the LoRA branch."})

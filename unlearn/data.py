@@ -41,7 +41,9 @@ def load_records(source: DataSource, split: str | None = None) -> datasets.Datas
     if isinstance(source, Mapping):
         extra = set(source) - {"path", "name", "split"}
         if "path" not in source or extra:
-            raise UnlearnError(f"A data mapping needs `path` and may have `name` and `split`; got keys {sorted(source)}.")
+            raise UnlearnError(
+                f"A data mapping needs `path` and may have `name` and `split`; got keys {sorted(source)}."
+            )
         return _load_path(str(source["path"]), name=source.get("name"), split=source.get("split", split))
     if isinstance(source, (str, Path)):
         return _load_path(str(source), name=None, split=split)
@@ -72,12 +74,7 @@ def _load_path(path: str, name: str | None, split: str | None) -> datasets.Datas
 
 def _looks_like_local_path(path: str) -> bool:
     """A Hub id is `name` or `org/name`; anything else (./x, /x, a/b/c, x.jsonl) can only be a local path."""
-    return (
-        path.startswith((".", "/", "~"))
-        or path.count("/") > 1
-        or Path(path).suffix in FILE_LOADERS
-        or "\\" in path
-    )
+    return path.startswith((".", "/", "~")) or path.count("/") > 1 or Path(path).suffix in FILE_LOADERS or "\\" in path
 
 
 def _load_files(files: list[Path]) -> datasets.Dataset:
@@ -178,7 +175,12 @@ def tokenize(
             )
         examples.append({"input_ids": ids, "labels": labels, "index": i})
     if truncated:
-        logger.warning("%d of %d examples were longer than max_length=%d tokens and were truncated.", truncated, len(ds), max_length)
+        logger.warning(
+            "%d of %d examples were longer than max_length=%d tokens and were truncated.",
+            truncated,
+            len(ds),
+            max_length,
+        )
     return examples
 
 

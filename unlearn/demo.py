@@ -37,7 +37,10 @@ def demo_rows(name: str) -> list[dict]:
 def measure(model, tokenizer, sets: dict[str, list[dict]]) -> dict[str, Any]:
     nll = {name: statistics.fmean(answer_nll(model, tokenizer, rows)) for name, rows in sets.items()}
     shown = [r["question"] for name, n in SHOWN.items() for r in sets[name][:n]]
-    return {"nll": nll, "answers": dict(zip(shown, greedy_answers(model, tokenizer, shown, max_new_tokens=24)))}
+    return {
+        "nll": nll,
+        "answers": dict(zip(shown, greedy_answers(model, tokenizer, shown, max_new_tokens=24), strict=True)),
+    }
 
 
 def run_demo(
@@ -75,7 +78,9 @@ def render(result: dict[str, Any]) -> str:
     ]
     for name, what in (("forget", "forget (Harry Potter, trained to forget)"), ("retain", "retain (kept in training)"),
                        ("neighbors", "neighbors (never trained on)")):  # fmt: skip
-        lines.append(f"| {what} | {b['nll'][name]:.3f} | {a['nll'][name]:.3f} | {a['nll'][name] - b['nll'][name]:+.3f} |")
+        lines.append(
+            f"| {what} | {b['nll'][name]:.3f} | {a['nll'][name]:.3f} | {a['nll'][name] - b['nll'][name]:+.3f} |"
+        )
     lines += ["", "Greedy answers:", "", "| question | before | after |", "|---|---|---|"]
     for q in b["answers"]:
         lines.append(f"| {q} | {_cell(b['answers'][q])} | {_cell(a['answers'][q])} |")

@@ -67,10 +67,16 @@ def load_model_and_tokenizer(name_or_path: str, dtype: str = "float32", trust_re
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(local) if local.exists() else name_or_path, **kwargs)
         model = AutoModelForCausalLM.from_pretrained(
-            str(local) if local.exists() else name_or_path, dtype=dtype if dtype == "auto" else getattr(torch, dtype), **kwargs
+            str(local) if local.exists() else name_or_path,
+            dtype=dtype if dtype == "auto" else getattr(torch, dtype),
+            **kwargs,
         )
     except OSError as e:
-        where = "in the local Hugging Face cache (HF_HUB_OFFLINE is set)" if kwargs.get("local_files_only") else "on the Hub"
+        where = (
+            "in the local Hugging Face cache (HF_HUB_OFFLINE is set)"
+            if kwargs.get("local_files_only")
+            else "on the Hub"
+        )
         raise UnlearnError(f"Could not load model `{name_or_path}` {where}: {e}") from e
     return model, tokenizer
 
@@ -93,7 +99,9 @@ def ensure_pad_token(tokenizer) -> None:
 
 def last_checkpoint(out: Path) -> Path | None:
     """The newest checkpoint whose `trainer_state.json` (the Trainer writes it last) is complete."""
-    ckpts = sorted(out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]) if p.name.split("-")[-1].isdigit() else -1)
+    ckpts = sorted(
+        out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]) if p.name.split("-")[-1].isdigit() else -1
+    )
     for ckpt in reversed(ckpts):
         try:
             json.loads((ckpt / "trainer_state.json").read_text())
@@ -129,9 +137,13 @@ def check_output_dir(config: UnlearnConfig) -> Path | None:
     if not config.resume:
         state = "a completed" if complete else "an unfinished"
         hint = "`overwrite=true` to replace it" + ("" if complete else ", `resume=true` to continue it")
-        raise UnlearnError(f"`output_dir` `{out}` holds {state} unlearn run. Pass {hint}, or choose another output_dir.")
+        raise UnlearnError(
+            f"`output_dir` `{out}` holds {state} unlearn run. Pass {hint}, or choose another output_dir."
+        )
     if complete:
-        raise UnlearnError(f"The run in `{out}` is already complete; nothing to resume. Pass `overwrite=true` to redo it.")
+        raise UnlearnError(
+            f"The run in `{out}` is already complete; nothing to resume. Pass `overwrite=true` to redo it."
+        )
     saved = _comparable(yaml.safe_load((out / CONFIG_FILE).read_text()) or {})
     now = _comparable(config.to_yaml_dict())
     changed = sorted(k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k))
@@ -222,7 +234,9 @@ def run(
     started = time.time()
     recipe = get_recipe(config.recipe)
     if not isinstance(config, recipe.config_class):
-        raise UnlearnError(f"Config is a {type(config).__name__}; recipe `{recipe._name}` needs {recipe.config_class.__name__}.")
+        raise UnlearnError(
+            f"Config is a {type(config).__name__}; recipe `{recipe._name}` needs {recipe.config_class.__name__}."
+        )
     resume_from = check_output_dir(config) if save else None
     ensure_pad_token(tokenizer)
     trainer = recipe(model=model, args=config, forget=forget, retain=retain, processing_class=tokenizer)
@@ -264,7 +278,9 @@ def forget(
     config_class = get_recipe(recipe).config_class
     values = {"recipe": recipe, **overrides}
     if output_dir is not None:
-        return run(build_config({**values, "output_dir": str(output_dir)}, config_class), model, tokenizer, forget, retain)
+        return run(
+            build_config({**values, "output_dir": str(output_dir)}, config_class), model, tokenizer, forget, retain
+        )
     with tempfile.TemporaryDirectory(prefix="unlearn-") as tmp:
         config = build_config({**values, "output_dir": tmp, "save_strategy": "no"}, config_class)
         return run(config, model, tokenizer, forget, retain, save=False)

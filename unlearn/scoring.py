@@ -27,7 +27,9 @@ def answer_nll(
     model.eval()
     out: list[float] = []
     for start in range(0, len(examples), batch_size):
-        batch = {k: v.to(device) for k, v in pad_rows(examples[start : start + batch_size], tokenizer.pad_token_id).items()}
+        batch = {
+            k: v.to(device) for k, v in pad_rows(examples[start : start + batch_size], tokenizer.pad_token_id).items()
+        }
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         logps, n = sequence_logps(logits, batch["labels"])
         out.extend((-logps / n.clamp(min=1)).tolist())
@@ -36,7 +38,9 @@ def answer_nll(
 
 
 @torch.no_grad()
-def greedy_answers(model, tokenizer, questions: Sequence[str], max_new_tokens: int = 32, batch_size: int = 8) -> list[str]:
+def greedy_answers(
+    model, tokenizer, questions: Sequence[str], max_new_tokens: int = 32, batch_size: int = 8
+) -> list[str]:
     """Greedy completions of each question, formatted as in training (chat template when there is one)."""
     device = next(model.parameters()).device
     side, tokenizer.padding_side = tokenizer.padding_side, "left"

@@ -25,7 +25,15 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import Trainer, TrainerCallback, set_seed
 
 from .config import UnlearnConfig
-from .data import IGNORE_INDEX, DataSource, ForgetRetainCollator, ForgetRetainDataset, detect_shape, load_records, pad_rows
+from .data import (
+    IGNORE_INDEX,
+    DataSource,
+    ForgetRetainCollator,
+    ForgetRetainDataset,
+    detect_shape,
+    load_records,
+    pad_rows,
+)
 from .data import tokenize as tokenize_records
 from .errors import NonFiniteLossError, UnlearnError
 
@@ -158,7 +166,9 @@ class UnlearnTrainer(Trainer):
         shape = detect_shape(ds, args.question_key, args.answer_key, args.text_key, what)
         if what == "forget":
             ds = self.transform_forget(ds, shape, args)
-        return tokenize_records(ds, tokenizer, shape, args.max_length, args.question_key, args.answer_key, args.text_key)
+        return tokenize_records(
+            ds, tokenizer, shape, args.max_length, args.question_key, args.answer_key, args.text_key
+        )
 
     def transform_forget(self, ds, shape: str, args: UnlearnConfig):
         """Hook for recipes that rewrite the forget data before tokenization (e.g. `idk` swaps in refusals)."""
@@ -175,7 +185,9 @@ class UnlearnTrainer(Trainer):
         with reference_mode(model):
             for start in range(0, len(self.forget_examples), bs):
                 rows = self.forget_examples[start : start + bs]
-                batch = {k: v.to(self.args.device) for k, v in pad_rows(rows, self.processing_class.pad_token_id).items()}
+                batch = {
+                    k: v.to(self.args.device) for k, v in pad_rows(rows, self.processing_class.pad_token_id).items()
+                }
                 logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
                 out[start : start + len(rows)] = sequence_logps(logits, batch["labels"])[0]
         return out
@@ -215,7 +227,9 @@ class UnlearnTrainer(Trainer):
         self._metrics["forget_nll"].append(mean_nll(logps[is_forget], n_tokens[is_forget]).detach())
         is_retain = ~is_forget
         if self.args.uses_retain and is_retain.any():
-            retain = self.retain_loss(model, outputs.logits[is_retain], logps[is_retain], n_tokens[is_retain], inputs, is_retain)
+            retain = self.retain_loss(
+                model, outputs.logits[is_retain], logps[is_retain], n_tokens[is_retain], inputs, is_retain
+            )
             loss = loss + self.args.retain_weight * retain
             self._metrics["retain_loss"].append(retain.detach())
         return (loss, outputs) if return_outputs else loss
