@@ -133,7 +133,7 @@ def test_collator_puts_forget_rows_first():
     batch = ForgetRetainCollator(pad_token_id=0)([ds[0], ds[1]])
     assert batch["input_ids"].shape == (6, 3)
     assert batch["is_forget"].tolist() == [True, True, False, False, False, False]
-    assert batch["attention_mask"][2].tolist() == [1, 0, 0] and batch["labels"][2].tolist() == [8, -100, -100]
+    assert batch["attention_mask"][2].tolist() == [1, 0, 0] and batch["loss_labels"][2].tolist() == [8, -100, -100]
 
 
 def test_fingerprint_is_a_content_hash():

@@ -228,7 +228,7 @@ class ForgetRetainDataset(torch.utils.data.Dataset):
 class ForgetRetainCollator:
     """Pads forget rows then retain rows into one batch, so one forward pass serves both losses.
 
-    Batch: `input_ids`, `attention_mask`, `labels` (B, T) with B = forget rows + retain rows (right padded);
+    Batch: `input_ids`, `attention_mask`, `loss_labels` (B, T) with B = forget rows + retain rows (right padded);
     `is_forget` (B,) bool; `index` (B,) position of each row in its own dataset.
     """
 
@@ -239,6 +239,9 @@ class ForgetRetainCollator:
         rows = [it["forget"] for it in items] + [r for it in items for r in it["retain"]]
         n_forget = len(items)
         batch = pad_rows(rows, self.pad_token_id)
+        # Not `labels`: the Trainer would treat the batch as its own (count tokens, gather counts across processes,
+        # and on older versions skip the gradient-accumulation division); our losses are per-sequence means.
+        batch["loss_labels"] = batch.pop("labels")
         batch["is_forget"] = torch.arange(len(rows)) < n_forget
         batch["index"] = torch.tensor([r["index"] for r in rows])
         return batch

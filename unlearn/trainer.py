@@ -211,7 +211,7 @@ class UnlearnTrainer(Trainer):
             ref_logits = ref(
                 input_ids=inputs["input_ids"][is_retain], attention_mask=inputs["attention_mask"][is_retain]
             ).logits
-        mask = (inputs["labels"][is_retain][:, 1:] != IGNORE_INDEX).float()  # (B_r, T-1)
+        mask = (inputs["loss_labels"][is_retain][:, 1:] != IGNORE_INDEX).float()  # (B_r, T-1)
         log_p = F.log_softmax(logits[:, :-1].float(), -1)
         log_ref = F.log_softmax(ref_logits[:, :-1].float(), -1)
         kl = (log_ref.exp() * (log_ref - log_p)).sum(-1)  # KL(ref || model) per token, (B_r, T-1)
@@ -220,7 +220,7 @@ class UnlearnTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         is_forget, index = inputs["is_forget"], inputs["index"]
         outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
-        logps, n_tokens = sequence_logps(outputs.logits, inputs["labels"])  # (B,), (B,)
+        logps, n_tokens = sequence_logps(outputs.logits, inputs["loss_labels"])  # (B,), (B,)
         forget = self.forget_loss(logps[is_forget], n_tokens[is_forget], index[is_forget])
         loss = self.args.forget_weight * forget
         self._metrics["forget_loss"].append(forget.detach())
