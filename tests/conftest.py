@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -16,6 +17,7 @@ import torch  # noqa: E402
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast  # noqa: E402
 
+from unlearn import scoring  # noqa: E402
 from unlearn.data import load_records, pad_rows, tokenize  # noqa: E402
 from unlearn.trainer import sequence_logps  # noqa: E402
 
@@ -49,16 +51,9 @@ def build_tokenizer(texts: list[str]) -> PreTrainedTokenizerFast:
     )
 
 
-def answer_nll(model, tokenizer, rows: list[dict], max_length: int = 256) -> float:
+def answer_nll(model, tokenizer, rows: list[dict]) -> float:
     """Mean over examples of the per-token answer NLL."""
-    ds = load_records(rows)
-    examples = tokenize(ds, tokenizer, "qa", max_length, "question", "answer", "text")
-    batch = pad_rows(examples, tokenizer.pad_token_id)
-    model.eval()
-    with torch.no_grad():
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    logps, n = sequence_logps(logits, batch["labels"])
-    return float((-logps / n).mean())
+    return statistics.fmean(scoring.answer_nll(model, tokenizer, rows, max_length=256))
 
 
 @pytest.fixture(scope="session")

@@ -154,3 +154,10 @@ def test_bad_choices_are_named():
         build_config({"recipe": "ga", "adapter": "qlora"})
     with pytest.raises(UnlearnError, match="`graddiff` needs a retain term"):
         build_config({"recipe": "graddiff", "retain_weight": 0})
+
+
+def test_missing_extra_names_the_install_line():
+    from unlearn.errors import require
+
+    with pytest.raises(ImportError, match=r"pip install 'unlearn-toolkit\[sae\]'"):
+        require("sae_lens_is_not_installed_here", "sae")

