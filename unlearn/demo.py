@@ -42,7 +42,7 @@ def measure(model, tokenizer, sets: dict[str, list[dict]]) -> dict[str, Any]:
     shown = [r["question"] for name, n in SHOWN.items() for r in sets[name][:n]]
     return {
         "nll": nll,
-        "answers": dict(zip(shown, greedy_answers(model, tokenizer, shown, max_new_tokens=24), strict=True)),
+        "answers": dict(zip(shown, greedy_answers(model, tokenizer, shown, max_new_tokens=32), strict=True)),
     }
 
 
@@ -91,4 +91,4 @@ def render(result: dict[str, Any]) -> str:
 
 
 def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")[:90]
+    return text.replace("|", "\\|").replace("\n", " ")[:120]
