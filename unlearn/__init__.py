@@ -2,6 +2,8 @@
 
 from .config import UnlearnConfig, load_config
 from .errors import NonFiniteLossError, UnlearnError
+from .evaluation import EvalResult, compare, evaluate
+from .finetune import finetune
 from .recipes import RECIPES, get_recipe
 from .run import forget, load_model_and_tokenizer
 from .tofu import load_tofu
@@ -10,6 +12,10 @@ from .trainer import UnlearnTrainer
 __version__ = "0.1.0"
 
 __all__ = [
+    "EvalResult",
+    "compare",
+    "evaluate",
+    "finetune",
     "RECIPES",
     "NonFiniteLossError",
     "UnlearnConfig",

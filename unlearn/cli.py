@@ -11,6 +11,7 @@ import argparse
 import dataclasses
 import logging
 import sys
+from pathlib import Path
 
 from .errors import NonFiniteLossError, UnlearnError
 
@@ -42,6 +43,65 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     run_demo(model=args.model, recipe=args.recipe, output_dir=args.output_dir, **parse_overrides(args.overrides))
     return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .config import parse_overrides
+    from .evaluation import evaluate
+    from .run import ensure_pad_token, load_model_or_adapter
+
+    params = parse_overrides(args.param)
+    if args.forget_split:
+        params["forget_split"] = args.forget_split
+    model, tokenizer = load_model_or_adapter(args.model)
+    ensure_pad_token(tokenizer)
+    out = args.out or str(Path("runs") / "eval" / Path(args.model).name)
+    result = evaluate(
+        model, tokenizer, suite=args.suite, reference=args.reference, out=out, skip=_split(args.skip),
+        batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, **params,
+    )  # fmt: skip
+    print((Path(out) / "report.md").read_text())
+    print(f"Evaluation written to {out}")
+    return 0 if result.metrics else 1
+
+
+def cmd_reference(args: argparse.Namespace) -> int:
+    from .config import parse_overrides
+    from .evaluation import METRICS, evaluate, load_suite
+    from .finetune import finetune
+    from .run import ensure_pad_token, load_model_and_tokenizer
+
+    params = parse_overrides(args.param)
+    if args.forget_split:
+        params["forget_split"] = args.forget_split
+    suite = load_suite(args.suite, **params)  # fail on a bad suite before training
+    skip = [n for n, s in suite["metrics"].items() if METRICS[s["metric"]].needs_reference]
+    out = Path(args.out)
+    overrides = parse_overrides(args.overrides)
+    if args.full:
+        model, tokenizer = load_model_and_tokenizer(args.model)
+        ensure_pad_token(tokenizer)
+        finetune(model, tokenizer, args.full, output_dir=out / "target", **overrides)
+        print(f"Target model (trained on {args.full}) written to {out / 'target'}")
+    model, tokenizer = load_model_and_tokenizer(args.model)
+    ensure_pad_token(tokenizer)
+    trained = finetune(model, tokenizer, args.retain, output_dir=out / "retain_model", **overrides)
+    evaluate(trained, tokenizer, suite=args.suite, out=out, skip=skip, batch_size=args.batch_size,
+             max_new_tokens=args.max_new_tokens, **params)  # fmt: skip
+    print(f"Reference (retain-only model and its evaluation log) written to {out}; use --reference {out}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .evaluation import compare
+
+    out = compare(args.runs, args.out, x=args.x, y=args.y)
+    print((out / "compare.md").read_text())
+    return 0
+
+
+def _split(items: list[str]) -> list[str]:
+    return [x for item in items for x in item.split(",") if x]
 
 
 def cmd_recipes(args: argparse.Namespace) -> int:
@@ -78,10 +138,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", default="runs/demo", help="Run directory (an earlier demo run there is replaced).")
     p.add_argument("overrides", nargs="*", help="key=value overrides of the demo's settings")
     p.set_defaults(func=cmd_demo)
+    p = sub.add_parser("eval", help="Evaluate a model or an unlearned adapter directory with a suite from eval/.")
+    p.add_argument("model", help="Adapter directory from `unlearn forget`, model directory, built-in name or Hub id")
+    _eval_options(p)
+    p.add_argument("--reference", help="Reference evaluation (directory or EVAL.json) for forget quality / privleak")
+    p.add_argument("--skip", action="append", default=[], help="Metric entries to leave out (comma-separated)")
+    p.add_argument("--out", help="Output directory (default runs/eval/<model name>)")
+    p.set_defaults(func=cmd_eval)
+    p = sub.add_parser("reference", help="Train the retain-only reference model and write its evaluation log.")
+    p.add_argument("--model", required=True, help="Base model the target was fine-tuned from")
+    p.add_argument("--retain", required=True, help="Retain data (e.g. tofu:retain90)")
+    p.add_argument("--full", help="Also train the TOFU target on this data (e.g. tofu:full), into OUT/target")
+    _eval_options(p)
+    p.add_argument("--out", required=True, help="Output directory")
+    p.add_argument("overrides", nargs="*", help="key=value fine-tuning settings (e.g. num_train_epochs=5)")
+    p.set_defaults(func=cmd_reference)
+    p = sub.add_parser(
+        "compare", help="Plot forget quality vs model utility across evaluations; mark the Pareto front."
+    )
+    p.add_argument("runs", nargs="+", help="Evaluation directories (each with SUMMARY.json)")
+    p.add_argument("--out", default="runs/compare", help="Output directory")
+    p.add_argument("--x", default="forget_quality")
+    p.add_argument("--y", default="model_utility")
+    p.set_defaults(func=cmd_compare)
     p = sub.add_parser("recipes", help="List the recipes.")
     p.add_argument("-v", "--verbose", action="store_true", help="Also list each recipe's own defaults.")
     p.set_defaults(func=cmd_recipes)
     return parser
+
+
+def _eval_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--suite", default="tofu", help="Suite name in eval/ or a YAML path (default: tofu)")
+    p.add_argument("--forget-split", help="TOFU forget split: forget01, forget05 or forget10")
+    p.add_argument("--param", action="append", default=[], help="Suite parameter key=value (repeatable)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--max-new-tokens", type=int, default=64)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -81,6 +81,28 @@ def load_model_and_tokenizer(name_or_path: str, dtype: str = "float32", trust_re
     return model, tokenizer
 
 
+def load_model_or_adapter(path: str, dtype: str = "float32"):
+    """A model, or an adapter directory (as written by `unlearn forget`) on top of its base model."""
+    from peft import PeftModel
+
+    local = Path(path).expanduser()
+    if not (local / "adapter_config.json").is_file():
+        return load_model_and_tokenizer(path, dtype)
+    run_file = local / RUN_FILE
+    base = json.loads(run_file.read_text()).get("base_model") if run_file.is_file() else None
+    base = base or json.loads((local / "adapter_config.json").read_text()).get("base_model_name_or_path")
+    if not base:
+        raise UnlearnError(
+            f"Adapter `{path}` does not say which base model it belongs to (no base_model_name_or_path)."
+        )
+    model, tokenizer = load_model_and_tokenizer(base, dtype)
+    if (local / "tokenizer_config.json").is_file():
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(local)
+    return PeftModel.from_pretrained(model, local).eval(), tokenizer
+
+
 def ensure_pad_token(tokenizer) -> None:
     """Padding needs a pad token; borrow EOS (padding is masked out of attention and loss) or explain."""
     if tokenizer.pad_token is not None:
@@ -229,10 +251,12 @@ def run(
     forget: DataSource,
     retain: DataSource | None = None,
     save: bool = True,
+    trainer_class: type | None = None,
 ):
-    """Train `config.recipe` on `model` and return the trained (PEFT) model; with `save`, write the run directory."""
+    """Train `config.recipe` (or `trainer_class`) on `model` and return the trained model; with `save`, write the
+    run directory."""
     started = time.time()
-    recipe = get_recipe(config.recipe)
+    recipe = trainer_class or get_recipe(config.recipe)
     if not isinstance(config, recipe.config_class):
         raise UnlearnError(
             f"Config is a {type(config).__name__}; recipe `{recipe._name}` needs {recipe.config_class.__name__}."
