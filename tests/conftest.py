@@ -61,9 +61,25 @@ def tofu_rows():
     return {"forget": read_jsonl("forget01", N_FORGET), "retain": read_jsonl("retain99", N_RETAIN)}
 
 
+def train_tiny(model, tokenizer, rows: list[dict], steps: int = 150, lr: float = 3e-3):
+    """Full-batch fine-tuning until the tiny model knows `rows` (seconds on CPU)."""
+    examples = tokenize(load_records(rows), tokenizer, "qa", 256, "question", "answer", "text")
+    batch = pad_rows(examples, tokenizer.pad_token_id)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    model.train()
+    for _ in range(steps):
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        logps, n = sequence_logps(logits, batch["labels"])
+        loss = (-logps / n).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model
+
+
 @pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory, tofu_rows) -> Path:
-    """A 2-layer Llama fine-tuned on forget + retain rows until it knows them (the TOFU "target" model)."""
+def tiny_init_dir(tmp_path_factory, tofu_rows) -> Path:
+    """A randomly initialized 2-layer Llama (seed 0) and its BPE tokenizer: the "pretrained" base."""
     torch.manual_seed(0)
     texts = [r["question"] + " " + r["answer"] for r in read_jsonl("retain99", 400) + tofu_rows["forget"]]
     tokenizer = build_tokenizer(texts)
@@ -72,19 +88,19 @@ def tiny_model_dir(tmp_path_factory, tofu_rows) -> Path:
         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=512,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
     )  # fmt: skip
-    model = LlamaForCausalLM(config)
-    rows = tofu_rows["forget"] + tofu_rows["retain"]
-    examples = tokenize(load_records(rows), tokenizer, "qa", 256, "question", "answer", "text")
-    batch = pad_rows(examples, tokenizer.pad_token_id)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    model.train()
-    for _ in range(150):
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        logps, n = sequence_logps(logits, batch["labels"])
-        loss = (-logps / n).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    out = tmp_path_factory.mktemp("tiny-init")
+    LlamaForCausalLM(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, tiny_init_dir, tofu_rows) -> Path:
+    """The TOFU "target": the tiny base fine-tuned on forget + retain rows until it knows them."""
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(tiny_init_dir)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_init_dir)
+    train_tiny(model, tokenizer, tofu_rows["forget"] + tofu_rows["retain"])
     out = tmp_path_factory.mktemp("tiny-llama")
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)

@@ -1,0 +1,177 @@
+"""The evaluation package end to end on the tiny model: suites, the TOFU protocol, references, logs, resume."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import TOFU_DIR
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+import unlearn
+from unlearn import UnlearnError
+from unlearn.evaluation import load_suite
+from unlearn.evaluation import runner as runner_mod
+
+QUICK = {"forget_split": "forget01", "limit": 8, "max_new_tokens": 24}
+
+
+@pytest.fixture(autouse=True)
+def _local_tofu(monkeypatch):
+    monkeypatch.setenv("UNLEARN_TOFU_DIR", str(TOFU_DIR))
+
+
+@pytest.fixture(scope="module")
+def protocol(tiny_init_dir, tiny_model_dir, tofu_rows, tmp_path_factory):
+    """TOFU protocol on the tiny model: the target (trained on forget + retain) and two retain-only models trained
+    from the same initialization with different seeds; the first is the reference."""
+    import os
+
+    os.environ["UNLEARN_TOFU_DIR"] = str(TOFU_DIR)
+    dirs = {"target": tiny_model_dir}
+    for name, seed in (("reference", 0), ("retain2", 1)):
+        model, tok = AutoModelForCausalLM.from_pretrained(tiny_init_dir), AutoTokenizer.from_pretrained(tiny_init_dir)
+        out = tmp_path_factory.mktemp(name)
+        unlearn.finetune(model, tok, tofu_rows["retain"], output_dir=out / "model", learning_rate=3e-3,
+                         num_train_epochs=40, seed=seed, disable_tqdm=True, logging_steps=50)  # fmt: skip
+        dirs[name] = out / "model"
+    ref_model, ref_tok = (
+        AutoModelForCausalLM.from_pretrained(dirs["reference"]),
+        AutoTokenizer.from_pretrained(dirs["reference"]),
+    )
+    ref_out = tmp_path_factory.mktemp("reference-eval")
+    unlearn.evaluate(ref_model, ref_tok, suite="tofu", out=ref_out, skip=["forget_quality"], **QUICK)
+    return dirs, ref_out
+
+
+def _load(path):
+    return AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
+
+
+def test_tofu_protocol_forget_quality(protocol, tmp_path):
+    dirs, ref = protocol
+    target = unlearn.evaluate(*_load(dirs["target"]), suite="tofu", reference=ref, out=tmp_path / "t", **QUICK)
+    retain2 = unlearn.evaluate(*_load(dirs["retain2"]), suite="tofu", reference=ref, out=tmp_path / "r", **QUICK)
+    # The target knows the forget set, the retain-only models do not: their truth ratios differ.
+    assert target["forget_quality"] < 0.01, target["forget_quality"]
+    assert retain2["forget_quality"] > 0.1, retain2["forget_quality"]
+    assert target["forget_probability"] > retain2["forget_probability"] + 0.3
+    # Outputs: per-sample log with generations, summary, report with the truth-ratio plot.
+    log = json.loads((tmp_path / "t" / "EVAL.json").read_text())
+    assert len(log["forget_truth_ratio"]["value_by_index"]) == 8
+    first = log["forget_rouge"]["value_by_index"]["0"]
+    assert {"score", "input", "ground_truth", "generation"} <= set(first)
+    summary = json.loads((tmp_path / "t" / "SUMMARY.json").read_text())
+    assert summary["metrics"]["forget_quality"] == target["forget_quality"]
+    assert len(summary["data_fingerprints"]) == 5 and summary["model_fingerprint"]
+    assert (tmp_path / "t" / "truth_ratio.png").stat().st_size > 1000
+    assert "forget_quality" in (tmp_path / "t" / "report.md").read_text()
+    # Model utility is the harmonic mean of its nine components.
+    comps = log["model_utility"]["components"]
+    assert len(comps) == 9
+    expected = 0.0 if min(comps.values()) == 0 else 9 / sum(1 / v for v in comps.values())
+    assert target["model_utility"] == pytest.approx(expected)
+    # unlearn compare draws the trade-off and marks the Pareto front
+    out = unlearn.compare([str(tmp_path / "t"), str(tmp_path / "r")], tmp_path / "cmp")
+    assert (out / "compare.png").is_file() and "Pareto" in (out / "compare.md").read_text()
+
+
+def test_missing_reference_fails_before_scoring(tiny, monkeypatch):
+    monkeypatch.setattr(runner_mod, "row_stats", lambda *a, **k: pytest.fail("scored before checking the reference"))
+    with pytest.raises(UnlearnError, match="forget_quality.*no `reference`.*unlearn reference.*--skip forget_quality"):
+        unlearn.evaluate(*tiny, suite="tofu", **QUICK)
+
+
+def test_open_unlearning_logs_are_accepted_as_reference(tiny, tmp_path):
+    ou = {"forget_truth_ratio": {"agg_value": 0.6, "value_by_index": {str(i): {"score": 0.9 + i / 100} for i in range(8)}},
+          "forget_quality": {"agg_value": None}}  # fmt: skip
+    (tmp_path / "TOFU_EVAL.json").write_text(json.dumps(ou))
+    result = unlearn.evaluate(*tiny, suite="tofu", reference=tmp_path, **QUICK)
+    assert 0.0 <= result["forget_quality"] <= 1.0
+    assert result.metrics["forget_quality"].extra["reference_samples"] == 8
+
+
+def test_each_dataset_is_scored_once_in_shared_batches(tiny, monkeypatch):
+    calls = []
+    real = runner_mod.row_stats
+
+    def counting(model, examples, pad_token_id, batch_size=8):
+        calls.append(len(examples))
+        return real(model, examples, pad_token_id, batch_size)
+
+    monkeypatch.setattr(runner_mod, "row_stats", counting)
+    gens = []
+    real_gen = runner_mod.greedy_answers
+    monkeypatch.setattr(
+        runner_mod, "greedy_answers", lambda m, t, q, *a, **k: gens.append(len(q)) or real_gen(m, t, q, *a, **k)
+    )
+    unlearn.evaluate(*tiny, suite="tofu", skip=["forget_quality"], **QUICK)
+    # forget/retain: 8 answers + 8 paraphrased + 40 perturbed in one call; real/world: 8 + 8 + 24; general: 8
+    assert sorted(calls) == sorted([56, 56, 40, 40, 8])
+    assert gens == [8, 8, 8, 8]
+
+
+def test_evaluation_resumes_from_finished_datasets(tiny, tmp_path, monkeypatch):
+    out = tmp_path / "ev"
+    first = unlearn.evaluate(*tiny, suite="tofu", skip=["forget_quality"], out=out, **QUICK)
+    assert len(list((out / ".partial").glob("*.pkl"))) == 5
+    monkeypatch.setattr(runner_mod, "row_stats", lambda *a, **k: pytest.fail("rescored a finished dataset"))
+    monkeypatch.setattr(runner_mod, "greedy_answers", lambda *a, **k: pytest.fail("regenerated"))
+    again = unlearn.evaluate(*tiny, suite="tofu", skip=["forget_quality"], out=out, **QUICK)
+    assert again.summary() == first.summary()
+
+
+def test_changed_model_is_rescored(tiny, tmp_path):
+    model, tok = tiny
+    out = tmp_path / "ev"
+    a = unlearn.evaluate(model, tok, suite="qa", path=str(TOFU_DIR / "forget01.jsonl"), limit=4, out=out)
+    with torch.no_grad():
+        model.lm_head.weight.mul_(0.5)
+    b = unlearn.evaluate(model, tok, suite="qa", path=str(TOFU_DIR / "forget01.jsonl"), limit=4, out=out)
+    assert a["probability"] != b["probability"]
+
+
+def test_suites_compose_and_validate(tmp_path):
+    s = load_suite("tofu_forget05")
+    assert s["params"]["forget_split"] == "forget05" and s["datasets"]["forget"]["path"] == "tofu:forget05_perturbed"
+    assert "model_utility" in s["metrics"]
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("include: tofu.yaml\nmetrics:\n  extra: {metric: probabilty, data: forget}\n")
+    with pytest.raises(UnlearnError, match="Unknown metric 'probabilty'. Did you mean 'probability'"):
+        load_suite(mine)
+    with pytest.raises(UnlearnError, match="Unknown evaluation suite 'tofoo'"):
+        load_suite("tofoo")
+    with pytest.raises(UnlearnError, match="needs parameter.*path"):
+        load_suite("qa")
+    with pytest.raises(UnlearnError, match="has no parameter.*forget_splt"):
+        load_suite("tofu", forget_splt="forget01")
+
+
+def test_raw_text_suite_with_membership_inference(tiny, tmp_path, tofu_rows):
+    from conftest import read_jsonl
+
+    forget = tmp_path / "forget.jsonl"
+    holdout = tmp_path / "holdout.jsonl"
+    forget.write_text("".join(json.dumps({"text": r["answer"]}) + "\n" for r in tofu_rows["forget"]))
+    holdout.write_text("".join(json.dumps({"text": r["answer"]}) + "\n" for r in read_jsonl("retain99", 400)[300:308]))
+    model, tok = tiny
+    result = unlearn.evaluate(model, tok, suite="muse", forget_text=str(forget), holdout_text=str(holdout),
+                              prefix_tokens=8, skip=["privleak"], max_new_tokens=16)  # fmt: skip
+    # The target memorized the forget texts and never saw the holdout: every attack separates them.
+    for name in ("mia_min_k", "mia_min_k_plus_plus", "mia_zlib"):
+        assert result[name] > 0.9, (name, result[name])
+    assert result["verbatim_memorization"] > 0.2  # measured 0.29: the answers were learned after a question, not alone
+    assert result["general_perplexity"] > 1.0
+
+
+def test_cli_eval_accepts_an_adapter_directory(tiny_model_dir, data_files, tmp_path):
+    from test_cli import unlearn_cli, write_config
+
+    cfg = write_config(tmp_path / "c.yaml", tiny_model_dir, data_files, tmp_path / "run", num_train_epochs=1)
+    unlearn_cli("forget", cfg)
+    proc = unlearn_cli("eval", tmp_path / "run", "--suite", "qa", "--param", f"path={data_files['forget']}",
+                       "--out", tmp_path / "ev", "--max-new-tokens", "8")  # fmt: skip
+    assert "| probability | forget |" in proc.stdout
+    summary = json.loads((tmp_path / "ev" / "SUMMARY.json").read_text())
+    assert set(summary["metrics"]) == {"probability", "rouge", "exact_memorization", "extraction_strength", "fluency"}
