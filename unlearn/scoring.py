@@ -89,26 +89,19 @@ def row_stats(model, examples: list[dict], pad_token_id: int, batch_size: int = 
         idx = order[start : start + batch_size]
         batch = {k: v.to(device) for k, v in pad_rows([examples[i] for i in idx], pad_token_id).items()}
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        logp = F.log_softmax(logits[:, :-1].float(), dim=-1)  # (B, T-1, V)
         labels = batch["labels"][:, 1:]  # (B, T-1)
         mask = labels != IGNORE_INDEX
-        safe = labels.clamp(min=0)
-        tok = logp.gather(-1, safe.unsqueeze(-1)).squeeze(-1)  # (B, T-1)
-        match = logp.argmax(-1) == safe
-        p = logp.exp()
-        mu = (p * logp).sum(-1)
-        sigma = ((p * logp.square()).sum(-1) - mu.square()).clamp(min=0).sqrt()
+        target = labels[mask]  # (N,) only the scored positions: the prompt's vocabulary work is skipped
+        logp = F.log_softmax(logits[:, :-1][mask].float(), dim=-1)  # (N, V)
+        tok = logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)
+        match = logp.argmax(-1) == target
+        p_logp = logp.exp() * logp
+        mu = p_logp.sum(-1)
+        sigma = (torch.einsum("nv,nv->n", p_logp, logp) - mu.square()).clamp(min=0).sqrt()
+        counts = mask.sum(-1).tolist()
+        per_row = [t.split(counts) for t in (tok.cpu(), match.cpu(), mu.cpu(), sigma.cpu())]
         for b, i in enumerate(idx):
-            m = mask[b]
-            n = int(m.sum())
-            lp = tok[b][m].cpu().numpy()
-            out[i] = RowStats(
-                nll=float(-lp.mean()) if n else 0.0,
-                n_tokens=n,
-                token_logps=lp,
-                argmax_match=match[b][m].cpu().numpy(),
-                mu=mu[b][m].cpu().numpy(),
-                sigma=sigma[b][m].cpu().numpy(),
-            )
+            lp, m, u, sd = (t[b].numpy() for t in per_row)
+            out[i] = RowStats(float(-lp.mean()) if counts[b] else 0.0, counts[b], lp, m, u, sd)
     model.train(was_training)
     return out
