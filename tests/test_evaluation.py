@@ -175,3 +175,21 @@ def test_cli_eval_accepts_an_adapter_directory(tiny_model_dir, data_files, tmp_p
     assert "| probability | forget |" in proc.stdout
     summary = json.loads((tmp_path / "ev" / "SUMMARY.json").read_text())
     assert set(summary["metrics"]) == {"probability", "rouge", "exact_memorization", "extraction_strength", "fluency"}
+
+
+@pytest.mark.slow
+def test_cli_reference_then_eval_with_it(tiny_init_dir, tiny_model_dir, data_files, tmp_path, monkeypatch):
+    import test_cli
+
+    monkeypatch.setitem(test_cli.ENV, "UNLEARN_TOFU_DIR", str(TOFU_DIR))
+    refs, quick = tmp_path / "refs", ["--suite", "tofu", "--forget-split", "forget01", "--param", "limit=4",
+                                      "--max-new-tokens", "8"]  # fmt: skip
+    test_cli.unlearn_cli("reference", "--model", tiny_init_dir, "--retain", data_files["retain"], "--out", refs,
+                         *quick, "num_train_epochs=2", "learning_rate=3e-3", "disable_tqdm=true")  # fmt: skip
+    assert (refs / "retain_model" / "run.json").is_file() and "forget_quality" not in json.loads(
+        (refs / "EVAL.json").read_text()
+    )
+    no_ref = test_cli.unlearn_cli("eval", tiny_model_dir, *quick, "--out", tmp_path / "x", check=False)
+    assert no_ref.returncode == 2 and "unlearn reference" in no_ref.stderr
+    test_cli.unlearn_cli("eval", tiny_model_dir, *quick, "--reference", refs, "--out", tmp_path / "ev")
+    assert "forget_quality" in json.loads((tmp_path / "ev" / "SUMMARY.json").read_text())["metrics"]
