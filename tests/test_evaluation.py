@@ -193,3 +193,25 @@ def test_cli_reference_then_eval_with_it(tiny_init_dir, tiny_model_dir, data_fil
     assert no_ref.returncode == 2 and "unlearn reference" in no_ref.stderr
     test_cli.unlearn_cli("eval", tiny_model_dir, *quick, "--reference", refs, "--out", tmp_path / "ev")
     assert "forget_quality" in json.loads((tmp_path / "ev" / "SUMMARY.json").read_text())["metrics"]
+
+
+def test_lm_eval_harness_on_a_tiny_local_task(tiny, tofu_rows, tmp_path):
+    pytest.importorskip("lm_eval", reason="optional extra: pip install 'unlearn-toolkit[lm-eval]'")
+    rows = [{"question": r["question"], "choices": [r["answer"], "I have no idea who that is."], "label": 0}
+            for r in tofu_rows["forget"]]  # fmt: skip
+    (tmp_path / "tiny_mc.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    (tasks / "tiny_mc.yaml").write_text(
+        "task: unlearn_tiny_mc\ndataset_path: json\n"
+        f"dataset_kwargs:\n  data_files:\n    test: {tmp_path / 'tiny_mc.jsonl'}\n"
+        "test_split: test\noutput_type: multiple_choice\n"
+        'doc_to_text: "Question: {{question}}\\nAnswer:"\ndoc_to_choice: "{{choices}}"\ndoc_to_target: "{{label}}"\n'
+        "metric_list:\n  - metric: acc\n    aggregation: mean\n    higher_is_better: true\n"
+    )
+    suite = tmp_path / "bench.yaml"
+    suite.write_text("metrics:\n  tiny_mc: {metric: lm_eval, tasks: [unlearn_tiny_mc], include_path: ./tasks}\n")
+    result = unlearn.evaluate(*tiny, suite=suite)
+    # The target model was trained on these answers: it picks them over the distractor.
+    assert result["tiny_mc"] == 1.0
+    assert result.metrics["tiny_mc"].extra["tasks"]["unlearn_tiny_mc"]["acc,none"] == 1.0

@@ -179,6 +179,14 @@ def model_utility(ctx, spec):
     return MetricResult(mm.harmonic_mean(list(values.values())), True, None, {"components": values})
 
 
+@register("lm_eval", True)
+def lm_eval(ctx, spec):
+    """Mean accuracy (or `metric_key`) over lm-evaluation-harness `tasks`; optional extra `lm-eval`."""
+    from .harness import lm_eval_metric
+
+    return lm_eval_metric(ctx, spec)
+
+
 def _pert_nll(s) -> list[list[float]]:
     widths = {len(p) for p in s.perturbed}
     if len(widths) != 1:

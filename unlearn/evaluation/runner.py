@@ -97,7 +97,8 @@ def _write_json(path: Path, data: Any) -> None:
 
 
 class _Context:
-    def __init__(self, scores, reference, reference_path):
+    def __init__(self, model, tokenizer, scores, reference, reference_path):
+        self.model, self.tokenizer = model, tokenizer
         self.scores, self.results, self.reference, self.reference_path = scores, {}, reference, reference_path
         self.name = ""
 
@@ -162,7 +163,7 @@ def evaluate(
         scores[dname] = _score_dataset(
             model, tokenizer, dname, spec["datasets"][dname], what, batch_size, max_new_tokens, fp, partial
         )
-    ctx = _Context(scores, ref_log, str(reference) if reference is not None else None)
+    ctx = _Context(model, tokenizer, scores, ref_log, str(reference) if reference is not None else None)
     pending = dict(specs)
     while pending:
         ready = [n for n, s in pending.items() if all(d in ctx.results for d in dependencies(s))]

@@ -51,9 +51,10 @@ def _read(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     includes = raw.pop("include", [])
     for inc in [includes] if isinstance(includes, str) else includes:
         _merge(merged, _read(_find(inc, path.parent), (*seen, path)))
-    for spec in (raw.get("datasets") or {}).values():  # `./file` paths are relative to the suite file
-        if isinstance(spec, dict) and str(spec.get("path", "")).startswith("./"):
-            spec["path"] = str((path.parent / spec["path"]).resolve())
+    for section, key in (("datasets", "path"), ("metrics", "include_path")):  # `./x` is relative to this file
+        for spec in (raw.get(section) or {}).values():
+            if isinstance(spec, dict) and str(spec.get(key, "")).startswith("./"):
+                spec[key] = str((path.parent / spec[key]).resolve())
     unknown = set(raw) - {"name", "description", "params", "datasets", "metrics"}
     if unknown:
         raise UnlearnError(f"Suite `{path}` has unknown sections {sorted(unknown)}; allowed: name, description, "
