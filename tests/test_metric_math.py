@@ -48,6 +48,8 @@ def test_rouge_l():
     assert mm.rouge_l_f1("the cat sat", "The cat on the mat") == pytest.approx(2 * (2 / 3) * 0.4 / (2 / 3 + 0.4))
     assert mm.rouge_l_recall("anything", "") == 0.0
     assert mm.rouge_l_recall("Paris, France.", "paris") == 1.0
+    # Porter stemming, as TOFU: "wrote a novel" vs "writes novels" shares "novel" (stemmed) but not the verb forms
+    assert mm.rouge_l_recall("the author writes novels", "the author wrote a novel") == pytest.approx(3 / 5)
 
 
 def test_ngram_entropy():

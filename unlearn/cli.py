@@ -46,13 +46,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from .config import parse_overrides
     from .evaluation import evaluate
     from .run import ensure_pad_token, load_model_or_adapter
 
-    params = parse_overrides(args.param)
-    if args.forget_split:
-        params["forget_split"] = args.forget_split
+    params = _suite_params(args)
     model, tokenizer = load_model_or_adapter(args.model)
     ensure_pad_token(tokenizer)
     out = args.out or str(Path("runs") / "eval" / Path(args.model).name)
@@ -71,9 +68,7 @@ def cmd_reference(args: argparse.Namespace) -> int:
     from .finetune import finetune
     from .run import ensure_pad_token, load_model_and_tokenizer
 
-    params = parse_overrides(args.param)
-    if args.forget_split:
-        params["forget_split"] = args.forget_split
+    params = _suite_params(args)
     suite = load_suite(args.suite, **params)  # fail on a bad suite before training
     skip = [n for n, s in suite["metrics"].items() if METRICS[s["metric"]].needs_reference]
     out = Path(args.out)
@@ -98,6 +93,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
     out = compare(args.runs, args.out, x=args.x, y=args.y)
     print((out / "compare.md").read_text())
     return 0
+
+
+def _suite_params(args: argparse.Namespace) -> dict:
+    from .config import parse_overrides
+
+    params = parse_overrides(args.param)
+    if args.forget_split:
+        params["forget_split"] = args.forget_split
+    return params
 
 
 def _split(items: list[str]) -> list[str]:

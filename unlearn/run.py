@@ -64,12 +64,11 @@ def load_model_and_tokenizer(name_or_path: str, dtype: str = "float32", trust_re
     kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
     if is_hub_id and _offline():
         kwargs["local_files_only"] = True
+    source = str(local) if local.exists() else name_or_path
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(local) if local.exists() else name_or_path, **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
         model = AutoModelForCausalLM.from_pretrained(
-            str(local) if local.exists() else name_or_path,
-            dtype=dtype if dtype == "auto" else getattr(torch, dtype),
-            **kwargs,
+            source, dtype=dtype if dtype == "auto" else getattr(torch, dtype), **kwargs
         )
     except OSError as e:
         where = (

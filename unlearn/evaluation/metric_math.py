@@ -7,6 +7,7 @@ numbers) can be re-aggregated and cross-checked. Inputs are NumPy-compatible seq
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import zlib
@@ -78,34 +79,26 @@ def harmonic_mean(values: Sequence[float]) -> float:
 
 
 def _words(text: str) -> list[str]:
-    """Lowercase alphanumeric tokens, as `rouge_score`'s default tokenizer (no stemming)."""
+    """Lowercase alphanumeric tokens (rouge_score's tokenizer, without stemming)."""
     return re.findall(r"[a-z0-9]+", text.lower())
 
 
-def _lcs(a: list[str], b: list[str]) -> int:
-    prev = [0] * (len(b) + 1)
-    for x in a:
-        cur = [0]
-        for j, y in enumerate(b):
-            cur.append(prev[j] + 1 if x == y else max(prev[j + 1], cur[j]))
-        prev = cur
-    return prev[-1]
+@functools.cache
+def _rouge_l():
+    from rouge_score import rouge_scorer
+
+    return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
 
 
 def rouge_l_recall(prediction: str, reference: str) -> float:
-    """ROUGE-L recall: LCS(prediction, reference) / |reference| in words (Lin, 2004); TOFU's ROUGE metric."""
-    ref = _words(reference)
-    return _lcs(_words(prediction), ref) / len(ref) if ref else 0.0
+    """ROUGE-L recall, LCS(prediction, reference) / |reference| (Lin, 2004), with `rouge_score`'s tokenizer and
+    Porter stemming: exactly TOFU's ROUGE metric."""
+    return float(_rouge_l().score(reference, prediction)["rougeL"].recall)
 
 
 def rouge_l_f1(prediction: str, reference: str) -> float:
-    """ROUGE-L F1 (Lin, 2004); MUSE's verbatim-memorization score."""
-    pred, ref = _words(prediction), _words(reference)
-    lcs = _lcs(pred, ref)
-    if lcs == 0:
-        return 0.0
-    p, r = lcs / len(pred), lcs / len(ref)
-    return 2 * p * r / (p + r)
+    """ROUGE-L F1 (Lin, 2004), as `rouge_l_recall`; MUSE's verbatim-memorization score."""
+    return float(_rouge_l().score(reference, prediction)["rougeL"].fmeasure)
 
 
 def ngram_entropy(text: str, ns: tuple[int, ...] = (2, 3), weights: tuple[float, ...] = (2 / 3, 4 / 3)) -> float:
