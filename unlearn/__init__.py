@@ -1,5 +1,6 @@
 """unlearn: make a Hugging Face causal LM forget, with a PEFT adapter, and measure that it did."""
 
+from .attacks import attack
 from .config import UnlearnConfig, load_config
 from .errors import NonFiniteLossError, UnlearnError
 from .evaluation import EvalResult, compare, evaluate
@@ -12,6 +13,7 @@ from .trainer import UnlearnTrainer
 __version__ = "0.1.0"
 
 __all__ = [
+    "attack",
     "EvalResult",
     "compare",
     "evaluate",

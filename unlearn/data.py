@@ -184,6 +184,22 @@ def tokenize(
     return examples
 
 
+def tokenize_prompts(tokenizer, prompts: list[str], completions: list[str], max_length: int = 1024) -> list[dict]:
+    """Rows from already formatted prompts and their completions; the loss (and scoring) is on the completion.
+
+    Prompts made with the chat template carry their own special tokens; plain prompts get the tokenizer's (BOS).
+    """
+    templated = bool(getattr(tokenizer, "chat_template", None))
+    examples = []
+    for i, (prompt, completion) in enumerate(zip(prompts, completions, strict=True)):
+        p_ids = tokenizer(prompt, add_special_tokens=not templated)["input_ids"]
+        c_ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
+        ids = (p_ids + c_ids)[-max_length:]  # keep the completion when too long: it is what is scored
+        labels = ([IGNORE_INDEX] * len(p_ids) + c_ids)[-max_length:]
+        examples.append({"input_ids": ids, "labels": labels, "index": i})
+    return examples
+
+
 # ---- forget/retain pairing ---------------------------------------------------------------------------------------
 
 

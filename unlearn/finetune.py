@@ -34,7 +34,12 @@ class FinetuneTrainer(UnlearnTrainer):
 
 
 def finetune(
-    model: torch.nn.Module, tokenizer, data: DataSource, output_dir: str | os.PathLike | None = None, **overrides: Any
+    model: torch.nn.Module,
+    tokenizer,
+    data: DataSource,
+    output_dir: str | os.PathLike | None = None,
+    callbacks: list | None = None,
+    **overrides: Any,
 ) -> torch.nn.Module:
     """Fine-tune `model` on `data` (QA pairs or text); returns the trained model, saved to `output_dir` if given."""
     from .run import run
@@ -42,7 +47,7 @@ def finetune(
     values = {"recipe": "finetune", "retain_weight": 0.0, **overrides}
     if output_dir is not None:
         config = build_config({**values, "output_dir": str(output_dir)}, FinetuneConfig)
-        return run(config, model, tokenizer, data, None, trainer_class=FinetuneTrainer)
+        return run(config, model, tokenizer, data, None, trainer_class=FinetuneTrainer, callbacks=callbacks)
     with tempfile.TemporaryDirectory(prefix="unlearn-ft-") as tmp:
         config = build_config({**values, "output_dir": tmp, "save_strategy": "no"}, FinetuneConfig)
-        return run(config, model, tokenizer, data, None, save=False, trainer_class=FinetuneTrainer)
+        return run(config, model, tokenizer, data, None, save=False, trainer_class=FinetuneTrainer, callbacks=callbacks)

@@ -251,6 +251,7 @@ def run(
     retain: DataSource | None = None,
     save: bool = True,
     trainer_class: type | None = None,
+    callbacks: list | None = None,
 ):
     """Train `config.recipe` (or `trainer_class`) on `model` and return the trained model; with `save`, write the
     run directory."""
@@ -262,7 +263,9 @@ def run(
         )
     resume_from = check_output_dir(config) if save else None
     ensure_pad_token(tokenizer)
-    trainer = recipe(model=model, args=config, forget=forget, retain=retain, processing_class=tokenizer)
+    trainer = recipe(
+        model=model, args=config, forget=forget, retain=retain, processing_class=tokenizer, callbacks=callbacks
+    )
     out = Path(config.output_dir)
     if save and PartialState().is_main_process:
         if config.overwrite and out.exists():

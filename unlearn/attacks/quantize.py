@@ -1,0 +1,39 @@
+"""Quantization: does rounding the weights erase the unlearning?
+
+Zhang et al., "Catastrophic Failure of LLM Unlearning via Quantization" (arXiv:2410.16454): unlearning that lives
+in small weight changes is undone when the merged model is loaded in 4-bit (or 8-bit), because the changes are
+smaller than the rounding step. The merged unlearned model is reloaded with bitsandbytes and re-scored.
+"""
+
+from __future__ import annotations
+
+import tempfile
+
+import torch
+
+from ..errors import require
+from .common import AttackResult, forget_metrics
+
+
+def quantize(models, tokenizer, forget, retain, before, original, bits: tuple[int, ...] | list[int] = (8, 4), **_):
+    require("bitsandbytes", "quant")
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    configs = {
+        8: BitsAndBytesConfig(load_in_8bit=True),
+        4: BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32),
+    }
+    per_bits = {}
+    with tempfile.TemporaryDirectory(prefix="unlearn-quant-") as tmp:
+        models.merged_copy().save_pretrained(tmp)
+        for b in bits:
+            q = AutoModelForCausalLM.from_pretrained(tmp, quantization_config=configs[int(b)])
+            per_bits[int(b)] = forget_metrics(q, tokenizer, forget)
+            del q
+    worst = max(per_bits, key=lambda b: per_bits[b]["probability"].agg_value)
+    result = AttackResult("quantize", before, per_bits[worst], original, {
+        "per_bits": {f"{b}bit": {m: r.agg_value for m, r in v.items()} for b, v in per_bits.items()},
+        "worst": f"{worst}bit",
+    })  # fmt: skip
+    result.details["summary"] = ", ".join(f"{b}: {v['probability']:.3f}" for b, v in result.details["per_bits"].items())
+    return result
