@@ -183,3 +183,17 @@ def test_bad_attack_input(target):
         unlearn.attack(model, tok, "latent", forget=[{"question": "q?", "answer": "a."}], original=model)
     with pytest.raises(UnlearnError, match="only 2"):
         unlearn.attack(model, tok, "relearn", forget=forget[:2], original=model, k=4)
+
+
+@pytest.mark.slow
+def test_cli_attack_on_an_adapter_directory(tiny_model_dir, data_files, tmp_path):
+    from test_cli import unlearn_cli, write_config
+
+    cfg = write_config(tmp_path / "c.yaml", tiny_model_dir, data_files, tmp_path / "run", num_train_epochs=2)
+    unlearn_cli("forget", cfg)
+    proc = unlearn_cli("attack", "keyword", tmp_path / "run", "--forget", data_files["forget"], "--out", tmp_path / "a",
+                       "--set", "top=2")  # fmt: skip
+    assert "| keyword |" in proc.stdout
+    assert json.loads((tmp_path / "a" / "ATTACKS.json").read_text())["table"][0]["attack"] == "keyword"
+    bad = unlearn_cli("attack", "nope", tmp_path / "run", "--forget", data_files["forget"], check=False)
+    assert bad.returncode == 2 and "Unknown attack 'nope'" in bad.stderr

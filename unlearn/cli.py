@@ -95,6 +95,22 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_attack(args: argparse.Namespace) -> int:
+    from .attacks import attack
+    from .config import parse_overrides
+    from .run import ensure_pad_token, load_model_and_tokenizer, load_model_or_adapter
+
+    model, tokenizer = load_model_or_adapter(args.model)
+    ensure_pad_token(tokenizer)
+    original = load_model_and_tokenizer(args.original)[0] if args.original else None
+    out = args.out or str(Path("runs") / "attacks" / Path(args.model).name)
+    attack(model, tokenizer, args.name, forget=args.forget, retain=args.retain, original=original, out=out,
+           limit=args.limit, **parse_overrides(args.options))  # fmt: skip
+    print((Path(out) / "ATTACKS.md").read_text())
+    print(f"Robustness report written to {out}")
+    return 0
+
+
 def _suite_params(args: argparse.Namespace) -> dict:
     from .config import parse_overrides
 
@@ -165,6 +181,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--x", default="forget_quality")
     p.add_argument("--y", default="model_utility")
     p.set_defaults(func=cmd_compare)
+    p = sub.add_parser("attack", help="Try to bring the forgotten knowledge back; write a robustness table.")
+    p.add_argument("name", help="relearn, keyword, quantize, probe, latent, or all")
+    p.add_argument("model", help="The unlearned model: adapter directory from `unlearn forget`, or a model")
+    p.add_argument("--forget", required=True, help="Forget QA data (e.g. tofu:forget10_perturbed for latent/probe)")
+    p.add_argument("--retain", help="Retain QA data (few-shot probe, relearning on related data)")
+    p.add_argument("--original", help="The model before unlearning, when MODEL is not an adapter")
+    p.add_argument("--limit", type=int, help="Use the first N forget questions")
+    p.add_argument("--out", help="Output directory (default runs/attacks/<model name>)")
+    p.add_argument(
+        "--set",
+        dest="options",
+        action="append",
+        default=[],
+        help="key=value attack option, repeatable (e.g. --set k=4 --set steps=10)",
+    )
+    p.set_defaults(func=cmd_attack)
     p = sub.add_parser("recipes", help="List the recipes.")
     p.add_argument("-v", "--verbose", action="store_true", help="Also list each recipe's own defaults.")
     p.set_defaults(func=cmd_recipes)
