@@ -5,6 +5,7 @@ from .config import UnlearnConfig, load_config
 from .errors import NonFiniteLossError, UnlearnError
 from .evaluation import EvalResult, compare, evaluate
 from .finetune import finetune
+from .icul import InContextUnlearner, icul
 from .recipes import RECIPES, get_recipe
 from .run import forget, load_model_and_tokenizer
 from .tofu import load_tofu
@@ -13,6 +14,8 @@ from .trainer import UnlearnTrainer
 __version__ = "0.1.0"
 
 __all__ = [
+    "InContextUnlearner",
+    "icul",
     "attack",
     "EvalResult",
     "compare",

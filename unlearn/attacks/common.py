@@ -107,7 +107,11 @@ class Models:
     """The unlearned model and, where it can be had, the original; copies for attacks that change weights."""
 
     def __init__(self, unlearned: torch.nn.Module, original: torch.nn.Module | None = None):
+        from ..icul import InContextUnlearner
+
         self.unlearned = unlearned
+        if original is None and isinstance(unlearned, InContextUnlearner):
+            original = unlearned.model  # in-context unlearning changes no weight: the weights are the original
         self._original = original
         self.is_adapter = isinstance(unlearned, PeftModel)
 
@@ -120,9 +124,23 @@ class Models:
         return None
 
     def merged_copy(self) -> torch.nn.Module:
-        """A plain model with the unlearning folded into its weights (the user's model is left as it is)."""
+        """A plain model with the unlearning folded into its weights (the user's model is left as it is).
+
+        For an in-context unlearner, the weights alone: attacks on weights re-wrap the result with `rewrap`."""
+        from ..icul import InContextUnlearner
+
+        if isinstance(self.unlearned, InContextUnlearner):
+            return copy.deepcopy(self.unlearned.model)
         model = copy.deepcopy(self.unlearned)
         return model.merge_and_unload() if self.is_adapter else model
+
+    def rewrap(self, model: torch.nn.Module) -> torch.nn.Module:
+        """Put an attacked copy of the weights back in the unlearned model's frame (its unlearning context)."""
+        from ..icul import InContextUnlearner
+
+        if isinstance(self.unlearned, InContextUnlearner):
+            return self.unlearned.with_model(model)
+        return model
 
     def original_copy(self) -> torch.nn.Module:
         if self._original is not None:

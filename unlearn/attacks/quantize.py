@@ -28,7 +28,7 @@ def quantize(models, tokenizer, forget, retain, before, original, bits: tuple[in
         models.merged_copy().save_pretrained(tmp)
         for b in bits:
             q = AutoModelForCausalLM.from_pretrained(tmp, quantization_config=configs[int(b)])
-            per_bits[int(b)] = forget_metrics(q, tokenizer, forget)
+            per_bits[int(b)] = forget_metrics(models.rewrap(q), tokenizer, forget)
             del q
     worst = max(per_bits, key=lambda b: per_bits[b]["probability"].agg_value)
     result = AttackResult("quantize", before, per_bits[worst], original, {

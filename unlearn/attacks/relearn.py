@@ -19,19 +19,19 @@ from .common import AttackResult, forget_metrics, qa_rows
 
 
 class _Curve(TrainerCallback):
-    def __init__(self, tokenizer, rows, steps):
-        self.tokenizer, self.rows, self.steps, self.points = tokenizer, rows, set(steps), {}
+    def __init__(self, tokenizer, rows, steps, wrap):
+        self.tokenizer, self.rows, self.steps, self.wrap, self.points = tokenizer, rows, set(steps), wrap, {}
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         if state.global_step in self.steps:
-            self.points[state.global_step] = forget_metrics(model, self.tokenizer, self.rows, generate=False)
+            self.points[state.global_step] = forget_metrics(self.wrap(model), self.tokenizer, self.rows, generate=False)
 
 
-def _relearn_curve(model, tokenizer, train_rows, eval_rows, steps, settings):
-    curve = _Curve(tokenizer, eval_rows, steps)
-    curve.points[0] = forget_metrics(model, tokenizer, eval_rows, generate=False)
+def _relearn_curve(model, tokenizer, train_rows, eval_rows, steps, settings, wrap=lambda m: m):
+    curve = _Curve(tokenizer, eval_rows, steps, wrap)
+    curve.points[0] = forget_metrics(wrap(model), tokenizer, eval_rows, generate=False)
     trained = finetune(model, tokenizer, train_rows, callbacks=[curve], max_steps=max(steps), **settings)
-    return trained, [curve.points[s]["probability"].agg_value for s in [0, *steps]]
+    return wrap(trained), [curve.points[s]["probability"].agg_value for s in [0, *steps]]
 
 
 def _area(y, x) -> float:
@@ -56,7 +56,9 @@ def relearn(models, tokenizer, forget, retain, before, original, k: int = 4, dat
     checkpoints = sorted({*range(every, steps + 1, every), steps})
     settings = {"learning_rate": learning_rate, "adapter": adapter, "per_device_train_batch_size": min(4, k),
                 "disable_tqdm": True, "logging_steps": steps, "lr_scheduler_type": "constant", "seed": 0}  # fmt: skip
-    attacked, curve = _relearn_curve(models.merged_copy(), tokenizer, train_rows, eval_rows, checkpoints, settings)
+    attacked, curve = _relearn_curve(
+        models.merged_copy(), tokenizer, train_rows, eval_rows, checkpoints, settings, models.rewrap
+    )
     base = models.original_copy() if baseline is None else baseline
     _, base_curve = _relearn_curve(base, tokenizer, train_rows, eval_rows, checkpoints, settings)
     x = np.asarray([0, *checkpoints], dtype=float) / steps
