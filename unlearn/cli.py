@@ -126,9 +126,10 @@ def _split(items: list[str]) -> list[str]:
 
 def cmd_recipes(args: argparse.Namespace) -> int:
     from .recipes import RECIPES
+    from .trainer import paper
 
     for name, cls in RECIPES.items():
-        print(f"{name:10s} {cls._paper}")
+        print(f"{name:10s} {paper(cls)}")
         print(f"{'':10s} data: {cls.data_needs}")
         if args.verbose:
             base = {f.name: f.default for f in dataclasses.fields(cls.config_class.__mro__[1])}

@@ -26,7 +26,7 @@ class FinetuneTrainer(UnlearnTrainer):
     """Minimizes the NLL of the data in the `forget` slot, which here is the data to learn."""
 
     _name = "finetune"
-    _paper = "supervised fine-tuning, as for TOFU's target and retain models (arXiv:2401.06121)"
+    _paper = {"title": "Supervised fine-tuning, as for TOFU's target and retain models", "id": "2401.06121"}
     config_class = FinetuneConfig
 
     def forget_loss(self, logps, n_tokens, index):

@@ -31,6 +31,7 @@ from .data import DataSource, fingerprint
 from .errors import NonFiniteLossError, UnlearnError
 from .models import resolve_model
 from .recipes import get_recipe
+from .trainer import paper
 
 logger = logging.getLogger(__name__)
 
@@ -224,7 +225,7 @@ def _metadata(trainer, config: UnlearnConfig, started: float) -> dict[str, Any]:
     return {
         "status": "complete",
         "recipe": trainer._name,
-        "paper": trainer._paper,
+        "paper": paper(type(trainer)),
         "base_model": config.model_name_or_path or base,
         "adapter": config.adapter,
         "data": {

@@ -57,6 +57,12 @@ def mean_nll(logps: torch.Tensor, n_tokens: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
+def paper(cls) -> str:
+    """`Title (arXiv:id)` of a trainer's `_paper`."""
+    p = getattr(cls, "_paper", None) or {}
+    return f"{p.get('title', '')} (arXiv:{p['id']})" if p.get("id") else p.get("title", "")
+
+
 def batched_logps(
     model: torch.nn.Module, examples: list[dict], pad_token_id: int, batch_size: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -128,7 +134,7 @@ class UnlearnTrainer(Trainer):
     """Base trainer for unlearning recipes. Subclasses set `_name`, `_paper` and override `forget_loss`."""
 
     _name: ClassVar[str] = "base"
-    _paper: ClassVar[str] = ""
+    _paper: ClassVar[dict[str, str]] = {}  # {"title": ..., "id": arXiv id}, as TRL's trainers carry it
     config_class: ClassVar[type[UnlearnConfig]] = UnlearnConfig
     data_needs: ClassVar[str] = "forget: QA pairs or text"
     needs_reference: ClassVar[bool] = False  # True: reference log-probs of the forget set, computed once

@@ -26,7 +26,7 @@ class GAConfig(UnlearnConfig):
 @register
 class GATrainer(UnlearnTrainer):
     _name = "ga"
-    _paper = "Knowledge Unlearning for Mitigating Privacy Risks in Language Models (arXiv:2210.01504)"
+    _paper = {"title": "Knowledge Unlearning for Mitigating Privacy Risks in Language Models", "id": "2210.01504"}
     config_class = GAConfig
     data_needs = "forget: QA pairs or text"
 

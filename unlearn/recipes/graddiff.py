@@ -33,6 +33,6 @@ class GradDiffConfig(UnlearnConfig):
 @register
 class GradDiffTrainer(GATrainer):
     _name = "graddiff"
-    _paper = "Continual Learning and Private Unlearning (arXiv:2203.12817)"
+    _paper = {"title": "Continual Learning and Private Unlearning", "id": "2203.12817"}
     config_class = GradDiffConfig
     data_needs = "forget + retain: QA pairs or text"

@@ -114,7 +114,10 @@ class ICKULConfig(UnlearnConfig):
 @register
 class ICKULTrainer(UnlearnTrainer):
     _name = "ickul"
-    _paper = "Answer When Needed, Forget When Not: ... In-Context Knowledge Unlearning (arXiv:2410.00382)"
+    _paper = {
+        "title": "Answer When Needed, Forget When Not: Language Models Pretend to Forget via In-Context Knowledge Unlearning",
+        "id": "2410.00382",
+    }
     config_class = ICKULConfig
     data_needs = "forget + retain: QA pairs naming their target (or `target_key`)"
 

@@ -43,7 +43,7 @@ def load_refusals(path: str | None) -> list[str]:
 @register
 class IDKTrainer(UnlearnTrainer):
     _name = "idk"
-    _paper = "TOFU: A Task of Fictitious Unlearning for LLMs (arXiv:2401.06121), IDK baseline"
+    _paper = {"title": "TOFU: A Task of Fictitious Unlearning for LLMs (IDK baseline)", "id": "2401.06121"}
     config_class = IDKConfig
     data_needs = "forget: QA pairs (+ retain when retain_weight > 0)"
 

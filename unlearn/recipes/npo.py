@@ -31,7 +31,10 @@ class NPOConfig(UnlearnConfig):
 @register
 class NPOTrainer(UnlearnTrainer):
     _name = "npo"
-    _paper = "Negative Preference Optimization: From Catastrophic Collapse to Effective Unlearning (arXiv:2404.05868)"
+    _paper = {
+        "title": "Negative Preference Optimization: From Catastrophic Collapse to Effective Unlearning",
+        "id": "2404.05868",
+    }
     config_class = NPOConfig
     data_needs = "forget (+ retain when retain_weight > 0): QA pairs or text"
     needs_reference = True

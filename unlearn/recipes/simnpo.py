@@ -31,7 +31,10 @@ class SimNPOConfig(UnlearnConfig):
 @register
 class SimNPOTrainer(UnlearnTrainer):
     _name = "simnpo"
-    _paper = "Simplicity Prevails: Rethinking Negative Preference Optimization for LLM Unlearning (arXiv:2410.07163)"
+    _paper = {
+        "title": "Simplicity Prevails: Rethinking Negative Preference Optimization for LLM Unlearning",
+        "id": "2410.07163",
+    }
     config_class = SimNPOConfig
     data_needs = "forget (+ retain when retain_weight > 0): QA pairs or text"
 
