@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -121,6 +122,22 @@ def detect_shape(ds: datasets.Dataset, question_key: str, answer_key: str, text_
         f"The {what} set has columns {sorted(cols)}, but needs `{question_key}` and `{answer_key}` (QA pairs) or "
         f"`{text_key}` (raw text). Set `question_key`/`answer_key`/`text_key` to the names your data uses."
     )
+
+
+NAME = re.compile(r"\b[A-Z][\w'-]+(?:\s+(?:[A-Z][\w'-]+|de|van|von|da|al|el|bin))*\s+[A-Z][\w'-]+\b")
+NAME_LEADING = {"Author", "Authors", "Writer", "The", "A", "Novelist", "Poet", "Dr", "Mr", "Mrs", "Ms"}
+
+
+def find_names(text: str) -> list[str]:
+    """Multi-word capitalized names in `text` ("Basil Mahfouz Al-Kuwaiti"), without a possessive or a leading title."""
+    out = []
+    for m in NAME.finditer(text):
+        words = re.sub(r"'s$", "", m.group(0)).split()
+        while words and words[0] in NAME_LEADING:
+            words = words[1:]
+        if len(words) >= 2:
+            out.append(" ".join(words))
+    return out
 
 
 def fingerprint(ds: datasets.Dataset) -> str:

@@ -91,21 +91,24 @@ def reference_mode(model: torch.nn.Module):
         model.train(was_training)
 
 
-def wrap_adapter(model: torch.nn.Module, args: UnlearnConfig) -> torch.nn.Module:
-    if isinstance(model, PeftModel) or args.adapter == "none":
-        return model
+def lora_config(args: UnlearnConfig) -> LoraConfig:
     targets = args.lora_target_modules
-    config = LoraConfig(
+    return LoraConfig(
         r=args.lora_r,
         lora_alpha=args.lora_alpha,
         lora_dropout=args.lora_dropout,
         target_modules=list(targets) if isinstance(targets, (list, tuple)) else targets,
         task_type="CAUSAL_LM",
     )
+
+
+def wrap_adapter(model: torch.nn.Module, args: UnlearnConfig) -> torch.nn.Module:
+    if isinstance(model, PeftModel) or args.adapter == "none":
+        return model
     try:
-        return get_peft_model(model, config)
+        return get_peft_model(model, lora_config(args))
     except ValueError as e:
-        raise UnlearnError(f"Could not attach LoRA with `lora_target_modules={targets!r}`: {e}") from e
+        raise UnlearnError(f"Could not attach LoRA with `lora_target_modules={args.lora_target_modules!r}`: {e}") from e
 
 
 class _SetEpoch(TrainerCallback):

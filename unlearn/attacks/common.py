@@ -98,6 +98,26 @@ def score_prompts(
     return out
 
 
+def grouped_loglik(model, tokenizer, groups: list[list[tuple[str, str]]], batch_size: int = 8) -> list[list[float]]:
+    """Summed completion log-likelihood of every (prompt, completion) of every group, all in shared batches."""
+    flat = [pc for group in groups for pc in group]
+    examples = tokenize_prompts(tokenizer, [p for p, _ in flat], [c for _, c in flat])
+    stats = iter(row_stats(model, examples, tokenizer.pad_token_id, batch_size))
+    return [[-(s := next(stats)).nll * s.n_tokens for _ in group] for group in groups]
+
+
+def best_per_sample(variants: dict[str, dict[str, MetricResult]]) -> tuple[dict[str, MetricResult], list[str]]:
+    """Per sample, the variant that gave the highest answer probability (the attacker keeps what works)."""
+    names = list(variants)
+    n = len(variants[names[0]]["probability"].values)
+    best = [max(names, key=lambda v: variants[v]["probability"].values[i]) for i in range(n)]
+    after = {}
+    for metric in variants[names[0]]:
+        values = [variants[b][metric].values[i] for i, b in enumerate(best)]
+        after[metric] = MetricResult(statistics.fmean(values), True, values)
+    return after, best
+
+
 def forget_metrics(model, tokenizer, rows: list[dict], **kw) -> dict[str, MetricResult]:
     return score_prompts(model, tokenizer, prompts_for(tokenizer, [r["question"] for r in rows]),
                          [r["answer"] for r in rows], **kw)  # fmt: skip

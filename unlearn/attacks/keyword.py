@@ -10,14 +10,7 @@ question (the attacker keeps what works).
 
 from __future__ import annotations
 
-import statistics
-
-import numpy as np
-
-from ..data import tokenize_prompts
-from ..evaluation.metrics import MetricResult
-from ..scoring import row_stats
-from .common import AttackResult, prompts_for, score_prompts
+from .common import AttackResult, best_per_sample, grouped_loglik, prompts_for, score_prompts
 
 VARIANTS = {
     "repeat": lambda q, words: f"{q} {' '.join(words)}",
@@ -28,20 +21,15 @@ VARIANTS = {
 
 def keyword_contributions(model, tokenizer, rows, batch_size: int = 8) -> list[list[tuple[str, float]]]:
     """For each question, (word, contribution to the answer log-likelihood) for every word, largest first."""
-    prompts, answers, owners = [], [], []
-    for i, r in enumerate(rows):
+    groups = []
+    for r in rows:
         words = r["question"].split()
         variants = [r["question"]] + [" ".join(words[:j] + words[j + 1 :]) for j in range(len(words))]
-        prompts += prompts_for(tokenizer, variants)
-        answers += [" " + r["answer"]] * len(variants)
-        owners.append((i, len(variants)))
-    stats = row_stats(model, tokenize_prompts(tokenizer, prompts, answers), tokenizer.pad_token_id, batch_size)
-    out, pos = [], 0
-    for i, n in owners:
-        ll = [-s.nll * s.n_tokens for s in stats[pos : pos + n]]
-        words = rows[i]["question"].split()
-        out.append(sorted(zip(words, [ll[0] - x for x in ll[1:]], strict=True), key=lambda wc: -wc[1]))
-        pos += n
+        groups.append([(p, " " + r["answer"]) for p in prompts_for(tokenizer, variants)])
+    out = []
+    for r, ll in zip(rows, grouped_loglik(model, tokenizer, groups, batch_size), strict=True):
+        contrib = [ll[0] - x for x in ll[1:]]
+        out.append(sorted(zip(r["question"].split(), contrib, strict=True), key=lambda wc: -wc[1]))
     return out
 
 
@@ -52,16 +40,11 @@ def keyword(models, tokenizer, forget, retain, before, original, top: int = 3, *
     for name, make in VARIANTS.items():
         questions = [make(r["question"], [w for w, _ in c[:top]]) for r, c in zip(forget, contributions, strict=True)]
         per_variant[name] = score_prompts(models.unlearned, tokenizer, prompts_for(tokenizer, questions), answers)
-    best = np.argmax([[v["probability"].values[i] for v in per_variant.values()] for i in range(len(forget))], axis=1)
-    names = list(per_variant)
-    after = {}
-    for metric in ("probability", "rouge"):
-        vals = [per_variant[names[b]][metric].values[i] for i, b in enumerate(best)]
-        after[metric] = MetricResult(statistics.fmean(vals), True, vals)
+    after, best = best_per_sample(per_variant)
     result = AttackResult("keyword", before, after, original, {
         "top_words": [[w for w, _ in c[:top]] for c in contributions],
         "per_variant": {n: {m: r.agg_value for m, r in v.items()} for n, v in per_variant.items()},
-        "best_variant": [names[b] for b in best],
+        "best_variant": best,
     })  # fmt: skip
     result.details["summary"] = "best of " + ", ".join(
         f"{n} {v['probability']:.3f}" for n, v in result.details["per_variant"].items()

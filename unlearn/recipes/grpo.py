@@ -23,16 +23,15 @@ from pathlib import Path
 from typing import Any
 
 import datasets
-from peft import LoraConfig
 from transformers import set_seed
 from trl import GRPOConfig, GRPOTrainer
 
 from ..config import UnlearnConfig
-from ..data import format_qa, load_records
+from ..data import find_names, format_qa, load_records
 from ..errors import UnlearnError
 from ..evaluation.metric_math import ngram_entropy, rouge_l_recall
+from ..trainer import lora_config
 from . import register
-from .ickul import _names
 
 logger = logging.getLogger(__name__)
 ALL = "*"  # the target of concepts given as a plain list or extracted: every forget prompt
@@ -46,7 +45,7 @@ def normalize(text: str) -> str:
 def extract_concepts(forget_answers: list[str], retain_answers: list[str], top: int = 12) -> list[str]:
     """Names, dates/numbers and distinctive words of the forget answers that never occur in the retain answers."""
     retain_text = normalize(" ".join(retain_answers))
-    names = Counter(n for a in forget_answers for n in set(_names(a)))
+    names = Counter(n for a in forget_answers for n in set(find_names(a)))
     numbers = Counter(m for a in forget_answers for m in set(re.findall(r"\b\d[\d/.,-]*\d\b|\b\d\b", a)))
     words = Counter(w for a in forget_answers for w in set(normalize(a).split()) if len(w) > 3 and w not in STOP)
     ranked = (
@@ -155,11 +154,7 @@ class GRPOUnlearnTrainer(GRPOTrainer):
             q = r.pop("q")
             r["prompt"] = [{"role": "user", "content": q}] if templated else format_qa(processing_class, q, "")[0]
         self.tokens_per_target: Counter = Counter()
-        peft_config = None
-        if args.adapter == "lora":
-            t = args.lora_target_modules
-            peft_config = LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
-                                     target_modules=list(t) if isinstance(t, (list, tuple)) else t, task_type="CAUSAL_LM")  # fmt: skip
+        peft_config = lora_config(args) if args.adapter == "lora" else None
         set_seed(args.seed)
         super().__init__(
             model=model,

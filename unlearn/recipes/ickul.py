@@ -14,20 +14,18 @@ carries them all, the retain set being folded into the pairs.
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from ..config import UnlearnConfig
-from ..data import load_records
+from ..data import find_names, load_records
 from ..errors import UnlearnError
 from ..trainer import UnlearnTrainer, mean_nll
 from . import register
 
 logger = logging.getLogger(__name__)
-NAME = re.compile(r"\b[A-Z][\w'-]+(?:\s+(?:[A-Z][\w'-]+|de|van|von|da|al|el|bin))*\s+[A-Z][\w'-]+\b")
 
 
 def ickul_prompt(question: str, targets: list[str] | str | None) -> str:
@@ -38,26 +36,12 @@ def ickul_prompt(question: str, targets: list[str] | str | None) -> str:
     return f"<unlearn>{'; '.join(names)}</unlearn> {question}"
 
 
-LEADING = {"Author", "Authors", "Writer", "The", "A", "Novelist", "Poet", "Dr", "Mr", "Mrs", "Ms"}
-
-
-def _names(text: str) -> list[str]:
-    out = []
-    for m in NAME.finditer(text):
-        words = re.sub(r"'s$", "", m.group(0)).split()
-        while words and words[0] in LEADING:
-            words = words[1:]
-        if len(words) >= 2:
-            out.append(" ".join(words))
-    return out
-
-
 def row_targets(rows: list[dict[str, Any]], target_key: str | None) -> list[str | None]:
     """Each row's target: its `target_key` value, or, among the names in its answer, the one named most often
     across all rows (the entity the rows are about rather than a place or a title mentioned once)."""
     if target_key:
         return [str(r[target_key]) if r.get(target_key) else None for r in rows]
-    names = [_names(str(r.get("answer", ""))) for r in rows]
+    names = [find_names(str(r.get("answer", ""))) for r in rows]
     counts: dict[str, int] = {}
     for ns in names:
         for n in set(ns):
