@@ -202,7 +202,7 @@ def _finalize(trainer, config: UnlearnConfig, started: float) -> None:
         files = sorted(staging.iterdir(), key=lambda p: p.name in LOADED_LAST)
         for f in files:
             os.replace(f, out / f.name)
-        staging.rmdir()
+        shutil.rmtree(staging)
         with open(out / LOG_FILE, "w") as fh:
             fh.writelines(json.dumps(row) + "\n" for row in trainer.state.log_history)
         _write_atomic(out / RUN_FILE, json.dumps(_metadata(trainer, config, started), indent=2))
