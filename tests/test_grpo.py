@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import TOFU_DIR
 
 import unlearn
 from unlearn import UnlearnError
@@ -41,7 +42,8 @@ def test_grpo_lowers_forbidden_mentions(tiny, tofu_rows, tmp_path):
     before = mention_rate(model, tok, forget, concepts)
     adapter = unlearn.forget(model, tok, forget, retain, recipe="grpo", output_dir=tmp_path / "run",
                              learning_rate=2e-3, num_train_epochs=5, num_generations=8, per_device_train_batch_size=8,
-                             max_completion_length=24, logging_steps=1, disable_tqdm=True)  # fmt: skip
+                             max_completion_length=24, logging_steps=1, disable_tqdm=True, eval_suite="qa",
+                             eval_params={"path": str(TOFU_DIR / "forget01.jsonl"), "limit": 8})  # fmt: skip
     after = mention_rate(adapter, tok, forget, concepts)
     assert before == 1.0 and after <= 0.5, (before, after)  # measured 1.0 -> 0.0
     log = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
@@ -56,6 +58,9 @@ def test_grpo_lowers_forbidden_mentions(tiny, tofu_rows, tmp_path):
     report = json.loads((tmp_path / "run" / "forbidden_concepts.json").read_text())
     assert report["concepts"]["*"] == concepts and report["generated_tokens_per_target"]["*"] > 0
     assert json.loads((tmp_path / "run" / "run.json").read_text())["recipe"] == "grpo"
+    # PURGE reports the evaluation beside the training cost: `eval_suite` runs the evaluation package on the result.
+    summary = json.loads((tmp_path / "run" / "eval" / "SUMMARY.json").read_text())
+    assert {"probability", "rouge"} <= set(summary["metrics"])
 
 
 def test_grpo_without_concepts_fails_before_training(tiny):

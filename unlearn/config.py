@@ -80,6 +80,15 @@ class UnlearnConfig(TrainingArguments):
         default="nll", metadata={"help": "`nll` on retain answers, or `kl` to the reference (adapter-disabled) model."}
     )
 
+    eval_suite: str | None = field(
+        default=None,
+        metadata={"help": "Evaluate the result with this suite (e.g. `tofu`) into `output_dir/eval` after training."},
+    )
+    eval_params: Any = field(default=None, metadata={"help": "Suite parameters, e.g. {forget_split: forget01}."})
+    eval_reference: str | None = field(
+        default=None,
+        metadata={"help": "Reference evaluation for forget quality / privleak; without it they are skipped."},
+    )
     overwrite: bool = field(default=False, metadata={"help": "Replace an earlier unlearn run in `output_dir`."})
     resume: bool = field(default=False, metadata={"help": "Continue the run in `output_dir` from its last checkpoint."})
     keep_checkpoints: bool = field(

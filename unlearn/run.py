@@ -283,9 +283,25 @@ def run(
             saved = out / f"last-good-step-{e.step - 1}"
             trainer.save_model(str(saved))
         raise NonFiniteLossError(e.step, str(saved) if saved else None) from None
+    model = trainer.accelerator.unwrap_model(trainer.model)
     if save:
         _finalize(trainer, config, started)
-    return trainer.accelerator.unwrap_model(trainer.model)
+        if config.eval_suite and trainer.accelerator.is_main_process:
+            _evaluate_run(model, tokenizer, config)
+    return model
+
+
+def _evaluate_run(model, tokenizer, config: UnlearnConfig) -> None:
+    """The evaluation package on the result, into `output_dir/eval` (what PURGE and TOFU report beside training)."""
+    from .evaluation import METRICS, evaluate, load_suite
+
+    params = dict(config.eval_params or {})
+    skip = []
+    if not config.eval_reference:
+        suite = load_suite(config.eval_suite, **params)
+        skip = [n for n, s in suite["metrics"].items() if METRICS[s["metric"]].needs_reference]
+    evaluate(model, tokenizer, suite=config.eval_suite, reference=config.eval_reference,
+             out=Path(config.output_dir) / "eval", skip=skip, **params)  # fmt: skip
 
 
 def forget(
