@@ -89,6 +89,11 @@ class UnlearnConfig(TrainingArguments):
         default=None,
         metadata={"help": "Reference evaluation for forget quality / privleak; without it they are skipped."},
     )
+    projection: str = field(
+        default="none",
+        metadata={"help": "`gu`: remove from the forget gradient its part in the span of recent retain gradients."},
+    )
+    projection_history: int = field(default=8, metadata={"help": "Retain gradients that span the `gu` subspace."})
     overwrite: bool = field(default=False, metadata={"help": "Replace an earlier unlearn run in `output_dir`."})
     resume: bool = field(default=False, metadata={"help": "Continue the run in `output_dir` from its last checkpoint."})
     keep_checkpoints: bool = field(
@@ -119,6 +124,10 @@ class UnlearnConfig(TrainingArguments):
         _check_choice("retain_loss", self.retain_loss, ("nll", "kl"))
         _check_choice("retain_sampling", self.retain_sampling, ("cycle", "random"))
         _check_choice("dtype", self.dtype, ("float32", "bfloat16", "float16", "auto"))
+        _check_choice("projection", self.projection, ("none", "gu"))
+        if self.projection == "gu" and not self.uses_retain:
+            raise UnlearnError("`projection: gu` projects against retain gradients: it needs `retain_weight` > 0 and "
+                               "a retain set.")  # fmt: skip
         if self.retain_ratio < 0:
             raise UnlearnError(f"`retain_ratio` must be >= 0, got {self.retain_ratio}.")
         if self.max_length < 8:

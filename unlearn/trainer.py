@@ -235,22 +235,34 @@ class UnlearnTrainer(Trainer):
         kl = (log_ref.exp() * (log_ref - log_p)).sum(-1)  # KL(ref || model) per token, (B_r, T-1)
         return ((kl * mask).sum(-1) / mask.sum(-1).clamp(min=1)).mean()
 
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+    def weighted_losses(self, model, inputs) -> tuple[torch.Tensor, torch.Tensor | None, Any]:
+        """(forget_weight * forget loss, retain_weight * retain loss or None, model outputs), logged as they go."""
         is_forget, index = inputs["is_forget"], inputs["index"]
         outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
         logps, n_tokens = sequence_logps(outputs.logits, inputs["loss_labels"])  # (B,), (B,)
         forget = self.forget_loss(logps[is_forget], n_tokens[is_forget], index[is_forget])
-        loss = self.args.forget_weight * forget
         self._metrics["forget_loss"].append(forget.detach())
         self._metrics["forget_nll"].append(mean_nll(logps[is_forget], n_tokens[is_forget]).detach())
         is_retain = ~is_forget
-        if self.args.uses_retain and is_retain.any():
-            retain = self.retain_loss(
-                model, outputs.logits[is_retain], logps[is_retain], n_tokens[is_retain], inputs, is_retain
-            )
-            loss = loss + self.args.retain_weight * retain
-            self._metrics["retain_loss"].append(retain.detach())
+        if not (self.args.uses_retain and is_retain.any()):
+            return self.args.forget_weight * forget, None, outputs
+        retain = self.retain_loss(
+            model, outputs.logits[is_retain], logps[is_retain], n_tokens[is_retain], inputs, is_retain
+        )
+        self._metrics["retain_loss"].append(retain.detach())
+        return self.args.forget_weight * forget, self.args.retain_weight * retain, outputs
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        forget, retain, outputs = self.weighted_losses(model, inputs)
+        loss = forget if retain is None else forget + retain
         return (loss, outputs) if return_outputs else loss
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        if self.args.projection == "gu":
+            from .projection import gu_training_step
+
+            return gu_training_step(self, model, inputs)
+        return super().training_step(model, inputs, num_items_in_batch)
 
     def log_metric(self, name: str, value: torch.Tensor) -> None:
         """Record a recipe-specific value; it is averaged over steps and processes at the next log."""
