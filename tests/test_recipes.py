@@ -23,6 +23,11 @@ TEST_CASES = [
     ("npo", {"learning_rate": 1e-2}),
     ("simnpo", {"learning_rate": 2e-2, "num_train_epochs": 10}),
     ("idk", {"learning_rate": 1e-2, "num_train_epochs": 10}),
+    # RMU steers layer 0 of the 2-layer model (its last layer's output is normalized); c retuned to its activations.
+    (
+        "rmu",
+        {"rmu_layer": 0, "steering_coef": 20.0, "retain_weight": 100.0, "learning_rate": 1e-2, "num_train_epochs": 8},
+    ),
 ]
 
 

@@ -118,3 +118,17 @@ def test_chat_template_puts_the_loss_on_the_answer_only(tiny):
     prompt = tokenizer.decode([t for t, lab in zip(ex["input_ids"], ex["labels"], strict=True) if lab == -100])
     assert labelled == "Jane Doe</s>"
     assert prompt == "<|user|>Who wrote it?</s><|assistant|>"
+
+
+def test_rmu_moves_forget_activations_toward_the_control_vector(tiny, tofu_rows, tmp_path):
+    model, tokenizer = tiny
+    args = _config("rmu", tmp_path, rmu_layer=0, steering_coef=20.0, retain_weight=100.0, learning_rate=1e-2,
+                   num_train_epochs=4, save_strategy="no")  # fmt: skip
+    assert args.lora_target_modules == ["layers.0.mlp.down_proj"]
+    trainer = unlearn.get_recipe("rmu")(model=model, args=args, forget=tofu_rows["forget"],
+                                        retain=tofu_rows["retain"], processing_class=tokenizer)  # fmt: skip
+    trainer.train()
+    logs = [row for row in trainer.state.log_history if "forget_loss" in row]
+    assert logs[-1]["forget_loss"] < logs[0]["forget_loss"]  # || h_0 - c u ||^2 falls
+    u = trainer.control_vector(64, "cpu")
+    assert u.norm().item() == pytest.approx(1.0) and (u >= 0).all()

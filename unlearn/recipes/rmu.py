@@ -1,0 +1,103 @@
+"""Representation Misdirection for Unlearning (RMU), the WMDP baseline.
+
+Li et al., "The WMDP Benchmark: Measuring and Reducing Malicious Use With Unlearning" (arXiv:2403.03218), Sec. 5,
+Eq. 1-2: at layer l, push the forget activations toward a fixed random direction scaled by c, and keep the retain
+activations where the frozen model has them:
+
+    L = mean_t || h_l(x_f)_t - c u ||^2  +  alpha * mean_t || h_l(x_r)_t - h_l^frozen(x_r)_t ||^2
+
+(`mse_loss` over tokens and hidden units, as the reference implementation), u a seeded random unit vector. The
+frozen model is the adapter-disabled model. Defaults are WMDP's for Zephyr-7B (layer 7, c = 6.5, alpha = 1200,
+lr 5e-5), with the LoRA on the MLP down-projections of layers l-2..l, the parameters WMDP updates. c scales with
+the model's activation norms: retune it (and `rmu_layer`) for other models.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from ..config import UnlearnConfig
+from ..data import IGNORE_INDEX
+from ..errors import UnlearnError
+from ..trainer import UnlearnTrainer, mean_nll, reference_mode, sequence_logps
+from . import register
+
+
+@dataclass
+class RMUConfig(UnlearnConfig):
+    recipe: str = field(default="rmu", metadata={"help": "Recipe name."})
+    rmu_layer: int = field(
+        default=7, metadata={"help": "Decoder layer whose output activations are steered (WMDP: 7)."}
+    )
+    steering_coef: float = field(
+        default=6.5, metadata={"help": "c: the norm of the control vector (WMDP Zephyr: 6.5)."}
+    )
+    retain_weight: float = field(default=1200.0, metadata={"help": "alpha: weight of the retain activation loss."})
+    learning_rate: float = field(default=5e-5, metadata={"help": "WMDP's learning rate."})
+    lora_target_modules: object = field(
+        default=None, metadata={"help": "Default: the MLP down-projections of layers rmu_layer-2..rmu_layer."}
+    )
+
+    def __post_init__(self):
+        if self.lora_target_modules is None:
+            self.lora_target_modules = [
+                f"layers.{i}.mlp.down_proj" for i in range(max(0, self.rmu_layer - 2), self.rmu_layer + 1)
+            ]
+        super().__post_init__()
+        if self.rmu_layer < 0:
+            raise UnlearnError(f"`rmu_layer` must be >= 0, got {self.rmu_layer}.")
+
+
+@register
+class RMUTrainer(UnlearnTrainer):
+    _name = "rmu"
+    _paper = {
+        "title": "The WMDP Benchmark: Measuring and Reducing Malicious Use With Unlearning (RMU)",
+        "id": "2403.03218",
+    }
+    config_class = RMUConfig
+    data_needs = "forget (+ retain when retain_weight > 0): QA pairs or text"
+
+    def _hidden(self, model, input_ids, attention_mask):
+        """The model's outputs and its layer-l output activations, (B, T, H)."""
+        n_layers = self.accelerator.unwrap_model(model).config.num_hidden_layers
+        if self.args.rmu_layer >= n_layers - 1:
+            raise UnlearnError(f"`rmu_layer` {self.args.rmu_layer} must be below the last layer ({n_layers - 1}): the "
+                               "last hidden state is normalized.")  # fmt: skip
+        out = model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
+        return out, out.hidden_states[self.args.rmu_layer + 1]
+
+    def control_vector(self, hidden: int, device) -> torch.Tensor:
+        if getattr(self, "_control", None) is None:
+            g = torch.Generator().manual_seed(self.args.seed)
+            u = torch.rand(hidden, generator=g)  # WMDP draws from U[0,1) and normalizes
+            self._control = (u / u.norm()).to(device)
+        return self._control
+
+    def weighted_losses(self, model, inputs):
+        """One forward pass over forget and retain rows; the frozen model reads the retain rows only."""
+        is_forget, labels = inputs["is_forget"], inputs["loss_labels"]
+        scored = labels != IGNORE_INDEX  # answer tokens (QA) or every token (text)
+        out, h = self._hidden(model, inputs["input_ids"], inputs["attention_mask"])
+        h_f = h[is_forget][scored[is_forget]]  # (N_f tokens, H)
+        target = self.args.steering_coef * self.control_vector(h.shape[-1], h.device)
+        forget = F.mse_loss(h_f.float(), target.expand_as(h_f).float())
+        logps, n_tokens = sequence_logps(out.logits[is_forget], labels[is_forget])
+        self._metrics["forget_loss"].append(forget.detach())
+        self._metrics["forget_nll"].append(mean_nll(logps, n_tokens).detach())
+        is_retain = ~is_forget
+        if not (self.args.uses_retain and is_retain.any()):
+            return self.args.forget_weight * forget, None, out
+        frozen = self.accelerator.unwrap_model(model)
+        with reference_mode(frozen):
+            _, h_ref = self._hidden(frozen, inputs["input_ids"][is_retain], inputs["attention_mask"][is_retain])
+        keep = scored[is_retain]
+        retain = F.mse_loss(h[is_retain][keep].float(), h_ref[keep].float())
+        self._metrics["retain_loss"].append(retain.detach())
+        return self.args.forget_weight * forget, self.args.retain_weight * retain, out
+
+    def forget_loss(self, logps, n_tokens, index):  # the loss lives in weighted_losses
+        raise NotImplementedError
