@@ -132,3 +132,20 @@ def test_rmu_moves_forget_activations_toward_the_control_vector(tiny, tofu_rows,
     assert logs[-1]["forget_loss"] < logs[0]["forget_loss"]  # || h_0 - c u ||^2 falls
     u = trainer.control_vector(64, "cpu")
     assert u.norm().item() == pytest.approx(1.0) and (u >= 0).all()
+
+
+def test_gslora_confines_forgetting_to_few_groups(tiny, tofu_rows, tmp_path):
+    model, tokenizer = tiny
+    before = answer_nll(model, tokenizer, tofu_rows["forget"])
+    args = _config("gslora", tmp_path, group_by="module", group_lasso=10.0, learning_rate=1e-2, num_train_epochs=10,
+                   save_strategy="no")  # fmt: skip
+    trainer = unlearn.get_recipe("gslora")(model=model, args=args, forget=tofu_rows["forget"],
+                                           retain=tofu_rows["retain"], processing_class=tokenizer)  # fmt: skip
+    trainer.train()
+    norms = trainer.group_norms()
+    active = trainer.active_groups()
+    assert len(norms) == 14 and 0 < len(active) < len(norms), norms  # measured: 7 of 14 stay active
+    assert all(norms[g] == 0.0 for g in norms if g not in active)  # the proximal step zeroes whole groups exactly
+    assert answer_nll(trainer.model, tokenizer, tofu_rows["forget"]) > before + 0.75  # measured +2.7
+    forget_losses = [row["forget_loss"] for row in trainer.state.log_history if "forget_loss" in row]
+    assert min(forget_losses) >= 0.0  # ReLU(bound - NLL): bounded, never below zero
