@@ -29,6 +29,7 @@ TEST_CASES = [
         {"rmu_layer": 0, "steering_coef": 20.0, "retain_weight": 100.0, "learning_rate": 1e-2, "num_train_epochs": 8},
     ),
     ("gslora", {"group_by": "module", "group_lasso": 10.0, "learning_rate": 1e-2, "num_train_epochs": 10}),
+    ("reglora", {"learning_rate": 3e-3}),
 ]
 
 
