@@ -8,6 +8,7 @@ from .finetune import finetune
 from .icul import InContextUnlearner, icul
 from .recipes import RECIPES, get_recipe
 from .run import forget, load_model_and_tokenizer
+from .sequential import sequential_forget
 from .tofu import load_tofu
 from .trainer import UnlearnTrainer
 
@@ -31,4 +32,5 @@ __all__ = [
     "load_config",
     "load_model_and_tokenizer",
     "load_tofu",
+    "sequential_forget",
 ]
