@@ -134,3 +134,16 @@ def test_two_processes_match_one(tiny_model_dir, data_files, tmp_path):
     assert proc.stdout.count("Unlearned adapter written") == 1, "only the main process reports (it really ran DDP)"
     for name in a:
         assert ((a[name] - b[name]).norm() / a[name].norm()).item() < 1e-3, name
+
+
+@pytest.mark.parametrize("recipe", sorted(unlearn.RECIPES))
+def test_saved_config_reloads_to_the_same_config(recipe, tmp_path):
+    """`unlearn_config.yaml` is the fully resolved config, and `unlearn forget` can run it again."""
+    import yaml
+
+    from unlearn.config import build_config, load_config
+
+    config = build_config({"recipe": recipe, "output_dir": str(tmp_path / "run")})
+    saved = tmp_path / "unlearn_config.yaml"
+    saved.write_text(yaml.safe_dump(config.to_yaml_dict()))
+    assert load_config(saved).to_yaml_dict() == config.to_yaml_dict()

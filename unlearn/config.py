@@ -142,6 +142,9 @@ class UnlearnConfig(TrainingArguments):
         if self.resume and self.overwrite:
             raise UnlearnError("`resume` and `overwrite` contradict each other; pass one of them.")
 
+    # Fields that __post_init__ computes from others; saving them would make the saved config contradict itself.
+    derived_fields: typing.ClassVar[frozenset[str]] = frozenset()
+
     @property
     def uses_retain(self) -> bool:
         return self.retain_weight > 0 and self.retain_ratio > 0
@@ -150,7 +153,7 @@ class UnlearnConfig(TrainingArguments):
         """Every field, resolved, in a form `load_config` reads back (secrets left out)."""
         out = {}
         for f in dataclasses.fields(self):
-            if not f.init or f.name in SECRET_FIELDS or f.name.startswith("_"):
+            if not f.init or f.name in SECRET_FIELDS or f.name in self.derived_fields or f.name.startswith("_"):
                 continue
             out[f.name] = _plain(getattr(self, f.name))
         return out
@@ -172,6 +175,8 @@ def _plain(value: Any) -> Any:
     """A YAML-safe copy of a config value (enums to their value, tuples to lists)."""
     if isinstance(value, enum.Enum):
         return value.value
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _plain(dataclasses.asdict(value))
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     if isinstance(value, dict):

@@ -119,6 +119,8 @@ class GRPOUnlearnConfig(UnlearnConfig, GRPOConfig):
     retain_weight: float = field(default=1.0, metadata={"help": "Retain prompts join the prompt set when > 0."})
     learning_rate: float = field(default=1e-5, metadata={"help": "GRPO learning rate (TRL's default)."})
 
+    derived_fields = frozenset({"generation_batch_size"})  # TRL derives it from steps_per_generation
+
 
 @register
 class GRPOUnlearnTrainer(GRPOTrainer):
