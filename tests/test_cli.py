@@ -143,7 +143,8 @@ def test_saved_config_reloads_to_the_same_config(recipe, tmp_path):
 
     from unlearn.config import build_config, load_config
 
-    config = build_config({"recipe": recipe, "output_dir": str(tmp_path / "run")})
+    required = {"sae": {"sae_path": str(tmp_path / "sae")}}.get(recipe, {})
+    config = build_config({"recipe": recipe, "output_dir": str(tmp_path / "run"), **required})
     saved = tmp_path / "unlearn_config.yaml"
     saved.write_text(yaml.safe_dump(config.to_yaml_dict()))
     assert load_config(saved).to_yaml_dict() == config.to_yaml_dict()

@@ -34,7 +34,7 @@ TEST_CASES = [
 
 
 # Recipes whose goal is not a higher forget NLL under the plain prompt, tested for their own property instead.
-TESTED_ELSEWHERE = {"ickul": "tests/test_ickul.py", "grpo": "tests/test_grpo.py"}
+TESTED_ELSEWHERE = {"ickul": "tests/test_ickul.py", "grpo": "tests/test_grpo.py", "sae": "tests/test_sae.py"}
 
 
 def test_every_recipe_has_a_test_case():

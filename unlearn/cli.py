@@ -111,6 +111,23 @@ def cmd_attack(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sae_train(args: argparse.Namespace) -> int:
+    from .data import load_records
+    from .models import resolve_model
+    from .recipes.sae import train_sae
+
+    ds = load_records(args.text)
+    if "text" in ds.column_names:
+        texts = [str(t) for t in ds["text"]]
+    elif {"question", "answer"} <= set(ds.column_names):
+        texts = [f"{q} {a}" for q, a in zip(ds["question"], ds["answer"], strict=True)]
+    else:
+        raise UnlearnError(f"`--text` needs a `text` column or question/answer columns; found {ds.column_names}.")
+    train_sae(resolve_model(args.model), texts, args.layer, args.out, args.d_sae, args.tokens)
+    print(f"SAE for layer {args.layer} written to {args.out}; use it with recipe `sae`, sae_path={args.out}")
+    return 0
+
+
 def _suite_params(args: argparse.Namespace) -> dict:
     from .config import parse_overrides
 
@@ -198,6 +215,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="key=value attack option, repeatable (e.g. --set k=4 --set steps=10)",
     )
     p.set_defaults(func=cmd_attack)
+    p = sub.add_parser("sae-train", help="Train a sparse autoencoder on a layer with sae-lens (extra `sae`), offline.")
+    p.add_argument("--model", required=True, help="Model directory, built-in name or Hub id")
+    p.add_argument("--text", required=True, help="Local text (a `text` column) or QA data to read activations from")
+    p.add_argument("--layer", type=int, required=True, help="Decoder layer whose output the SAE reads")
+    p.add_argument("--out", required=True, help="Output directory")
+    p.add_argument("--d-sae", type=int, default=None, help="Latents (default 4 x hidden size)")
+    p.add_argument("--tokens", type=int, default=200_000, help="Training tokens")
+    p.set_defaults(func=cmd_sae_train)
     p = sub.add_parser("recipes", help="List the recipes.")
     p.add_argument("-v", "--verbose", action="store_true", help="Also list each recipe's own defaults.")
     p.set_defaults(func=cmd_recipes)

@@ -1,6 +1,6 @@
 """Keyword emphasis: re-ask with the prompt words that carry the answer made prominent.
 
-Following "Understanding the Dilemma of Unlearning for Large Language Models" (arXiv:2509.24675): score each prompt
+Following "Understanding the Dilemma of Unlearning for Large Language Models": score each prompt
 word's contribution to the answer, log p(answer | prompt) - log p(answer | prompt without the word), take the
 `top` words, and re-ask with them emphasized: repeated after the question, quoted inside it, or named first
 ("Focus on: ..."). Words rather than subword tokens are scored, so that a removal leaves a readable prompt; all

@@ -5,7 +5,7 @@ Two reads of every layer, before (the original model) and after unlearning:
   norm and the output head applied to layer l's hidden states, giving the answer's length-normalized probability;
 - a linear probe (logistic regression, cross-validated by question) on layer l's mean answer hidden state, telling
   the true answer from a perturbed one (`perturbed_answer` column).
-"Pretends to forget" (the diagnosis of arXiv:2410.00382 and of in-context knowledge unlearning): the output-level
+"Pretends to forget" (the diagnosis of "Answer When Needed, Forget When Not", in-context knowledge unlearning): the output-level
 probability fell, but a middle layer's probe still separates true from false almost as well as before.
 """
 

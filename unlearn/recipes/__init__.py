@@ -24,4 +24,4 @@ def get_recipe(name: str) -> type[UnlearnTrainer]:
     return RECIPES[name]
 
 
-from . import ga, graddiff, grpo, gslora, ickul, idk, npo, reglora, rmu, simnpo  # noqa: E402,F401  (each registers itself)
+from . import ga, graddiff, grpo, gslora, ickul, idk, npo, reglora, rmu, sae, simnpo  # noqa: E402,F401  (each registers itself)

@@ -1,7 +1,7 @@
 """GS-LoRA: forgetting confined to few LoRA groups by a group-sparse penalty.
 
-Following GS-LoRA in "Practical Continual Forgetting for Pre-trained Vision Models" (Zhao et al.,
-arXiv:2501.09705; CVPR 2024 version arXiv:2403.16569), adapted to language models:
+Following GS-LoRA in "Practical Continual Forgetting for Pre-trained Vision Models" (Zhao et al.; the CVPR 2024
+"Continual Forgetting for Pre-trained Vision Models", arXiv:2403.16569), adapted to language models:
 
     L = NLL(retain) + forget_weight * ReLU(bound - NLL(forget)) + alpha * sum_g || theta_g ||_2
 
@@ -76,7 +76,10 @@ class _GroupProx(TrainerCallback):
 @register
 class GSLoRATrainer(UnlearnTrainer):
     _name = "gslora"
-    _paper = {"title": "Practical Continual Forgetting for Pre-trained Vision Models (GS-LoRA)", "id": "2501.09705"}
+    _paper = {
+        "title": "Practical Continual Forgetting for Pre-trained Vision Models (GS-LoRA; CVPR version)",
+        "id": "2403.16569",
+    }
     config_class = GSLoRAConfig
     data_needs = "forget + retain: QA pairs or text"
 

@@ -1,7 +1,7 @@
 """In-context knowledge unlearning: one adapter that forgets whatever target the prompt names.
 
 Following "Answer When Needed, Forget When Not: Language Models Pretend to Forget via In-Context Knowledge
-Unlearning" (arXiv:2410.00382): a LoRA adapter is fine-tuned on prompts that open with an unlearning block naming
+Unlearning": a LoRA adapter is fine-tuned on prompts that open with an unlearning block naming
 a target. Questions about the named target are answered with a fixed "forgot" response; questions about anything
 else (a distractor target is named, or none) are answered normally. The training pairs are built from the forget
 and retain QA sets; each row's target is its `target_key` column, or the first capitalized name in its answer.
@@ -99,8 +99,7 @@ class ICKULConfig(UnlearnConfig):
 class ICKULTrainer(UnlearnTrainer):
     _name = "ickul"
     _paper = {
-        "title": "Answer When Needed, Forget When Not: Language Models Pretend to Forget via In-Context Knowledge Unlearning",
-        "id": "2410.00382",
+        "title": "Answer When Needed, Forget When Not: Language Models Pretend to Forget via In-Context Knowledge Unlearning"
     }
     config_class = ICKULConfig
     data_needs = "forget + retain: QA pairs naming their target (or `target_key`)"

@@ -1,7 +1,7 @@
 """RegLoRA: forget while an L1 penalty keeps the update away from the weights that hold what must be kept.
 
 Following RegLoRA in "SEFE: Superficial and Essential Forgetting Eliminator for Multimodal Continual Instruction
-Tuning" (arXiv:2505.02486): the key elements of each adapted weight matrix, the top `reg_top` fraction by
+Tuning": the key elements of each adapted weight matrix, the top `reg_top` fraction by
 importance, are found first; the forget adapter's update Delta W = scale * B A is then penalized there,
 
     L = -NLL(forget) + retain_weight * NLL(retain) + reg_weight * sum_m mean_{(i,j) in M_m} |Delta W_m[i, j]|
@@ -55,7 +55,9 @@ def _top_mask(score: torch.Tensor, frac: float) -> torch.Tensor:
 @register
 class RegLoRATrainer(UnlearnTrainer):
     _name = "reglora"
-    _paper = {"title": "SEFE: Superficial and Essential Forgetting Eliminator (RegLoRA)", "id": "2505.02486"}
+    _paper = {
+        "title": "SEFE: Superficial and Essential Forgetting Eliminator for Multimodal Continual Instruction Tuning (RegLoRA)"
+    }
     config_class = RegLoRAConfig
     data_needs = "forget + retain: QA pairs or text (or a knowledge adapter for the key elements)"
 
