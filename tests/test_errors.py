@@ -161,3 +161,16 @@ def test_missing_extra_names_the_install_line():
 
     with pytest.raises(ImportError, match=r"pip install 'unlearn-toolkit\[sae\]'"):
         require("sae_lens_is_not_installed_here", "sae")
+
+
+def test_sae_recipe_without_sae_lens_names_the_extra(tiny, tofu_rows, tmp_path, monkeypatch):
+    import sys
+
+    from unlearn.config import build_config
+
+    monkeypatch.setitem(sys.modules, "sae_lens", None)  # as if the extra were not installed
+    model, tok = tiny
+    args = build_config({"recipe": "sae", "sae_path": str(tmp_path), "output_dir": str(tmp_path / "run")})
+    with pytest.raises(ImportError, match=r"pip install 'unlearn-toolkit\[sae\]'"):
+        unlearn.get_recipe("sae")(model=model, args=args, forget=tofu_rows["forget"], retain=tofu_rows["retain"],
+                                  processing_class=tok)  # fmt: skip
