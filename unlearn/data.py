@@ -10,6 +10,7 @@ import hashlib
 import json
 import logging
 import re
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -138,6 +139,11 @@ def find_names(text: str) -> list[str]:
         if len(words) >= 2:
             out.append(" ".join(words))
     return out
+
+
+def name_counts(texts) -> Counter:
+    """How many of `texts` mention each name (`find_names`): the entities a set of answers is about."""
+    return Counter(n for t in texts for n in set(find_names(str(t))))
 
 
 def fingerprint(ds: datasets.Dataset) -> str:

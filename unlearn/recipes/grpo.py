@@ -27,7 +27,7 @@ from transformers import set_seed
 from trl import GRPOConfig, GRPOTrainer
 
 from ..config import UnlearnConfig
-from ..data import find_names, format_qa, load_records
+from ..data import format_qa, load_records, name_counts
 from ..errors import UnlearnError
 from ..evaluation.metric_math import ngram_entropy, rouge_l_recall
 from ..trainer import lora_config
@@ -45,7 +45,7 @@ def normalize(text: str) -> str:
 def extract_concepts(forget_answers: list[str], retain_answers: list[str], top: int = 12) -> list[str]:
     """Names, dates/numbers and distinctive words of the forget answers that never occur in the retain answers."""
     retain_text = normalize(" ".join(retain_answers))
-    names = Counter(n for a in forget_answers for n in set(find_names(a)))
+    names = name_counts(forget_answers)
     numbers = Counter(m for a in forget_answers for m in set(re.findall(r"\b\d[\d/.,-]*\d\b|\b\d\b", a)))
     words = Counter(w for a in forget_answers for w in set(normalize(a).split()) if len(w) > 3 and w not in STOP)
     ranked = (

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..config import UnlearnConfig
-from ..data import find_names, load_records
+from ..data import find_names, load_records, name_counts
 from ..errors import UnlearnError
 from ..trainer import UnlearnTrainer, mean_nll
 from . import register
@@ -42,10 +42,7 @@ def row_targets(rows: list[dict[str, Any]], target_key: str | None) -> list[str 
     if target_key:
         return [str(r[target_key]) if r.get(target_key) else None for r in rows]
     names = [find_names(str(r.get("answer", ""))) for r in rows]
-    counts: dict[str, int] = {}
-    for ns in names:
-        for n in set(ns):
-            counts[n] = counts.get(n, 0) + 1
+    counts = name_counts(r.get("answer", "") for r in rows)
     return [max(ns, key=lambda n: counts[n]) if ns else None for ns in names]
 
 

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from ..config import UnlearnConfig
-from ..data import find_names
+from ..data import name_counts
 from ..errors import UnlearnError, require
 from ..trainer import UnlearnTrainer, mean_nll, reference_mode
 from . import register
@@ -96,11 +96,7 @@ class SAEUnlearnTrainer(UnlearnTrainer):
 
     @staticmethod
     def _names(rows) -> list[str]:
-        counts: dict[str, int] = {}
-        for r in rows:
-            for n in set(find_names(str(r.get("answer", "")))):
-                counts[n] = counts.get(n, 0) + 1
-        return [n for n, c in sorted(counts.items(), key=lambda kv: -kv[1]) if c > 1][:8]
+        return [n for n, c in name_counts(r.get("answer", "") for r in rows).most_common() if c > 1][:8]
 
     def latents(self, model, entities: list[str]) -> torch.Tensor:
         """SAE latents at the last token of the template for each entity, (E, d_sae)."""
@@ -127,14 +123,16 @@ class SAEUnlearnTrainer(UnlearnTrainer):
     def weighted_losses(self, model, inputs):
         forget, retain, out = super().weighted_losses(model, inputs)
         d = self.mu_known.numel()
-        z = self.latents(model, self.forget_entities)
+        n_forget = len(self.forget_entities)
+        z_all = self.latents(model, self.forget_entities + self.retain_entities)  # one pass for both lists
+        z = z_all[:n_forget]
         redirect = (
             (z - self.mu_unknown).square().sum(-1) - self.args.separation_weight * (z - self.mu_known).square().sum(-1)
         ).mean() / d
         self.log_metric("latent_redirect", redirect)
         total = forget + redirect
         if self.retain_ref is not None and retain is not None:
-            drift = (self.latents(model, self.retain_entities) - self.retain_ref).square().sum(-1).mean() / d
+            drift = (z_all[n_forget:] - self.retain_ref).square().sum(-1).mean() / d
             self.log_metric("retain_latent_drift", drift)
             retain = retain + self.args.retain_weight * drift
         return total, retain, out
