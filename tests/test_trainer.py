@@ -42,7 +42,7 @@ def test_npo_reference_is_computed_once(tiny, tofu_rows, tmp_path, monkeypatch):
     model, tokenizer = tiny
     calls = []
     original = NPOTrainer.compute_reference_logps
-    monkeypatch.setattr(NPOTrainer, "compute_reference_logps", lambda self: calls.append(1) or original(self))
+    monkeypatch.setattr(NPOTrainer, "compute_reference_logps", lambda self, *a: calls.append(1) or original(self, *a))
     trainer = NPOTrainer(
         model=model, args=_config("npo", tmp_path, retain_weight=0, num_train_epochs=2, save_strategy="no"),
         forget=tofu_rows["forget"], processing_class=tokenizer,

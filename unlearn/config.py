@@ -43,6 +43,14 @@ class UnlearnConfig(TrainingArguments):
             "dataset id, or a mapping {path, name, split}."
         },
     )
+    quantization: str = field(
+        default="none",
+        metadata={
+            "help": "`4bit` (QLoRA: NF4 base weights, LoRA adapter in `dtype`) or `8bit` loads the base model with "
+            "bitsandbytes (extra `quant`); `none` keeps it in `dtype`. CLI only: a model passed from Python is "
+            "used as loaded."
+        },
+    )
     retain: Any = field(default=None, metadata={"help": "Retain data, in the same forms as `forget`."})
     question_key: str = field(default="question", metadata={"help": "Column holding the question (QA data)."})
     answer_key: str = field(default="answer", metadata={"help": "Column holding the answer (QA data)."})
@@ -125,6 +133,12 @@ class UnlearnConfig(TrainingArguments):
         _check_choice("retain_sampling", self.retain_sampling, ("cycle", "random"))
         _check_choice("dtype", self.dtype, ("float32", "bfloat16", "float16", "auto"))
         _check_choice("projection", self.projection, ("none", "gu"))
+        _check_choice("quantization", self.quantization, ("none", "4bit", "8bit"))
+        if self.quantization != "none" and self.adapter == "none":
+            raise UnlearnError(
+                f"`quantization: {self.quantization}` freezes the base weights in low precision; only an adapter can "
+                "be trained on them. Use `adapter: lora` or `quantization: none`."
+            )
         if self.projection == "gu" and not self.uses_retain:
             raise UnlearnError("`projection: gu` projects against retain gradients: it needs `retain_weight` > 0 and "
                                "a retain set.")  # fmt: skip

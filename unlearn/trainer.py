@@ -105,6 +105,12 @@ def lora_config(args: UnlearnConfig) -> LoraConfig:
 def wrap_adapter(model: torch.nn.Module, args: UnlearnConfig) -> torch.nn.Module:
     if isinstance(model, PeftModel) or args.adapter == "none":
         return model
+    if getattr(model, "is_quantized", False):
+        # QLoRA: layer norms and embeddings to float32 for stable gradients through the quantized base; input
+        # gradients on, so that gradient checkpointing (if asked for) still reaches the adapter.
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=args.gradient_checkpointing)
     try:
         return get_peft_model(model, lora_config(args))
     except ValueError as e:
@@ -201,19 +207,20 @@ class UnlearnTrainer(Trainer):
 
     # ---- reference --------------------------------------------------------------------------------------------
 
-    def compute_reference_logps(self) -> torch.Tensor:
-        """Per-sequence answer log-probs of every forget example under the reference model, (N_forget,)."""
-        model = self.accelerator.unwrap_model(self.model)
-        with reference_mode(model):
-            logps, _ = batched_logps(
-                model, self.forget_examples, self.processing_class.pad_token_id, self.args.per_device_eval_batch_size
-            )
-        return logps.to(self.args.device)
+    def compute_reference_logps(self, model: torch.nn.Module | None = None) -> torch.Tensor:
+        """Per-sequence answer log-probs of every forget example under the reference model, (N_forget,).
 
-    def train(self, *args, **kwargs):
-        if self.needs_reference and self.reference_logps is None:
-            self.reference_logps = self.compute_reference_logps()
-        return super().train(*args, **kwargs)
+        `model` is the model as the Trainer wrapped it (DDP, FSDP, DeepSpeed): the forward passes go through the
+        wrapper, so sharded weights are gathered as in training, while the adapter is switched off underneath.
+        Every process scores the whole forget set, so all processes make the same collective calls.
+        """
+        inner = self.accelerator.unwrap_model(self.model)
+        with reference_mode(inner):
+            logps, _ = batched_logps(
+                model if model is not None else inner, self.forget_examples, self.processing_class.pad_token_id,
+                self.args.per_device_eval_batch_size,
+            )  # fmt: skip
+        return logps.to(self.args.device)
 
     # ---- losses -----------------------------------------------------------------------------------------------
 
@@ -237,6 +244,9 @@ class UnlearnTrainer(Trainer):
 
     def weighted_losses(self, model, inputs) -> tuple[torch.Tensor, torch.Tensor | None, Any]:
         """(forget_weight * forget loss, retain_weight * retain loss or None, model outputs), logged as they go."""
+        if self.needs_reference and self.reference_logps is None:
+            # Once, at the first step: the model is wrapped and placed by then, under every distributed setup.
+            self.reference_logps = self.compute_reference_logps(model)
         is_forget, index = inputs["is_forget"], inputs["index"]
         outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
         logps, n_tokens = sequence_logps(outputs.logits, inputs["loss_labels"])  # (B,), (B,)

@@ -9,25 +9,19 @@ from __future__ import annotations
 
 import tempfile
 
-import torch
-
-from ..errors import require
 from .common import AttackResult, forget_metrics
 
 
 def quantize(models, tokenizer, forget, retain, before, original, bits: tuple[int, ...] | list[int] = (8, 4), **_):
-    require("bitsandbytes", "quant")
-    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+    from transformers import AutoModelForCausalLM
 
-    configs = {
-        8: BitsAndBytesConfig(load_in_8bit=True),
-        4: BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32),
-    }
+    from ..run import quantization_config
+
     per_bits = {}
     with tempfile.TemporaryDirectory(prefix="unlearn-quant-") as tmp:
         models.merged_copy().save_pretrained(tmp)
         for b in bits:
-            q = AutoModelForCausalLM.from_pretrained(tmp, quantization_config=configs[int(b)])
+            q = AutoModelForCausalLM.from_pretrained(tmp, quantization_config=quantization_config(int(b)))
             per_bits[int(b)] = forget_metrics(models.rewrap(q), tokenizer, forget)
             del q
     worst = max(per_bits, key=lambda b: per_bits[b]["probability"].agg_value)
