@@ -5,6 +5,7 @@ from .config import UnlearnConfig, load_config
 from .errors import NonFiniteLossError, UnlearnError
 from .evaluation import EvalResult, compare, evaluate
 from .finetune import finetune
+from .hub import push_to_hub
 from .icul import InContextUnlearner, icul
 from .recipes import RECIPES, get_recipe
 from .run import forget, load_model_and_tokenizer
@@ -32,5 +33,6 @@ __all__ = [
     "load_config",
     "load_model_and_tokenizer",
     "load_tofu",
+    "push_to_hub",
     "sequential_forget",
 ]

@@ -3,6 +3,7 @@
 unlearn forget CONFIG.yaml [key=value ...]     train a recipe (also under `accelerate launch -m unlearn`)
 unlearn demo                                    unlearn on the built-in default model and show before/after
 unlearn recipes                                 list the recipes, their papers and the data they need
+unlearn push RUN_DIR --repo-id USER/NAME         upload a finished run and its model card to the Hugging Face Hub
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ def cmd_forget(args: argparse.Namespace) -> int:
             "No forget data given: set `forget` in the config (e.g. `forget: tofu:forget10`) or pass forget=PATH."
         )
     check_output_dir(config)  # fail before the model is loaded
-    model, tokenizer = load_model_and_tokenizer(config.model_name_or_path, config.dtype)
+    model, tokenizer = load_model_and_tokenizer(
+        config.model_name_or_path, config.dtype, quantization=config.quantization
+    )
     run(config, model, tokenizer, config.forget, config.retain)
     from accelerate import PartialState
 
@@ -41,7 +44,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .config import parse_overrides
     from .demo import run_demo
 
-    run_demo(model=args.model, recipe=args.recipe, output_dir=args.output_dir, **parse_overrides(args.overrides))
+    run_demo(model=args.model, recipe=args.recipe, output_dir=args.output_dir, attacks=not args.no_attacks,
+             require_known=not args.no_check, **parse_overrides(args.overrides))  # fmt: skip
     return 0
 
 
@@ -111,6 +115,22 @@ def cmd_attack(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_push(args: argparse.Namespace) -> int:
+    import os
+
+    from .hub import push_to_hub
+
+    token = None
+    if args.token_env:
+        token = os.environ.get(args.token_env)
+        if not token:
+            raise UnlearnError(f"`--token-env {args.token_env}`: that environment variable is not set or empty. "
+                               f"Export the token in it, or leave `--token-env` out to use `hf auth login`/HF_TOKEN.")  # fmt: skip
+    url = push_to_hub(args.run_dir, args.repo_id, private=args.private, token=token, include_data=args.include_data)
+    print(f"Pushed {args.run_dir} to {url}")
+    return 0
+
+
 def cmd_sae_train(args: argparse.Namespace) -> int:
     from .data import load_records
     from .models import resolve_model
@@ -174,6 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="smollm2-135m", help="Built-in name, local directory or Hub id.")
     p.add_argument("--recipe", default=DEMO_RECIPE, help=f"Recipe to run (default: {DEMO_RECIPE}).")
     p.add_argument("--output-dir", default="runs/demo", help="Run directory (an earlier demo run there is replaced).")
+    p.add_argument("--no-attacks", action="store_true", help="Skip the robustness table (attacks).")
+    p.add_argument("--no-check", action="store_true", help="Run even if the model does not know the demo facts.")
     p.add_argument("overrides", nargs="*", help="key=value overrides of the demo's settings")
     p.set_defaults(func=cmd_demo)
     p = sub.add_parser("eval", help="Evaluate a model or an unlearned adapter directory with a suite from eval/.")
@@ -223,6 +245,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--d-sae", type=int, default=None, help="Latents (default 4 x hidden size)")
     p.add_argument("--tokens", type=int, default=200_000, help="Training tokens")
     p.set_defaults(func=cmd_sae_train)
+    p = sub.add_parser("push", help="Upload a finished run (adapter, model card, eval summaries) to the Hub.")
+    p.add_argument("run_dir", help="Output directory of `unlearn forget`")
+    p.add_argument("--repo-id", required=True, help="Hub model repo, USER/NAME (created if missing)")
+    p.add_argument("--private", action="store_true", help="Create the repo as private")
+    p.add_argument(
+        "--include-data",
+        action="store_true",
+        help="Also upload the per-sample logs, which quote the forget questions, answers and generations",
+    )
+    p.add_argument("--token-env", help="Environment variable holding the token (default: `hf auth login` or HF_TOKEN)")
+    p.set_defaults(func=cmd_push)
     p = sub.add_parser("recipes", help="List the recipes.")
     p.add_argument("-v", "--verbose", action="store_true", help="Also list each recipe's own defaults.")
     p.set_defaults(func=cmd_recipes)

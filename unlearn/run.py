@@ -28,7 +28,7 @@ from accelerate import PartialState
 
 from .config import RUN_CONTROL_FIELDS, UnlearnConfig, build_config
 from .data import DataSource, fingerprint
-from .errors import NonFiniteLossError, UnlearnError
+from .errors import NonFiniteLossError, UnlearnError, require
 from .models import resolve_model
 from .recipes import get_recipe
 from .trainer import paper
@@ -49,11 +49,26 @@ def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
 
 
-def load_model_and_tokenizer(name_or_path: str, dtype: str = "float32", trust_remote_code: bool = False):
+def quantization_config(bits: int, compute_dtype: torch.dtype = torch.float32):
+    """The bitsandbytes config for loading a model in 8 or 4 bits (4: NF4, as in QLoRA)."""
+    require("bitsandbytes", "quant")
+    from transformers import BitsAndBytesConfig
+
+    if bits == 8:
+        return BitsAndBytesConfig(load_in_8bit=True)
+    if bits == 4:
+        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute_dtype)
+    raise UnlearnError(f"Quantization to {bits} bits is not supported; use 4 or 8.")
+
+
+def load_model_and_tokenizer(
+    name_or_path: str, dtype: str = "float32", trust_remote_code: bool = False, quantization: str = "none"
+):
     """A causal LM and its tokenizer from a local directory or the Hub.
 
     A path that does not exist fails at once; with `HF_HUB_OFFLINE=1` a Hub id is looked up in the local cache
-    only, so nothing waits on network retries.
+    only, so nothing waits on network retries. `quantization` `4bit`/`8bit` loads the weights with bitsandbytes
+    (QLoRA's base model).
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -63,14 +78,18 @@ def load_model_and_tokenizer(name_or_path: str, dtype: str = "float32", trust_re
     if not local.exists() and not is_hub_id:
         raise UnlearnError(f"Model path `{name_or_path}` does not exist. Give a local model directory or a Hub id.")
     kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+    torch_dtype = dtype if dtype == "auto" else getattr(torch, dtype)
+    if quantization != "none":
+        compute = torch_dtype if isinstance(torch_dtype, torch.dtype) else torch.float32
+        kwargs["quantization_config"] = quantization_config(int(quantization.removesuffix("bit")), compute)
     if is_hub_id and _offline():
         kwargs["local_files_only"] = True
     source = str(local) if local.exists() else name_or_path
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(
-            source, dtype=dtype if dtype == "auto" else getattr(torch, dtype), **kwargs
+        tokenizer = AutoTokenizer.from_pretrained(
+            source, **{k: v for k, v in kwargs.items() if k != "quantization_config"}
         )
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, **kwargs)
     except OSError as e:
         where = (
             "in the local Hugging Face cache (HF_HUB_OFFLINE is set)"
@@ -78,19 +97,42 @@ def load_model_and_tokenizer(name_or_path: str, dtype: str = "float32", trust_re
             else "on the Hub"
         )
         raise UnlearnError(f"Could not load model `{name_or_path}` {where}: {e}") from e
+    if quantization == "4bit":
+        _keep_cpu_4bit_layout(model)
     return model, tokenizer
 
 
+def _keep_cpu_4bit_layout(model: torch.nn.Module) -> None:
+    """Turn off bitsandbytes' CPU repacking of 4-bit weights for inference.
+
+    bitsandbytes 0.50 repacks a `Linear4bit` weight for AVX512-BF16 kernels at its first no-grad forward in eval
+    mode, and unpacks it again in `state_dict()` without updating the module's copy of the quantization state:
+    after the first checkpoint save, every forward computes with the wrong layout (measured: logits off by ~2 on
+    the tiny test model). Training saves checkpoints while evaluating between them, so the repack stays off.
+    """
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
+
+
 def load_model_or_adapter(path: str, dtype: str = "float32"):
-    """A model, or an adapter directory (as written by `unlearn forget`) on top of its base model."""
+    """A model, or an adapter directory (as written by `unlearn forget`, or pushed to the Hub by `unlearn push`) on
+    top of its base model."""
     from peft import PeftModel
 
     local = Path(path).expanduser()
+    if not local.exists() and path.count("/") == 1 and not path.startswith((".", "/", "~")):
+        from .hub import download_adapter
+
+        local = download_adapter(path) or local  # a Hub adapter repo (the local cache only, with HF_HUB_OFFLINE)
     if not (local / "adapter_config.json").is_file():
         return load_model_and_tokenizer(path, dtype)
     run_file = local / RUN_FILE
-    base = json.loads(run_file.read_text()).get("base_model") if run_file.is_file() else None
-    base = base or json.loads((local / "adapter_config.json").read_text()).get("base_model_name_or_path")
+    bases = [json.loads(run_file.read_text()).get("base_model") if run_file.is_file() else None,
+             json.loads((local / "adapter_config.json").read_text()).get("base_model_name_or_path")]  # fmt: skip
+    bases = [b for b in bases if b]
+    # A pushed run may record a base path of the machine it was trained on; then the adapter config's base is tried.
+    base = next((b for b in bases if not Path(b).is_absolute() or Path(b).exists()), bases[0] if bases else None)
     if not base:
         raise UnlearnError(
             f"Adapter `{path}` does not say which base model it belongs to (no base_model_name_or_path)."
@@ -191,7 +233,7 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _finalize(trainer, config: UnlearnConfig, started: float) -> None:
+def _finalize(trainer, config: UnlearnConfig, started: float, sources: tuple = (None, None)) -> None:
     out = Path(config.output_dir)
     staging = out / ".final.tmp"
     if trainer.accelerator.is_main_process and staging.exists():
@@ -205,21 +247,23 @@ def _finalize(trainer, config: UnlearnConfig, started: float) -> None:
         shutil.rmtree(staging)
         with open(out / LOG_FILE, "w") as fh:
             fh.writelines(json.dumps(row) + "\n" for row in trainer.state.log_history)
-        _write_atomic(out / RUN_FILE, json.dumps(_metadata(trainer, config, started), indent=2))
+        _write_atomic(out / RUN_FILE, json.dumps(_metadata(trainer, config, started, sources), indent=2))
         if not config.keep_checkpoints:
             for ckpt in out.glob("checkpoint-*"):
                 shutil.rmtree(ckpt)
     trainer.accelerator.wait_for_everyone()
 
 
-def _metadata(trainer, config: UnlearnConfig, started: float) -> dict[str, Any]:
+def _metadata(trainer, config: UnlearnConfig, started: float, sources: tuple = (None, None)) -> dict[str, Any]:
     base = getattr(trainer.accelerator.unwrap_model(trainer.model).config, "_name_or_path", None)
     last = next((row for row in reversed(trainer.state.log_history) if "forget_loss" in row), {})
 
     def describe(source, records):
         if records is None:
             return None
-        return {"source": source if isinstance(source, (str, dict)) else type(source).__name__,
+        if not isinstance(source, (str, os.PathLike, dict)):
+            source = f"{type(source).__name__} passed from Python"
+        return {"source": str(source) if isinstance(source, os.PathLike) else source,
                 "rows": len(records), "fingerprint": fingerprint(records)}  # fmt: skip
 
     return {
@@ -229,8 +273,8 @@ def _metadata(trainer, config: UnlearnConfig, started: float) -> dict[str, Any]:
         "base_model": config.model_name_or_path or base,
         "adapter": config.adapter,
         "data": {
-            "forget": describe(config.forget, trainer.forget_records),
-            "retain": describe(config.retain, trainer.retain_records),
+            "forget": describe(config.forget if config.forget is not None else sources[0], trainer.forget_records),
+            "retain": describe(config.retain if config.retain is not None else sources[1], trainer.retain_records),
         },
         "seed": config.seed,
         "global_step": trainer.state.global_step,
@@ -285,9 +329,17 @@ def run(
         raise NonFiniteLossError(e.step, str(saved) if saved else None) from None
     model = trainer.accelerator.unwrap_model(trainer.model)
     if save:
-        _finalize(trainer, config, started)
-        if config.eval_suite and trainer.accelerator.is_main_process:
-            _evaluate_run(model, tokenizer, config)
+        _finalize(trainer, config, started, (forget, retain))
+        if config.eval_suite:
+            if trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled:
+                # The trained weights are sharded over the processes: the main process evaluates the saved run,
+                # reloaded whole, while the others wait (no process is left inside a collective call).
+                if PartialState().is_main_process:
+                    saved, tokenizer = load_model_or_adapter(str(out), config.dtype)
+                    _evaluate_run(saved, tokenizer, config)
+                PartialState().wait_for_everyone()
+            elif trainer.accelerator.is_main_process:
+                _evaluate_run(model, tokenizer, config)
     return model
 
 

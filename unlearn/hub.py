@@ -1,0 +1,498 @@
+"""Share a finished run on the Hugging Face Hub, and load one back.
+
+`push_to_hub` uploads what someone needs to use and judge the result: the adapter (or, for `adapter: none`, the
+weights), the tokenizer, `unlearn_config.yaml`, `run.json`, the training log, evaluation and attack summaries, and a
+model card written from those records only. What was forgotten stays home: the forget/retain data are never
+uploaded, and files that quote them (per-sample evaluation logs with the questions, answers and generations, the
+full attack log, GRPO's forbidden concepts) go up only with `include_data=True`.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import UnlearnError
+from .run import CONFIG_FILE, LOG_FILE, RUN_FILE, _offline
+
+logger = logging.getLogger(__name__)
+
+CARD_FILE = "README.md"
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+FULL_FILES = ("config.json", "generation_config.json", "model.safetensors", "model-*-of-*.safetensors",
+              "model.safetensors.index.json")  # fmt: skip
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+                   "chat_template.jinja", "chat_template.json", "vocab.json", "merges.txt", "vocab.txt",
+                   "tokenizer.model", "spiece.model", "sentencepiece.bpe.model")  # fmt: skip
+EVAL_FILES = ("SUMMARY.json", "report.md", "*.png")
+ATTACK_FILES = ("ATTACKS.md", "*.png")
+# Files that quote the forget set (questions, answers, generations, forbidden names): uploaded only on request.
+DATA_FILES = ("EVAL.json", "forbidden_concepts.json")
+DATA_FIELDS = ("forget", "retain", "concepts")  # config fields that may hold the data itself rather than its source
+SKIPPED_DIRS = ("checkpoint-*", "last-good-step-*", ".*", "*.tmp")
+HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
+KNOWN_LICENSES = {"HuggingFaceTB/SmolLM2-135M-Instruct": "apache-2.0"}
+FINAL_KEYS_SKIPPED = ("epoch", "step")
+
+
+def is_hub_id(name: str) -> bool:
+    """`user/name` that is not also a local path."""
+    return bool(HUB_ID.match(name)) and not Path(name).expanduser().exists()
+
+
+# ---- what a run holds ---------------------------------------------------------------------------------------------
+
+
+def _matches(name: str, patterns: tuple[str, ...]) -> bool:
+    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+def _read_json(path: Path) -> Any:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def check_run(run_dir: str | os.PathLike) -> Path:
+    """The run directory, if it holds a finished run with its weights; else an error saying what is missing."""
+    run = Path(run_dir).expanduser()
+    if not run.is_dir():
+        raise UnlearnError(f"`run_dir` `{run}` is not a directory. Give the `output_dir` of `unlearn forget`.")
+    meta = _read_json(run / RUN_FILE)
+    if meta is None or meta.get("status") != "complete":
+        if (run / CONFIG_FILE).is_file():
+            raise UnlearnError(
+                f"`{run}` holds an unfinished unlearn run (no complete {RUN_FILE}); only finished runs can be pushed. "
+                f"Finish it with `unlearn forget {run / CONFIG_FILE} resume=true`."
+            )
+        raise UnlearnError(f"`{run}` is not an unlearn run directory (no {RUN_FILE}). Push the `output_dir` that "
+                           "`unlearn forget` wrote.")  # fmt: skip
+    names = [p.name for p in run.iterdir() if p.is_file()]
+    if (run / "adapter_config.json").is_file():
+        needed = ["adapter_model.safetensors"]
+    elif (run / "config.json").is_file():  # adapter: none, a full model
+        shards = [n for n in names if _matches(n, ("model.safetensors", "model-*-of-*.safetensors"))]
+        needed = [] if shards else ["model.safetensors"]
+    else:
+        needed = ["adapter_config.json (or config.json for `adapter: none`)"]
+    missing = [n for n in needed if n not in names]
+    if missing:
+        raise UnlearnError(f"`{run}` has a {RUN_FILE} but no {', '.join(missing)}: the weights are missing, so there "
+                           "is nothing to push. Rerun with `overwrite=true`.")  # fmt: skip
+    return run
+
+
+def _result_dirs(run: Path, marker: str) -> list[Path]:
+    """Directories inside the run (the run itself included) that hold `marker`; checkpoints and caches skipped."""
+    found = []
+    for root, dirs, files in os.walk(run):
+        dirs[:] = sorted(d for d in dirs if not _matches(d, SKIPPED_DIRS))
+        if marker in files:
+            found.append(Path(root))
+    return found
+
+
+def _config(run: Path) -> dict[str, Any]:
+    if not (run / CONFIG_FILE).is_file():
+        return {}
+    return yaml.safe_load((run / CONFIG_FILE).read_text()) or {}
+
+
+def _public_config(run: Path, include_data: bool) -> bytes | None:
+    """`unlearn_config.yaml` as uploaded: data given inline (a list of rows, GRPO's concepts) is replaced by a note
+    unless `include_data`."""
+    path = run / CONFIG_FILE
+    if not path.is_file():
+        return None
+    if include_data:
+        return path.read_bytes()
+    config = _config(run)
+    inline = [k for k in DATA_FIELDS if config.get(k) is not None and not isinstance(config[k], str)]
+    inline = [k for k in inline if not (isinstance(config[k], dict) and "path" in config[k])]  # a source, not rows
+    if not inline:
+        return path.read_bytes()
+    for k in inline:
+        n = len(config[k]) if hasattr(config[k], "__len__") else "?"
+        config[k] = f"<given inline ({n} entries); not uploaded>"
+    return yaml.safe_dump(config, sort_keys=False).encode()
+
+
+def _public_attacks(path: Path) -> bytes:
+    """ATTACKS.json without the per-sample logs (they hold generations on the forget questions): the table only."""
+    return json.dumps({"table": json.loads(path.read_text())["table"]}, indent=2, default=float).encode()
+
+
+def _public_adapter_config(run: Path, base_id: str | None) -> bytes:
+    """`adapter_config.json`, its `base_model_name_or_path` pointing at the Hub id of the base when we know it, so that
+    `AutoPeftModelForCausalLM.from_pretrained(repo)` finds the base on another machine."""
+    config = json.loads((run / "adapter_config.json").read_text())
+    if not base_id or config.get("base_model_name_or_path") == base_id:
+        return (run / "adapter_config.json").read_bytes()
+    config["base_model_name_or_path"] = base_id
+    return (json.dumps(config, indent=2, sort_keys=True) + "\n").encode()
+
+
+def files_to_upload(run_dir: str | os.PathLike, include_data: bool = False) -> dict[str, Path | bytes]:
+    """Path in the repo -> local file or content, for every file `push_to_hub` uploads (the card aside)."""
+    run = check_run(run_dir)
+    base_id = base_model_id(run)
+    out: dict[str, Path | bytes] = {}
+    top = sorted(p.name for p in run.iterdir() if p.is_file())
+    weights = ADAPTER_FILES if (run / "adapter_config.json").is_file() else FULL_FILES
+    wanted = weights + TOKENIZER_FILES + (RUN_FILE, LOG_FILE) + (DATA_FILES if include_data else ())
+    for name in top:
+        if _matches(name, wanted):
+            out[name] = run / name
+    if "adapter_config.json" in out:
+        out["adapter_config.json"] = _public_adapter_config(run, base_id)
+    config = _public_config(run, include_data)
+    if config is not None:
+        out[CONFIG_FILE] = config
+    for d in _result_dirs(run, "SUMMARY.json"):
+        for f in sorted(d.iterdir()):
+            if f.is_file() and (_matches(f.name, EVAL_FILES) or (include_data and f.name == "EVAL.json")):
+                out[f.relative_to(run).as_posix()] = f
+    for d in _result_dirs(run, "ATTACKS.json"):
+        for f in sorted(d.iterdir()):
+            if f.is_file() and _matches(f.name, ATTACK_FILES):
+                out[f.relative_to(run).as_posix()] = f
+        rel = (d / "ATTACKS.json").relative_to(run).as_posix()
+        out[rel] = d / "ATTACKS.json" if include_data else _public_attacks(d / "ATTACKS.json")
+    return out
+
+
+# ---- the model card -----------------------------------------------------------------------------------------------
+
+
+def base_model_id(run_dir: str | os.PathLike) -> str | None:
+    """The Hub id of the run's base model, when the records name one: a Hub id, or a built-in name (the built-in
+    SmolLM2 is HuggingFaceTB/SmolLM2-135M-Instruct, converted locally), or the local copy of a built-in."""
+    from .models import BUILTIN_MODELS, cache_dir
+
+    run = Path(run_dir)
+    meta = _read_json(run / RUN_FILE) or {}
+    adapter = _read_json(run / "adapter_config.json") or {}
+    for base in (meta.get("base_model"), adapter.get("base_model_name_or_path")):
+        if not base:
+            continue
+        if base in BUILTIN_MODELS:
+            return BUILTIN_MODELS[base]["hub_id"]
+        for name, spec in BUILTIN_MODELS.items():
+            if Path(base).expanduser().resolve() == (cache_dir() / name).resolve():
+                return spec["hub_id"]
+        if is_hub_id(base):
+            return base
+    return None
+
+
+def _fmt(v: Any, spec: str = ".4g") -> str:
+    return (
+        "n/a" if v is None else format(v, spec) if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v)
+    )
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + [
+        "| " + " | ".join(str(c) for c in row) + " |" for row in rows
+    ]
+
+
+def _paper_link(paper: str) -> str:
+    """`Title (arXiv:id)` -> the title with a link to the abstract."""
+    m = re.search(r"\(arXiv:([\d.]+)\)", paper or "")
+    if not m:
+        return paper or "not recorded"
+    return f"{paper[: m.start()].strip()} ([arXiv:{m.group(1)}](https://arxiv.org/abs/{m.group(1)}))"
+
+
+def _hyperparameters(config: dict[str, Any], recipe: str) -> list[list[Any]]:
+    keys = ["learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size",
+            "gradient_accumulation_steps", "lr_scheduler_type", "warmup_steps", "weight_decay", "max_grad_norm",
+            "seed", "max_length", "adapter", "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules",
+            "forget_weight", "retain_weight", "retain_loss", "retain_ratio", "retain_sampling", "projection"]  # fmt: skip
+    keys += [k for k in _recipe_fields(recipe) if k not in keys]
+    rows = []
+    for k in keys:
+        if k not in config or k in DATA_FIELDS or (k == "max_steps" and config[k] in (-1, None)):
+            continue  # data fields (e.g. GRPO's `concepts`) name what was forgotten: never shown
+        if k.startswith("lora_") and config.get("adapter") == "none":
+            continue
+        rows.append([f"`{k}`", f"`{config[k]}`"])
+    return rows
+
+
+def _recipe_fields(recipe: str) -> list[str]:
+    """The fields a recipe's config class declares itself (its loss weights and knobs), in declaration order."""
+    from .recipes import RECIPES
+
+    cls = RECIPES.get(recipe)
+    if cls is None:
+        return []
+    return [k for k in cls.config_class.__dict__.get("__annotations__", {}) if k != "recipe"]
+
+
+def _data_rows(meta: dict[str, Any]) -> list[list[Any]]:
+    rows = []
+    for role, d in (meta.get("data") or {}).items():
+        if not d:
+            continue
+        source = d.get("source")
+        if source == "NoneType":  # passed to `unlearn.forget()` in Python: the config names no source
+            source = "given in Python (source not recorded)"
+        elif isinstance(source, dict):
+            source = "`" + ", ".join(f"{k}={v}" for k, v in source.items()) + "`"
+        else:
+            source = f"`{source}`"
+        rows.append([role, source, d.get("rows", "n/a"), f"`{d.get('fingerprint', 'n/a')}`"])
+    return rows
+
+
+def _eval_section(run: Path, repo_id: str) -> list[str]:
+    from .evaluation.report import direction
+
+    dirs = _result_dirs(run, "SUMMARY.json")
+    if not dirs:
+        return ["No evaluation was run with this model. Run one (TOFU forget split shown; `--suite qa --param "
+                "path=FILE` takes your own QA file):", "", "```bash",
+                f"unlearn eval {repo_id} --suite tofu --forget-split forget10 --out eval", "```"]  # fmt: skip
+    lines = []
+    for d in dirs:
+        summary = json.loads((d / "SUMMARY.json").read_text())
+        log = _read_json(d / "EVAL.json") or {}  # read for metric types only; not uploaded by default
+        rel = d.relative_to(run).as_posix()
+        params = ", ".join(f"{k}={v}" for k, v in (summary.get("params") or {}).items() if v is not None)
+        lines += [f"Suite `{summary.get('suite')}`" + (f" ({params})" if params else "") +
+                  f", from `{rel}/SUMMARY.json`; model fingerprint `{summary.get('model_fingerprint', 'n/a')}`, "
+                  f"reference: {summary.get('reference') or 'none'}.", ""]  # fmt: skip
+        rows = []
+        for name, value in summary.get("metrics", {}).items():
+            role = (summary.get("roles") or {}).get(name)
+            spec = {"role": role, "metric": log.get(name, {}).get("metric", name)}
+            better = direction(spec, (summary.get("higher_is_better") or {}).get(name, True))
+            rows.append([name, role or "", _fmt(value), better])
+        lines += _table(["metric", "role", "value", "better"], rows) + [""]
+    return lines
+
+
+def _attack_section(run: Path, repo_id: str) -> list[str]:
+    dirs = _result_dirs(run, "ATTACKS.json")
+    if not dirs:
+        return ["No attack was run against this model. Try to bring the forgotten answers back with:", "", "```bash",
+                f"unlearn attack all {repo_id} --forget FORGET_QA --retain RETAIN_QA --out attacks", "```"]  # fmt: skip
+    lines = ["Forget-set answer probability (length-normalized) of the original model, the unlearned model, and the "
+             "unlearned model under attack; recovered = (attacked - unlearned) / (original - unlearned).", ""]  # fmt: skip
+    for d in dirs:
+        table = json.loads((d / "ATTACKS.json").read_text()).get("table", [])
+        rows = [[r.get("attack"), _fmt(r.get("original_probability"), ".3f"),
+                 _fmt(r.get("unlearned_probability"), ".3f"), _fmt(r.get("attacked_probability"), ".3f"),
+                 _fmt(r.get("recovered_fraction"), ".3f"), _fmt(r.get("attacked_rouge"), ".3f")] for r in table]  # fmt: skip
+        lines += [f"From `{(d / 'ATTACKS.json').relative_to(run).as_posix()}`:", ""]
+        lines += _table(["attack", "original", "unlearned", "attacked", "recovered", "ROUGE-L attacked"], rows) + [""]
+    return lines
+
+
+def _training_section(run: Path, meta: dict[str, Any]) -> list[str]:
+    rows = [json.loads(line) for line in (run / LOG_FILE).read_text().splitlines() if line.strip()] if (
+        run / LOG_FILE).is_file() else []  # fmt: skip
+    steps = [r for r in rows if "loss" in r and "train_runtime" not in r]
+    lines = [f"Optimizer steps: {meta.get('global_step', 'n/a')}, in {meta.get('runtime_s', 'n/a')} s; seed "
+             f"{meta.get('seed', 'n/a')}; finished {meta.get('finished', 'n/a')}.", ""]  # fmt: skip
+    if steps:
+        first, last = steps[0], steps[-1]
+        keys = [k for k in last if k not in FINAL_KEYS_SKIPPED and isinstance(last[k], (int, float))]
+        header = ["logged value", f"first (step {first.get('step', '?')})", f"final (step {last.get('step', '?')})"]
+        lines += _table(header, [[k, _fmt(first.get(k)), _fmt(last[k])] for k in keys])
+    elif meta.get("final"):
+        lines += _table(["final value", ""], [[k, _fmt(v)] for k, v in meta["final"].items()])
+    else:
+        lines += ["No training log was recorded."]
+    return lines + [""]
+
+
+def _usage_section(repo_id: str, base_id: str | None, base: str | None, adapter: bool) -> list[str]:
+    base_ref = base_id or "BASE_MODEL"
+    if adapter:
+        code = ["from peft import PeftModel", "from transformers import AutoModelForCausalLM, AutoTokenizer", "",
+                f'base = AutoModelForCausalLM.from_pretrained("{base_ref}")',
+                f'model = PeftModel.from_pretrained(base, "{repo_id}")',
+                f'tokenizer = AutoTokenizer.from_pretrained("{repo_id}")']  # fmt: skip
+    else:
+        code = ["from transformers import AutoModelForCausalLM, AutoTokenizer", "",
+                f'model = AutoModelForCausalLM.from_pretrained("{repo_id}")',
+                f'tokenizer = AutoTokenizer.from_pretrained("{repo_id}")']  # fmt: skip
+    lines = ["With plain `transformers`" + (" and `peft`" if adapter else "") + ":", "", "```python", *code, "```", ""]
+    if adapter and not base_id:
+        lines += [f"`BASE_MODEL` is the base this adapter was trained on, `{base}`: a local directory whose Hub id was "
+                  "not recorded; load the same weights.", ""]  # fmt: skip
+    lines += ["With `unlearn` (`pip install unlearn-toolkit`), which reads the base model from `run.json`:", "",
+              "```bash", f"unlearn eval {repo_id} --suite tofu --forget-split forget10",
+              f"unlearn attack all {repo_id} --forget FORGET_QA", "```", "",
+              "```python", "from unlearn.run import load_model_or_adapter", "",
+              f'model, tokenizer = load_model_or_adapter("{repo_id}")', "```", ""]  # fmt: skip
+    return lines
+
+
+def _license(base_id: str | None, base: str | None) -> str | None:
+    if base_id in KNOWN_LICENSES:
+        return KNOWN_LICENSES[base_id]
+    readme = Path(base).expanduser() / "README.md" if base else None
+    if readme is not None and readme.is_file() and readme.read_text().startswith("---"):
+        try:
+            front = yaml.safe_load(readme.read_text().split("---")[1]) or {}
+        except yaml.YAMLError:
+            return None
+        return front.get("license") if isinstance(front, dict) else None
+    return None
+
+
+def model_card(run_dir: str | os.PathLike, repo_id: str | None = None, include_data: bool = False) -> str:
+    """The README.md of the Hub repo, written only from the run's own records (no number is computed here).
+
+    `repo_id` fills the loading snippets (default `USER/NAME`); `include_data` says whether the per-sample logs are
+    uploaded beside it. The same run gives the same card.
+    """
+    run = check_run(run_dir)
+    repo_id = repo_id or "USER/NAME"
+    meta, config = _read_json(run / RUN_FILE), _config(run)
+    recipe, base = meta.get("recipe", "unknown"), meta.get("base_model")
+    adapter = (run / "adapter_config.json").is_file()
+    base_id = base_model_id(run)
+    front: dict[str, Any] = {}
+    if base_id:
+        front["base_model"] = base_id
+    front["library_name"] = "peft" if adapter else "transformers"
+    if lic := _license(base_id, base):
+        front["license"] = lic
+    front["pipeline_tag"] = "text-generation"
+    front["tags"] = ["unlearning", "peft", recipe, "lora"] if adapter else ["unlearning", recipe]
+    what = "a LoRA adapter" if adapter else "a fully fine-tuned model"
+    base_text = f"[`{base_id}`](https://huggingface.co/{base_id})" if base_id else f"`{base}` (a local model)"
+    if base_id and base != base_id:
+        base_text += f" (recorded as `{base}`)"
+    lines = ["---", yaml.safe_dump(front, sort_keys=False).strip(), "---", "",
+             f"# {repo_id.split('/')[-1]}", "",
+             f"{what[0].upper()}{what[1:]} trained with `unlearn` (the `unlearn-toolkit` package) "
+             f"to make {base_text} forget a set of facts, with the recipe `{recipe}`. Everything below is read from "
+             "the run's records (`run.json`, `unlearn_config.yaml`, `train_log.jsonl` and the evaluation and attack "
+             "summaries uploaded with it).", "",
+             "## Base model", "", base_text + ".", "",
+             "## Recipe", "", f"`{recipe}`: {_paper_link(meta.get('paper', ''))}.", "",
+             "## Hyperparameters", "", "From `unlearn_config.yaml` (the full resolved config is in this repository):",
+             ""]  # fmt: skip
+    lines += _table(["setting", "value"], _hyperparameters(config, recipe)) + [""]
+    lines += ["## Data", "",
+              "The forget and retain sets are not in this repository. They are identified by their source, row count "
+              "and a content fingerprint (`unlearn.data.fingerprint`: SHA-256 over the rows, first 16 hex digits), "
+              "so that someone holding the data can check it is the same.", ""]  # fmt: skip
+    data_rows = _data_rows(meta)
+    lines += (_table(["set", "source", "rows", "fingerprint"], data_rows) if data_rows else ["Not recorded."]) + [""]
+    if include_data:
+        lines += ["The per-sample logs, which quote the forget questions, answers and the model's generations "
+                  "(`EVAL.json`, the full `ATTACKS.json`), are included.", ""]  # fmt: skip
+    else:
+        lines += ["Per-sample logs quoting the forget set (questions, answers, generations) are held back; the "
+                  "aggregates below were computed from them.", ""]  # fmt: skip
+    lines += ["## Evaluation", "", *_eval_section(run, repo_id), ""]
+    lines += ["## Robustness", "", *_attack_section(run, repo_id), ""]
+    lines += ["## Training", "", *_training_section(run, meta)]
+    lines += ["## How to use", "", *_usage_section(repo_id, base_id, base, adapter)]
+    versions = meta.get("versions") or {}
+    if versions:
+        lines += ["## Versions", ""] + _table(["package", "version"], [[k, v] for k, v in versions.items()]) + [""]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).rstrip() + "\n"
+
+
+# ---- upload and download ------------------------------------------------------------------------------------------
+
+
+def _hub_error(e: Exception, repo_id: str, secrets: list[str]) -> UnlearnError:
+    """An error that names the problem and the fix, with no token in it."""
+    from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
+
+    status = e.response.status_code if isinstance(e, HfHubHTTPError) and e.response is not None else None
+    if status == 401:
+        msg = (f"The Hub refused the credentials for `{repo_id}` (401 Unauthorized). Log in with `hf auth login`, or "
+               "set HF_TOKEN (or pass `--token-env VAR`) to a token with write access "
+               "(https://huggingface.co/settings/tokens).")  # fmt: skip
+    elif status == 403:
+        msg = (f"The token may not write to `{repo_id}` (403 Forbidden). Use a token with write access to the "
+               f"`{repo_id.split('/')[0]}` namespace, or push to a namespace you own.")  # fmt: skip
+    elif isinstance(e, RepositoryNotFoundError) or status == 404:
+        msg = f"Repository `{repo_id}` was not found and could not be created (404). Check `--repo-id` and the token."
+    elif status is not None:
+        server = getattr(e, "server_message", None) or ""
+        msg = f"The Hub answered {status} while pushing to `{repo_id}`. {server}".strip()
+    else:
+        msg = (f"Pushing to `{repo_id}` failed ({type(e).__name__}: {e}). If the Hub could not be reached, check the "
+               "network, and HF_ENDPOINT if you set one.")  # fmt: skip
+    for s in secrets:
+        msg = msg.replace(s, "***")
+    return UnlearnError(msg)
+
+
+def push_to_hub(
+    run_dir: str | os.PathLike,
+    repo_id: str,
+    private: bool = False,
+    token: str | None = None,
+    include_data: bool = False,
+    commit_message: str | None = None,
+    endpoint: str | None = None,
+) -> str:
+    """Upload the finished run in `run_dir` to the Hub model repo `repo_id` (created if needed); returns its URL.
+
+    `token` defaults to `hf auth login`'s or HF_TOKEN; it is sent to the Hub and nowhere else (never printed or
+    logged). `endpoint` points at another Hub (default: HF_ENDPOINT, else huggingface.co).
+    """
+    import huggingface_hub
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+
+    if not HUB_ID.match(repo_id):
+        raise UnlearnError(f"`repo_id` must look like USER/NAME (letters, digits, `-`, `_`, `.`); got {repo_id!r}.")
+    files = files_to_upload(run_dir, include_data)
+    files[CARD_FILE] = model_card(run_dir, repo_id, include_data).encode()
+    if _offline() or huggingface_hub.constants.is_offline_mode():
+        raise UnlearnError("HF_HUB_OFFLINE is set, so nothing can be uploaded. Unset it (`unset HF_HUB_OFFLINE`, and "
+                           "TRANSFORMERS_OFFLINE if set) in the shell that runs the push.")  # fmt: skip
+    resolved = token or huggingface_hub.get_token()
+    if not resolved:
+        raise UnlearnError("No Hugging Face token found. Log in with `hf auth login`, set HF_TOKEN, or pass "
+                           "`--token-env VAR` naming a variable that holds a token with write access.")  # fmt: skip
+    api = HfApi(endpoint=endpoint, token=resolved)
+    recipe = (_read_json(Path(run_dir) / RUN_FILE) or {}).get("recipe", "unlearn")
+    ops: list = [CommitOperationAdd(path_in_repo=p, path_or_fileobj=src if isinstance(src, bytes) else str(src))
+                 for p, src in sorted(files.items())]  # fmt: skip
+    logger.info("Pushing %d files to %s: %s", len(ops), repo_id, ", ".join(sorted(files)))
+    try:
+        url = api.create_repo(repo_id, private=private, exist_ok=True)
+        if not include_data:  # a push without data also removes the logs an earlier `include_data` push left there
+            stale = [f for f in api.list_repo_files(repo_id) if Path(f).name in DATA_FILES and f not in files]
+            ops += [CommitOperationDelete(path_in_repo=f) for f in stale]
+        api.create_commit(repo_id, ops, commit_message=commit_message or f"Upload unlearn run ({recipe})")
+    except HfHubHTTPError as e:
+        raise _hub_error(e, repo_id, [resolved]) from None
+    except Exception as e:  # transport errors (refused connection, timeout, TLS) of huggingface_hub's HTTP client
+        raise _hub_error(e, repo_id, [resolved]) from None
+    return str(url)
+
+
+def download_adapter(repo_id: str) -> Path | None:
+    """The local snapshot of Hub repo `repo_id` if it holds an adapter (`adapter_config.json`), else None.
+
+    With HF_HUB_OFFLINE set, only the local cache is looked at.
+    """
+    from huggingface_hub import hf_hub_download, snapshot_download
+    from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError
+
+    offline = _offline()
+    try:
+        hf_hub_download(repo_id, "adapter_config.json", local_files_only=offline)
+    except (EntryNotFoundError, HfHubHTTPError):  # not an adapter repo, not cached, or not reachable
+        return None
+    return Path(snapshot_download(repo_id, local_files_only=offline))
