@@ -16,14 +16,26 @@ from unlearn.scoring import answer_nll
 
 
 def test_demo_pipeline_on_the_tiny_model(tiny_model_dir, tmp_path):
+    """The whole demo (knowledge check, unlearning, evaluation, attacks, report) on a model that does not know the
+    facts: it refuses unless told to go on, and then says in the report that nothing known was unlearned."""
     out = tmp_path / "demo"
-    result = run_demo(model=str(tiny_model_dir), output_dir=str(out), learning_rate=1e-2, disable_tqdm=True)
+    with pytest.raises(UnlearnError, match=r"knows only \d of the 8 demo facts"):
+        run_demo(model=str(tiny_model_dir), output_dir=str(out))
+    result = run_demo(model=str(tiny_model_dir), output_dir=str(out), require_known=False, learning_rate=1e-2,
+                      disable_tqdm=True)  # fmt: skip
     assert result["after"]["nll"]["forget"] > result["before"]["nll"]["forget"] + 0.5
+    assert result["evaluation"]["after"]["forget_probability"] < result["evaluation"]["before"]["forget_probability"]
+    assert {r["attack"] for r in result["robustness"]} == {"relearn", "keyword", "quantize", "probe", "latent"}
     report = (out / "report.md").read_text()
     assert "| forget (Harry Potter, trained to forget) |" in report
     assert "Who wrote the Harry Potter books?" in report and "What is the capital of Germany?" in report
+    assert "not a measurement of forgetting" in report and "| relearn |" in report and "| forget_rouge |" in report
+    for png in ("demo_nll.png", "attacks/relearn_curve.png", "attacks/latent_layers.png"):
+        assert (out / png).stat().st_size > 1000, png
     assert json.loads((out / "run.json").read_text())["status"] == "complete"
-    run_demo(model=str(tiny_model_dir), output_dir=str(out), max_steps=1, disable_tqdm=True)  # reruns replace it
+    run_demo(model=str(tiny_model_dir), output_dir=str(out), require_known=False, attacks=False, max_steps=1,
+             disable_tqdm=True)  # reruns replace it  # fmt: skip
+    assert not (out / "attacks").exists()
 
 
 def test_builtin_model_needs_its_package(monkeypatch, tmp_path):

