@@ -109,7 +109,7 @@ def run_demo(
     out = Path(output_dir)
     with tempfile.TemporaryDirectory(prefix="unlearn-demo-") as tmp:
         suite_params = {}
-        for name, rows in sets.items():
+        for name, rows in sets.items():  # the suite reads files; the run directory is replaced by `forget` below
             path = Path(tmp) / f"{name}.jsonl"
             path.write_text("".join(json.dumps(r) + "\n" for r in rows))
             suite_params[name] = str(path)

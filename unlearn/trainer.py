@@ -45,8 +45,11 @@ def sequence_logps(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Te
 
     logits (B, T, V), labels (B, T) with IGNORE_INDEX outside the loss -> (B,), (B,).
     """
-    logits, labels = logits[:, :-1].float(), labels[:, 1:]  # (B, T-1, V), (B, T-1)
-    token_nll = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=IGNORE_INDEX, reduction="none")
+    # Shift the labels, not the logits: slicing (B, T, V) logits would copy them, and their gradient, in full.
+    labels = F.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX)  # (B, T): position t predicts token t + 1
+    token_nll = F.cross_entropy(
+        logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX, reduction="none"
+    ).view(labels.shape)
     n_tokens = (labels != IGNORE_INDEX).sum(-1)
     return -token_nll.sum(-1), n_tokens
 
@@ -56,13 +59,13 @@ def mean_nll(logps: torch.Tensor, n_tokens: torch.Tensor) -> torch.Tensor:
     return (-logps / n_tokens.clamp(min=1)).mean()
 
 
-@torch.no_grad()
 def paper(cls) -> str:
     """`Title (arXiv:id)` of a trainer's `_paper`."""
     p = getattr(cls, "_paper", None) or {}
     return f"{p.get('title', '')} (arXiv:{p['id']})" if p.get("id") else p.get("title", "")
 
 
+@torch.no_grad()
 def batched_logps(
     model: torch.nn.Module, examples: list[dict], pad_token_id: int, batch_size: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -229,6 +232,8 @@ class UnlearnTrainer(Trainer):
         raise NotImplementedError(f"Recipe `{self._name}` must override `forget_loss`.")
 
     def retain_loss(self, model, logits, logps, n_tokens, inputs, is_retain) -> torch.Tensor:
+        """`logits` are the whole batch's (B, T, V), retain rows selected only where needed (`kl`): a boolean index
+        copies them, and their gradient, in full."""
         if self.args.retain_loss == "nll":
             return mean_nll(logps, n_tokens)
         ref = self.accelerator.unwrap_model(model)
@@ -237,7 +242,7 @@ class UnlearnTrainer(Trainer):
                 input_ids=inputs["input_ids"][is_retain], attention_mask=inputs["attention_mask"][is_retain]
             ).logits
         mask = (inputs["loss_labels"][is_retain][:, 1:] != IGNORE_INDEX).float()  # (B_r, T-1)
-        log_p = F.log_softmax(logits[:, :-1].float(), -1)
+        log_p = F.log_softmax(logits[is_retain][:, :-1].float(), -1)
         log_ref = F.log_softmax(ref_logits[:, :-1].float(), -1)
         kl = (log_ref.exp() * (log_ref - log_p)).sum(-1)  # KL(ref || model) per token, (B_r, T-1)
         return ((kl * mask).sum(-1) / mask.sum(-1).clamp(min=1)).mean()
@@ -256,9 +261,7 @@ class UnlearnTrainer(Trainer):
         is_retain = ~is_forget
         if not (self.args.uses_retain and is_retain.any()):
             return self.args.forget_weight * forget, None, outputs
-        retain = self.retain_loss(
-            model, outputs.logits[is_retain], logps[is_retain], n_tokens[is_retain], inputs, is_retain
-        )
+        retain = self.retain_loss(model, outputs.logits, logps[is_retain], n_tokens[is_retain], inputs, is_retain)
         self._metrics["retain_loss"].append(retain.detach())
         return self.args.forget_weight * forget, self.args.retain_weight * retain, outputs
 

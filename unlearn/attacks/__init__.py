@@ -15,6 +15,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from tqdm.auto import tqdm
+
 from ..errors import UnlearnError, unknown_name
 from .common import AttackResult, Models, forget_metrics, qa_rows
 from .keyword import keyword
@@ -39,7 +41,11 @@ def attack(
     models = Models(model, original)
     before = forget_metrics(model, tokenizer, rows)
     orig = models.original_scores(tokenizer, rows)
-    results = [ATTACKS[n](models, tokenizer, rows, retain, before, orig, **options) for n in names]
+    results = []
+    progress = tqdm(names, desc="attacks", unit="attack", disable=len(names) == 1)
+    for n in progress:
+        progress.set_postfix_str(n)
+        results.append(ATTACKS[n](models, tokenizer, rows, retain, before, orig, **options))
     if out is not None:
         write_report(results, Path(out))
     return results if name == "all" else results[0]
