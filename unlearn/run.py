@@ -49,10 +49,31 @@ def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
 
 
+class _OncePerMessage(logging.Filter):
+    """Lets each distinct log message through once (bitsandbytes warns about the same cast on every 8-bit matmul)."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if message in self.seen:
+            return False
+        self.seen.add(message)
+        return True
+
+
+_BNB_LOGGER = logging.getLogger("bitsandbytes.autograd._functions")
+
+
 def quantization_config(bits: int, compute_dtype: torch.dtype = torch.float32):
     """The bitsandbytes config for loading a model in 8 or 4 bits (4: NF4, as in QLoRA)."""
     require("bitsandbytes", "quant")
     from transformers import BitsAndBytesConfig
+
+    if not any(isinstance(f, _OncePerMessage) for f in _BNB_LOGGER.filters):
+        _BNB_LOGGER.addFilter(_OncePerMessage())
 
     if bits == 8:
         return BitsAndBytesConfig(load_in_8bit=True)
