@@ -328,6 +328,9 @@ def run(
             f"Config is a {type(config).__name__}; recipe `{recipe._name}` needs {recipe.config_class.__name__}."
         )
     resume_from = check_output_dir(config) if save else None
+    # Every process has checked the directory before the main process writes into it: a slower process would
+    # otherwise find the main process's fresh files and refuse the directory as taken.
+    PartialState().wait_for_everyone()
     ensure_pad_token(tokenizer)
     trainer = recipe(
         model=model, args=config, forget=forget, retain=retain, processing_class=tokenizer, callbacks=callbacks
