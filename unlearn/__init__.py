@@ -1,4 +1,11 @@
 """unlearn: make a Hugging Face causal LM forget, with a PEFT adapter, and measure that it did."""
+# ruff: noqa: E402  (a logging level is set before the imports that trigger the message)
+
+import logging
+
+# bitsandbytes (imported by peft) warns at import, on CPUs with AVX512-BF16, that an optional kernel package from
+# the Hub is missing; the kernel only serves the CPU weight repacking that `run._keep_cpu_4bit_layout` turns off.
+logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 from .attacks import attack
 from .config import UnlearnConfig, load_config
