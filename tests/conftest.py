@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import statistics
+import sys
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -14,14 +15,16 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers  # noqa: E402
-from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast  # noqa: E402
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM  # noqa: E402
 
 from unlearn import scoring  # noqa: E402
 from unlearn.data import load_records, pad_rows, tokenize  # noqa: E402
 from unlearn.trainer import sequence_logps  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))  # the tiny model's tokenizer recipe lives there, shared with benchmarks
+from tiny_model import build_tokenizer  # noqa: E402
+
 TOFU_DIR = ROOT.parent / "shared" / "data" / "tofu"
 N_FORGET, N_RETAIN = 8, 16
 CHAT_TEMPLATE = (
@@ -33,22 +36,6 @@ CHAT_TEMPLATE = (
 def read_jsonl(name: str, n: int | None = None) -> list[dict]:
     rows = [json.loads(line) for line in (TOFU_DIR / f"{name}.jsonl").read_text().splitlines() if line.strip()]
     return rows[:n] if n else rows
-
-
-def build_tokenizer(texts: list[str]) -> PreTrainedTokenizerFast:
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=700,
-        special_tokens=["<unk>", "<s>", "</s>", "<pad>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(texts, trainer)
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
-    )
 
 
 def answer_nll(model, tokenizer, rows: list[dict]) -> float:
