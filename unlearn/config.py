@@ -88,6 +88,15 @@ class UnlearnConfig(TrainingArguments):
         default="nll", metadata={"help": "`nll` on retain answers, or `kl` to the reference (adapter-disabled) model."}
     )
 
+    loss_chunk_tokens: int = field(
+        default=512,
+        metadata={
+            "help": "Labelled tokens per pass through the output head in the losses: the (batch, length, vocabulary) "
+            "logits are never built, each chunk's are recomputed in backward (`unlearn.logprobs`). 0 uses the full "
+            "logits the model returns (more memory, no recomputation)."
+        },
+    )
+
     eval_suite: str | None = field(
         default=None,
         metadata={"help": "Evaluate the result with this suite (e.g. `tofu`) into `output_dir/eval` after training."},
@@ -144,6 +153,10 @@ class UnlearnConfig(TrainingArguments):
                                "a retain set.")  # fmt: skip
         if self.retain_ratio < 0:
             raise UnlearnError(f"`retain_ratio` must be >= 0, got {self.retain_ratio}.")
+        if self.loss_chunk_tokens < 0:
+            raise UnlearnError(
+                f"`loss_chunk_tokens` must be >= 0 (0 turns chunking off), got {self.loss_chunk_tokens}."
+            )
         if self.max_length < 8:
             raise UnlearnError(f"`max_length` must be at least 8 tokens, got {self.max_length}.")
         if self.remove_unused_columns:

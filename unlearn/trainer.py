@@ -14,6 +14,7 @@ A recipe subclasses it and overrides `forget_loss` (the paper's equation); every
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 from collections import defaultdict
@@ -36,22 +37,9 @@ from .data import (
 )
 from .data import tokenize as tokenize_records
 from .errors import NonFiniteLossError, UnlearnError
+from .logprobs import final_hidden, head_kl, head_matches_logits, head_sequence_logps, sequence_logps
 
 logger = logging.getLogger(__name__)
-
-
-def sequence_logps(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sum of next-token log-probabilities over the labelled tokens of each row, and their count.
-
-    logits (B, T, V), labels (B, T) with IGNORE_INDEX outside the loss -> (B,), (B,).
-    """
-    # Shift the labels, not the logits: slicing (B, T, V) logits would copy them, and their gradient, in full.
-    labels = F.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX)  # (B, T): position t predicts token t + 1
-    token_nll = F.cross_entropy(
-        logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX, reduction="none"
-    ).view(labels.shape)
-    n_tokens = (labels != IGNORE_INDEX).sum(-1)
-    return -token_nll.sum(-1), n_tokens
 
 
 def mean_nll(logps: torch.Tensor, n_tokens: torch.Tensor) -> torch.Tensor:
@@ -65,17 +53,43 @@ def paper(cls) -> str:
     return f"{p.get('title', '')} (arXiv:{p['id']})" if p.get("id") else p.get("title", "")
 
 
+def forward_logps(
+    model: torch.nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    labels: torch.Tensor,
+    head: torch.nn.Module | None = None,
+    chunk_tokens: int = 0,
+):
+    """The model's `sequence_logps` on a batch -> (logps (B,), n_tokens (B,), outputs, final hidden (B, T, H)).
+
+    With `head` (the model's output head, checked by `head_matches_logits`) the logits are never built in full
+    (`unlearn.logprobs`) and `outputs.logits` holds the last position only; without it, hidden is None.
+    """
+    if head is None:
+        outputs = model(input_ids=input_ids, attention_mask=attention_mask)
+        return *sequence_logps(outputs.logits, labels), outputs, None
+    outputs, hidden = final_hidden(model, input_ids, attention_mask)
+    return *head_sequence_logps(head, hidden, labels, chunk_tokens), outputs, hidden
+
+
 @torch.no_grad()
 def batched_logps(
-    model: torch.nn.Module, examples: list[dict], pad_token_id: int, batch_size: int
+    model: torch.nn.Module,
+    examples: list[dict],
+    pad_token_id: int,
+    batch_size: int,
+    head: torch.nn.Module | None = None,
+    chunk_tokens: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """`sequence_logps` over tokenized examples, in padded batches on the model's device -> (N,), (N,)."""
     device = next(model.parameters()).device
     logps, n_tokens = [], []
     for start in range(0, len(examples), batch_size):
         batch = {k: v.to(device) for k, v in pad_rows(examples[start : start + batch_size], pad_token_id).items()}
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        lp, n = sequence_logps(logits, batch["labels"])
+        lp, n, _, _ = forward_logps(
+            model, batch["input_ids"], batch["attention_mask"], batch["labels"], head, chunk_tokens
+        )
         logps.append(lp)
         n_tokens.append(n)
     return torch.cat(logps), torch.cat(n_tokens)
@@ -190,6 +204,7 @@ class UnlearnTrainer(Trainer):
             **kwargs,
         )
         self.reference_logps: torch.Tensor | None = None
+        self._loss_head: torch.nn.Module | bool | None = None  # None: not decided yet; False: full logits
         self._metrics: dict[str, list[torch.Tensor]] = defaultdict(list)
 
     # ---- data -------------------------------------------------------------------------------------------------
@@ -208,6 +223,39 @@ class UnlearnTrainer(Trainer):
         """Hook for recipes that rewrite the forget data before tokenization (e.g. `idk` swaps in refusals)."""
         return ds
 
+    # ---- forward ----------------------------------------------------------------------------------------------
+
+    def loss_head(self) -> torch.nn.Module | None:
+        """The output head the losses apply themselves, chunk by chunk (`unlearn.logprobs`), or None for the
+        model's full logits. Decided once: None when `loss_chunk_tokens: 0`, under FSDP or DeepSpeed ZeRO-3 (the
+        head's weights are gathered only inside the model's forward), or when the head does not reproduce the
+        model's logits (soft-capped or scaled logits)."""
+        if self._loss_head is None:
+            self._loss_head = self._find_loss_head() or False
+        return self._loss_head or None
+
+    def _find_loss_head(self) -> torch.nn.Module | None:
+        if self.args.loss_chunk_tokens == 0:
+            return None
+        zero3 = self.is_deepspeed_enabled and getattr(self.accelerator.state.deepspeed_plugin, "zero_stage", 0) == 3
+        if self.is_fsdp_enabled or zero3:
+            logger.info("Losses use the model's full logits: under FSDP / ZeRO-3 the output head is sharded.")
+            return None
+        inner = self.accelerator.unwrap_model(self.model)
+        head = inner.get_output_embeddings() if hasattr(inner, "get_output_embeddings") else None
+        probe = torch.tensor([self.forget_examples[0]["input_ids"][:16]], device=self.args.device)
+        if head is None or not head_matches_logits(inner, head, probe):
+            logger.warning(
+                "The model's logits are not its output head applied to its last hidden state (soft-capped or scaled "
+                "logits?): the losses use the full logits, which take more memory. `loss_chunk_tokens: 0` says so."
+            )
+            return None
+        return head
+
+    def forward_logps(self, model, input_ids, attention_mask, labels):
+        """`forward_logps` with this run's output-head setting -> (logps, n_tokens, outputs, hidden or None)."""
+        return forward_logps(model, input_ids, attention_mask, labels, self.loss_head(), self.args.loss_chunk_tokens)
+
     # ---- reference --------------------------------------------------------------------------------------------
 
     def compute_reference_logps(self, model: torch.nn.Module | None = None) -> torch.Tensor:
@@ -221,7 +269,7 @@ class UnlearnTrainer(Trainer):
         with reference_mode(inner):
             logps, _ = batched_logps(
                 model if model is not None else inner, self.forget_examples, self.processing_class.pad_token_id,
-                self.args.per_device_eval_batch_size,
+                self.args.per_device_eval_batch_size, self.loss_head(), self.args.loss_chunk_tokens,
             )  # fmt: skip
         return logps.to(self.args.device)
 
@@ -231,21 +279,29 @@ class UnlearnTrainer(Trainer):
         """The recipe's loss on forget rows: `logps` (B_f,) summed answer log-probs, `n_tokens` (B_f,)."""
         raise NotImplementedError(f"Recipe `{self._name}` must override `forget_loss`.")
 
-    def retain_loss(self, model, logits, logps, n_tokens, inputs, is_retain) -> torch.Tensor:
-        """`logits` are the whole batch's (B, T, V), retain rows selected only where needed (`kl`): a boolean index
-        copies them, and their gradient, in full."""
+    def retain_loss(self, model, outputs, hidden, logps, n_tokens, inputs, is_retain) -> torch.Tensor:
+        """`nll` on the retain rows' answers, or `kl`: KL(reference || model) of the next-token distributions.
+
+        `hidden` is the whole batch's final hidden states when the losses apply the head themselves, else None and
+        `outputs.logits` (B, T, V) are full; retain rows are selected only for `kl`, as a boolean index copies.
+        """
         if self.args.retain_loss == "nll":
             return mean_nll(logps, n_tokens)
         ref = self.accelerator.unwrap_model(model)
+        ids, mask, labels = (inputs[k][is_retain] for k in ("input_ids", "attention_mask", "loss_labels"))
+        head = self.loss_head()
+        if head is not None:
+            with reference_mode(ref):
+                _, ref_hidden = final_hidden(ref, ids, mask)
+            reference = functools.partial(reference_mode, ref)
+            return head_kl(head, hidden[is_retain], ref_hidden, labels, self.args.loss_chunk_tokens, reference).mean()
         with reference_mode(ref):
-            ref_logits = ref(
-                input_ids=inputs["input_ids"][is_retain], attention_mask=inputs["attention_mask"][is_retain]
-            ).logits
-        mask = (inputs["loss_labels"][is_retain][:, 1:] != IGNORE_INDEX).float()  # (B_r, T-1)
-        log_p = F.log_softmax(logits[is_retain][:, :-1].float(), -1)
+            ref_logits = ref(input_ids=ids, attention_mask=mask).logits
+        scored = (labels[:, 1:] != IGNORE_INDEX).float()  # (B_r, T-1)
+        log_p = F.log_softmax(outputs.logits[is_retain][:, :-1].float(), -1)
         log_ref = F.log_softmax(ref_logits[:, :-1].float(), -1)
         kl = (log_ref.exp() * (log_ref - log_p)).sum(-1)  # KL(ref || model) per token, (B_r, T-1)
-        return ((kl * mask).sum(-1) / mask.sum(-1).clamp(min=1)).mean()
+        return ((kl * scored).sum(-1) / scored.sum(-1).clamp(min=1)).mean()
 
     def weighted_losses(self, model, inputs) -> tuple[torch.Tensor, torch.Tensor | None, Any]:
         """(forget_weight * forget loss, retain_weight * retain loss or None, model outputs), logged as they go."""
@@ -253,15 +309,16 @@ class UnlearnTrainer(Trainer):
             # Once, at the first step: the model is wrapped and placed by then, under every distributed setup.
             self.reference_logps = self.compute_reference_logps(model)
         is_forget, index = inputs["is_forget"], inputs["index"]
-        outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
-        logps, n_tokens = sequence_logps(outputs.logits, inputs["loss_labels"])  # (B,), (B,)
+        logps, n_tokens, outputs, hidden = self.forward_logps(
+            model, inputs["input_ids"], inputs["attention_mask"], inputs["loss_labels"]
+        )  # (B,), (B,)
         forget = self.forget_loss(logps[is_forget], n_tokens[is_forget], index[is_forget])
         self._metrics["forget_loss"].append(forget.detach())
         self._metrics["forget_nll"].append(mean_nll(logps[is_forget], n_tokens[is_forget]).detach())
         is_retain = ~is_forget
         if not (self.args.uses_retain and is_retain.any()):
             return self.args.forget_weight * forget, None, outputs
-        retain = self.retain_loss(model, outputs.logits, logps[is_retain], n_tokens[is_retain], inputs, is_retain)
+        retain = self.retain_loss(model, outputs, hidden, logps[is_retain], n_tokens[is_retain], inputs, is_retain)
         self._metrics["retain_loss"].append(retain.detach())
         return self.args.forget_weight * forget, self.args.retain_weight * retain, outputs
 
