@@ -187,3 +187,52 @@ def test_reglora_importance_from_a_knowledge_adapter(tiny_model_dir, tofu_rows, 
     with pytest.raises(UnlearnError, match="does not exist"):
         recipe(model=fresh(), args=_config("reglora", tmp_path, importance=str(tmp_path / "nope")),
                forget=tofu_rows["forget"], retain=tofu_rows["retain"], processing_class=tok)  # fmt: skip
+
+
+def _one_step_grads(model_dir, tofu_rows, tmp_path, recipe: str, split: bool, **kw):
+    """Adapter gradients and logged losses of one `training_step` on a fixed batch, LoRA B set at random."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model, tokenizer = AutoModelForCausalLM.from_pretrained(model_dir), AutoTokenizer.from_pretrained(model_dir)
+    args = _config(recipe, tmp_path / str(split), split_passes=split, **kw)
+    trainer = unlearn.get_recipe(recipe)(
+        model=model, args=args, forget=tofu_rows["forget"], retain=tofu_rows["retain"], processing_class=tokenizer
+    )
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, p in trainer.model.named_parameters():
+            if "lora_B" in name:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+    trainer.current_gradient_accumulation_steps = 1  # set by the training loop
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(3)])
+    passes = trainer.split_passes(batch)
+    loss = trainer.training_step(trainer.model, batch)
+    grads = {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None}
+    return loss, grads, {k: torch.stack(v) for k, v in trainer._metrics.items()}, passes
+
+
+@pytest.mark.parametrize(("recipe", "kw"), [("graddiff", {}), ("graddiff", {"retain_loss": "kl"}), ("npo", {})])
+def test_split_passes_take_the_same_step_as_one_pass(tiny_model_dir, tofu_rows, tmp_path, recipe, kw):
+    """Forget rows, then retain rows in groups of the forget rows' size: gradients add up to the one-pass step."""
+    one = _one_step_grads(tiny_model_dir, tofu_rows, tmp_path, recipe, False, retain_ratio=2, **kw)
+    split = _one_step_grads(tiny_model_dir, tofu_rows, tmp_path, recipe, True, retain_ratio=2, **kw)
+    assert len(one[3]) == 1 and [len(p["is_forget"]) for p in split[3]] == [3, 3, 3]
+    assert all(p["input_ids"].shape[1] == p["attention_mask"].sum(-1).max() for p in split[3])  # cut to its rows
+    assert [p.get("retain_share") for p in split[3]] == [None, 0.5, 0.5]
+    torch.testing.assert_close(split[0], one[0], rtol=1e-5, atol=1e-6)
+    assert split[2].keys() == one[2].keys() and "retain_loss" in one[2]
+    for name in one[2]:
+        torch.testing.assert_close(split[2][name], one[2][name], rtol=1e-5, atol=1e-6)
+    assert one[1] and split[1].keys() == one[1].keys()
+    for name in one[1]:
+        torch.testing.assert_close(split[1][name], one[1][name], rtol=1e-4, atol=1e-6)
+
+
+def test_recipes_reading_forget_and_retain_together_are_not_split(tiny, tofu_rows, tmp_path):
+    model, tokenizer = tiny
+    trainer = unlearn.get_recipe("rmu")(
+        model=model, args=_config("rmu", tmp_path, rmu_layer=0, retain_weight=1.0), forget=tofu_rows["forget"],
+        retain=tofu_rows["retain"], processing_class=tokenizer,
+    )  # fmt: skip
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(2)])
+    assert trainer.split_passes(batch) == [batch]

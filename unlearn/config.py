@@ -88,6 +88,15 @@ class UnlearnConfig(TrainingArguments):
         default="nll", metadata={"help": "`nll` on retain answers, or `kl` to the reference (adapter-disabled) model."}
     )
 
+    split_passes: bool = field(
+        default=True,
+        metadata={
+            "help": "Run a step's forget rows, then its retain rows in groups as large as the forget rows, as "
+            "separate forward/backward passes whose gradients add up: the same update, with the activation memory "
+            "of one group instead of all `(1 + retain_ratio) x batch` rows. False: one pass over all rows (fewer, "
+            "larger matmuls; can be faster on a GPU with memory to spare)."
+        },
+    )
     loss_chunk_tokens: int = field(
         default=512,
         metadata={

@@ -1,7 +1,8 @@
 """`UnlearnTrainer`: the machinery every recipe shares, written once.
 
 A recipe subclasses it and overrides `forget_loss` (the paper's equation); everything else lives here:
-- data: forget/retain loading, tokenization, and pairing (`unlearn.data`), one forward pass per step for both;
+- data: forget/retain loading, tokenization, and pairing (`unlearn.data`); a step's forget rows and its retain rows
+  run as separate forward/backward passes (`split_passes`), so that activation memory is that of one group;
 - the adapter: the model is wrapped in a LoRA adapter (`adapter: none` trains all weights);
 - the reference model: the same model with the adapter disabled, never a second copy; the reference
   log-probabilities of the forget set are computed once before training when the recipe needs them;
@@ -164,6 +165,8 @@ class UnlearnTrainer(Trainer):
     config_class: ClassVar[type[UnlearnConfig]] = UnlearnConfig
     data_needs: ClassVar[str] = "forget: QA pairs or text"
     needs_reference: ClassVar[bool] = False  # True: reference log-probs of the forget set, computed once
+    # False for recipes whose losses read forget and retain rows together (their own `weighted_losses`).
+    can_split_passes: ClassVar[bool] = True
     # Losses are per-batch means: the Trainer must divide them by the accumulation steps.
     loss_is_scaled_for_ga = False
 
@@ -205,6 +208,7 @@ class UnlearnTrainer(Trainer):
         )
         self.reference_logps: torch.Tensor | None = None
         self._loss_head: torch.nn.Module | bool | None = None  # None: not decided yet; False: full logits
+        self._retain_parts: list[torch.Tensor] = []  # retain loss of each pass of a split step, weighted
         self._metrics: dict[str, list[torch.Tensor]] = defaultdict(list)
 
     # ---- data -------------------------------------------------------------------------------------------------
@@ -322,17 +326,70 @@ class UnlearnTrainer(Trainer):
         self._metrics["retain_loss"].append(retain.detach())
         return self.args.forget_weight * forget, self.args.retain_weight * retain, outputs
 
+    def retain_pass_loss(self, model, inputs) -> tuple[torch.Tensor, Any]:
+        """retain_weight * retain loss of a batch of retain rows only (a pass of a split step), and the outputs."""
+        logps, n_tokens, outputs, hidden = self.forward_logps(
+            model, inputs["input_ids"], inputs["attention_mask"], inputs["loss_labels"]
+        )
+        every_row = torch.ones_like(inputs["is_forget"])
+        retain = self.retain_loss(model, outputs, hidden, logps, n_tokens, inputs, every_row)
+        return self.args.retain_weight * retain, outputs
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        forget, retain, outputs = self.weighted_losses(model, inputs)
-        loss = forget if retain is None else forget + retain
+        share = inputs.pop("retain_share", None)
+        if share is not None:  # one retain pass of a split step: its rows' share of the retain mean
+            retain, outputs = self.retain_pass_loss(model, inputs)
+            loss = retain * share
+            self._retain_parts.append(loss.detach() / self.args.retain_weight)
+        else:
+            forget, retain, outputs = self.weighted_losses(model, inputs)
+            loss = forget if retain is None else forget + retain
         return (loss, outputs) if return_outputs else loss
+
+    def split_passes(self, inputs: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
+        """A step's batch as passes: the forget rows, then the retain rows in groups as large as the forget rows.
+
+        The loss is `forget_weight * forget_loss(forget rows) + retain_weight * mean over retain rows`, so the
+        passes' gradients add up to the one-pass gradient exactly; each retain pass carries its rows' share of the
+        mean. Each pass is cut to its own longest row (rows are right padded and attention is causal).
+        """
+        is_forget = inputs["is_forget"]
+        n_forget, n_rows = int(is_forget.sum()), len(is_forget)
+        if (
+            not (self.args.split_passes and self.can_split_passes)
+            or n_forget in (0, n_rows)
+            or self.is_deepspeed_enabled  # DeepSpeed steps its optimizer inside every backward
+        ):
+            return [inputs]
+        rows = torch.arange(n_rows)
+        groups = [rows[:n_forget]] + list(rows[n_forget:].split(n_forget))
+        passes = []
+        for group in groups:
+            width = int(inputs["attention_mask"][group].sum(-1).max())
+            part = {k: v[group][:, :width] if v.dim() == 2 else v[group] for k, v in inputs.items()}
+            if group[0] >= n_forget:
+                part["retain_share"] = len(group) / (n_rows - n_forget)
+            passes.append(part)
+        return passes
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         if self.args.projection == "gu":
             from .projection import gu_training_step
 
             return gu_training_step(self, model, inputs)
-        return super().training_step(model, inputs, num_items_in_batch)
+        passes = self.split_passes(inputs)
+        if len(passes) == 1:
+            return super().training_step(model, inputs, num_items_in_batch)
+        self._retain_parts = []
+        loss = 0.0
+        for i, part in enumerate(passes):
+            # Gradients are all-reduced once, after the last pass (under accumulation, the Trainer's own `no_sync`
+            # around this call already holds it back).
+            sync = contextlib.nullcontext() if i == len(passes) - 1 else self.accelerator.no_sync(model)
+            with sync:
+                loss = loss + super().training_step(model, part, num_items_in_batch)
+        self._metrics["retain_loss"].append(torch.stack(self._retain_parts).sum())
+        return loss
 
     def log_metric(self, name: str, value: torch.Tensor) -> None:
         """Record a recipe-specific value; it is averaged over steps and processes at the next log."""

@@ -60,6 +60,7 @@ class RMUTrainer(UnlearnTrainer):
     }
     config_class = RMUConfig
     data_needs = "forget (+ retain when retain_weight > 0): QA pairs or text"
+    can_split_passes = False  # its `weighted_losses` reads forget and retain rows together
 
     def _hidden(self, model, input_ids, attention_mask):
         """The model's outputs and its layer-l output activations, (B, T, H)."""

@@ -71,6 +71,7 @@ class SAEUnlearnTrainer(UnlearnTrainer):
     _paper = {"title": "Sparse-Autoencoder-Guided Internal Representation Unlearning for LLMs"}
     config_class = SAEUnlearnConfig
     data_needs = "forget + retain QA naming entities (or entity lists); a trained SAE (extra `sae`)"
+    can_split_passes = False  # its `weighted_losses` reads forget and retain rows together
 
     def __init__(self, model, args, forget, retain=None, processing_class=None, **kwargs):
         sae_lens = require("sae_lens", "sae")
