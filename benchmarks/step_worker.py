@@ -40,7 +40,7 @@ from unlearn.finetune import FinetuneTrainer
 from unlearn.recipes import RECIPES, get_recipe
 from unlearn.recipes.npo import NPOTrainer
 from unlearn.run import ensure_pad_token, load_model_and_tokenizer
-from unlearn.trainer import UnlearnTrainer, reference_mode, sequence_logps
+from unlearn.trainer import UnlearnTrainer, reference_mode
 
 transformers.utils.logging.set_verbosity_error()
 transformers.utils.logging.disable_progress_bar()
@@ -118,6 +118,15 @@ def matmul_peak(device: torch.device, dtype: torch.dtype, n: int = 2048, repeats
             "flops": 2 * n**3 / statistics.median(times)}  # fmt: skip
 
 
+def allocator() -> str:
+    """The malloc this process runs on: a preloaded tcmalloc or jemalloc if mapped, else the system's."""
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        return "system"
+    return next((name for name in ("tcmalloc", "jemalloc") if f"lib{name}" in maps), "system (glibc)")
+
+
 def recipe_defaults(cls) -> dict[str, Any]:
     return {f.name: f.default for f in dataclasses.fields(cls.config_class) if f.default is not dataclasses.MISSING}
 
@@ -150,6 +159,7 @@ def machine(spec: dict) -> dict[str, Any]:
         "transformers": transformers.__version__,
         "threads": torch.get_num_threads(),
         "interop_threads": torch.get_num_interop_threads(),
+        "allocator": allocator(),
         "device": str(device),
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         "matmul_peak": peaks,
@@ -250,11 +260,10 @@ class PerStepReferenceNPO(NPOTrainer):
             self.reference_logps = self.compute_reference_logps()
         is_forget = inputs["is_forget"]
         ref = self.accelerator.unwrap_model(model)
-        with reference_mode(ref):
-            logits = ref(
-                input_ids=inputs["input_ids"][is_forget], attention_mask=inputs["attention_mask"][is_forget]
-            ).logits
-            logps, _ = sequence_logps(logits, inputs["loss_labels"][is_forget])
+        with reference_mode(ref):  # the library's own forward, output-head chunking included
+            logps, *_ = self.forward_logps(
+                ref, *(inputs[k][is_forget] for k in ("input_ids", "attention_mask", "loss_labels"))
+            )
         self.reference_logps[inputs["index"][is_forget]] = logps
         return super().weighted_losses(model, inputs)
 

@@ -8,10 +8,10 @@ For every recipe of the registry that trains with the forget/retain step of `Unl
 step (median of the timed steps, warm-up excluded), tokens/s, the ratio to a supervised fine-tuning step
 (`unlearn.finetune.FinetuneTrainer` with the same LoRA adapter) and to a bare PyTorch loop, achieved FLOP/s against
 the matmul peak measured in the same run, and peak memory. Recipes with a retain term run at `retain_ratio` 1 (one
-retain row per forget row, what the targets assume) and 2 (the library default: three rows per forget row in the
-one forward pass). Then: NPO with reference log-probs cached before training (the library's way) against
-computing them every step; time per epoch against the forget-set size (with a linear fit); time per step against
-the sequence length.
+retain row per forget row, what the targets assume) and 2 (the library default: three rows per forget row, run as
+passes of `batch` rows each under `split_passes`). Then: NPO with reference log-probs cached before training (the
+library's way) against computing them every step; time per epoch against the forget-set size (with a linear fit);
+time per step against the sequence length.
 
 Each configuration runs in a fresh process forked from a server that imported the libraries once, so peak RSS is
 that configuration's own (`--no-isolate`: all in this process, peaks then accumulate). Every row is exactly
@@ -91,11 +91,30 @@ class Runner:
         return msg["ok"]
 
 
+# The CPU allocators that PyTorch's own CPU launcher (`python -m torch.backends.xeon.run_cpu`) preloads; glibc's malloc
+# keeps freed activation memory in its heap (see BENCHMARKS.md, "Memory").
+ALLOCATORS = {"tcmalloc": "libtcmalloc_minimal.so.4", "jemalloc": "libjemalloc.so.2"}
+
+
+def preload_allocator(name: str) -> None:
+    """Put `name`'s shared library in LD_PRELOAD, which the worker processes (started after this) inherit."""
+    import ctypes.util
+
+    lib = ALLOCATORS[name]
+    found = [str(d / lib) for d in map(Path, ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64",
+                                              "/usr/lib", "/usr/local/lib")) if (d / lib).is_file()]  # fmt: skip
+    path = found[0] if found else ctypes.util.find_library(lib.split(".so")[0].removeprefix("lib"))
+    if not path:
+        sys.exit(f"--allocator {name}: {lib} not found. Install it (Debian/Ubuntu: apt-get install "
+                 f"{'libtcmalloc-minimal4' if name == 'tcmalloc' else 'libjemalloc2'}) or use --allocator system.")  # fmt: skip
+    os.environ["LD_PRELOAD"] = os.pathsep.join(filter(None, [path, os.environ.get("LD_PRELOAD")]))
+
+
 # ---- configurations ---------------------------------------------------------------------------------------------
 
 
 def step_specs(args, registry: dict, base: dict) -> list[dict]:
-    """The per-step table: the bare loop and SFT first (the baselines), then every recipe with a step."""
+    """The per-step table: the bare loop and SFT first (the baselines), every recipe with a step, SFT again."""
     n_forget = args.batch_size * (args.warmup + args.steps)  # one epoch: no epoch boundary among the timed steps
     base = {**base, "n_forget": n_forget}
     specs = [
@@ -116,6 +135,8 @@ def step_specs(args, registry: dict, base: dict) -> list[dict]:
                 )
         else:
             specs.append({**base, "label": name, "recipe": name})
+    # The baseline again at the end: how far the machine itself drifted while the table was measured.
+    specs.append({**base, "label": "sft again", "recipe": "sft"})
     return specs
 
 
@@ -195,7 +216,8 @@ def print_machine(m: dict, args) -> None:
     print(f"machine   {m['cpu']}, {m['cores']} cores ({m['usable_cores']} usable), {m['platform']}{load}")
     device = m["gpu"] or m["device"]
     print(f"software  python {m['python']}, torch {m['torch']}, transformers {m['transformers']}; "
-          f"{m['threads']} intra-op / {m['interop_threads']} inter-op threads; device {device}")  # fmt: skip
+          f"{m['threads']} intra-op / {m['interop_threads']} inter-op threads; device {device}; "
+          f"malloc {m['allocator']}")  # fmt: skip
     for p in m["matmul_peak"]:
         print(f"peak      {p['dtype']} matmul {p['n']}^3: {p['flops'] / 1e9:,.1f} GFLOP/s (median of {p['repeats']})")
     if m["device"] == "cpu" and (m.get("load_average") or 0) > 0.75 * m["usable_cores"]:
@@ -209,8 +231,9 @@ def print_machine(m: dict, args) -> None:
 
 
 def print_steps(rows: list[dict], peak: float, sft: float | None, bare: float | None) -> None:
-    print("\nper optimizer step (x SFT, x bare: step time ratios; rows: rows in the one forward pass with gradients; "
-          "once: trainer construction, setup and reference pass, paid once per run)")  # fmt: skip
+    print("\nper optimizer step (x SFT, x bare: step time ratios; rows: rows with gradients in the step, in passes "
+          "of --batch-size rows under split_passes; once: trainer construction, setup and reference pass, paid once "
+          "per run)")  # fmt: skip
     print(f"{'configuration':24} {'rows':>4} {'s/step':>8} {'tok/s':>8} {'x SFT':>6} {'x bare':>6} {'GFLOP/s':>8} "
           f"{'of peak':>7} {'once s':>7} {'peak RSS':>9} {'GPU max':>9}")  # fmt: skip
     for r in rows:
@@ -258,6 +281,9 @@ def main() -> int:
     p.add_argument("--no-sweeps", action="store_true", help="only the step table and the NPO reference comparison")
     p.add_argument("--quick", action="store_true", help="a short version: fewer steps, epochs and sizes")
     p.add_argument("--no-isolate", dest="isolate", action="store_false", help="run every configuration in this process")
+    p.add_argument("--allocator", choices=["system", *ALLOCATORS], default="system",
+                   help="malloc of the worker processes: tcmalloc or jemalloc through LD_PRELOAD (Linux; Debian "
+                   "packages libtcmalloc-minimal4, libjemalloc2), or the system's (glibc)")  # fmt: skip
     p.add_argument("--json", help="write every figure (raw step times included) to this file")
     args = p.parse_args()
     args.steps = args.steps or (3 if args.quick else 10)
@@ -269,6 +295,10 @@ def main() -> int:
     if args.warmup < 1 or args.steps < 1 or args.epochs < 2 or len(args.sizes) < 2:
         p.error("need --warmup >= 1, --steps >= 1, --epochs >= 2 (the first is warm-up) and two --sizes or more")
 
+    if args.allocator != "system":
+        if not args.isolate:
+            p.error("--allocator needs worker processes (it is preloaded when they start): drop --no-isolate")
+        preload_allocator(args.allocator)
     run = Runner(args.isolate)
     machine = run({"kind": "machine", "dtype": args.dtype, "threads": args.threads, "repeats": 3 if args.quick else 7})
     print_machine(machine, args)
@@ -313,6 +343,12 @@ def measure(run, args, machine: dict, base: dict, peak: float) -> dict:
               f"{m['hidden']}, vocab {m['vocab']}; LoRA {results[0]['lora_target_modules']} r=8: "
               f"{results[0]['trainable_params'] / 1e6:,.3f} M trainable")  # fmt: skip
     print_steps(results, peak, sft, bare)
+    drift = None
+    if sft and (again := (by_label.get("sft again") or {}).get("s_per_step")):
+        drift = again / sft
+        print(f"  baseline drift: sft at the end of the table / at its start = {drift:.3f}"
+              + ("  (more than 5%: the machine's speed changed during the run; ratios are uncertain by as much)"
+                 if abs(drift - 1) > 0.05 else ""))  # fmt: skip
     for name, why in skipped.items():
         print(f"  skipped {name}: {why}")
     if results:
@@ -376,7 +412,7 @@ def measure(run, args, machine: dict, base: dict, peak: float) -> dict:
     for e in errors:
         print(f"  ERROR {e['label']}: {e['error'].splitlines()[0]}")
     return {"machine": machine, "settings": {k: sorted(v) if isinstance(v, set) else v for k, v in vars(args).items()},
-            "steps": results, "npo_reference": npo, "forget_size": sizes_out, "seq_len": lengths_out,
+            "steps": results, "baseline_drift": drift, "npo_reference": npo, "forget_size": sizes_out, "seq_len": lengths_out,
             "targets": targets, "skipped": skipped, "errors": errors}  # fmt: skip
 
 

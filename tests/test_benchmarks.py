@@ -60,6 +60,7 @@ def test_step_figures_are_positive_and_consistent(quick_run):
     for name in ("graddiff", "simnpo", "npo"):
         assert by_label[f"{name} r=1"]["rows_per_step"] == 2 * batch
         assert by_label[f"{name} r=2"]["rows_per_step"] == 3 * batch
+    assert report["baseline_drift"] > 0 and by_label["sft again"]["recipe"] == "sft"
     npo = report["npo_reference"]
     assert npo["reference_pass_s"] > 0 and npo["cached_s_per_step"] > 0 and npo["per_step_over_cached"] > 0
     assert by_label["npo no-retain"]["reference_s"] > 0
