@@ -146,6 +146,33 @@ def test_rmu_moves_forget_activations_toward_the_control_vector(tiny, tofu_rows,
     assert u.norm().item() == pytest.approx(1.0) and (u >= 0).all()
 
 
+def test_rmu_keeps_no_graph_above_the_steered_layer(tiny, tofu_rows, tmp_path):
+    """The layers above `rmu_layer` run detached: layer-l activations, their gradients and the forget-NLL metric
+    are those of the plain forward pass, and nothing above layer l is kept for backward."""
+    model, tokenizer = tiny
+    trainer = unlearn.get_recipe("rmu")(
+        model=model, args=_config("rmu", tmp_path, rmu_layer=0), forget=tofu_rows["forget"],
+        retain=tofu_rows["retain"], processing_class=tokenizer,
+    )  # fmt: skip
+    lora = [p for n, p in trainer.model.named_parameters() if "lora_" in n]  # layer 0's down-projection
+    for p in lora:
+        torch.nn.init.normal_(p, std=0.1)  # the adapter now changes what every layer above reads
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(2)])
+    ids, mask, labels, is_forget = (batch[k] for k in ("input_ids", "attention_mask", "loss_labels", "is_forget"))
+    out, h = trainer._hidden(trainer.model, ids, mask)
+    plain = trainer.model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+    assert h.requires_grad and not out.hidden_states[-1].requires_grad and plain.hidden_states[-1].requires_grad
+    torch.testing.assert_close(h, plain.hidden_states[1])
+    mine = torch.autograd.grad(h.square().sum(), lora)
+    theirs = torch.autograd.grad(plain.hidden_states[1].square().sum(), lora)
+    for a, b in zip(mine, theirs, strict=True):
+        assert a.abs().sum() > 0
+        torch.testing.assert_close(a, b)
+    assert out.logits.shape[1] == 1  # the output head is applied to the labelled forget positions only
+    expected = sequence_logps(plain.logits[is_forget], labels[is_forget])
+    torch.testing.assert_close(trainer._logps(out, is_forget, labels), expected, rtol=1e-5, atol=1e-4)
+
+
 def test_gslora_confines_forgetting_to_few_groups(tiny, tofu_rows, tmp_path):
     model, tokenizer = tiny
     before = answer_nll(model, tokenizer, tofu_rows["forget"])
@@ -179,6 +206,21 @@ def test_reglora_keeps_the_update_small_on_key_elements(tiny_model_dir, tofu_row
         ratios[weight] = (key / other).item()
     # Without the penalty the key elements move like the rest (measured 1.00); with it, a third less (0.66).
     assert ratios[0.0] > 0.9 and ratios[0.5] < 0.8, ratios
+
+
+def test_reglora_fisher_is_the_same_with_and_without_the_full_logits(tiny, tofu_rows, tmp_path):
+    model, tokenizer = tiny
+    fisher = []
+    for chunk in (0, 16):  # 0: the model's (B, T, V) logits; 16: the output head in chunks of 16 labelled tokens
+        args = _config("reglora", tmp_path, loss_chunk_tokens=chunk, save_strategy="no")
+        trainer = unlearn.get_recipe("reglora")(model=model, args=args, forget=tofu_rows["forget"],
+                                                retain=tofu_rows["retain"], processing_class=tokenizer)  # fmt: skip
+        assert (trainer.loss_head() is None) == (chunk == 0)
+        fisher.append(trainer._fisher())
+        model = trainer.model.unload()  # the base model again, for the second trainer
+    for name in fisher[0]:
+        assert fisher[0][name].sum() > 0
+        torch.testing.assert_close(fisher[1][name], fisher[0][name], rtol=1e-4, atol=1e-10)
 
 
 def test_reglora_importance_from_a_knowledge_adapter(tiny_model_dir, tofu_rows, tmp_path):

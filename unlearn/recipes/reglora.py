@@ -23,7 +23,7 @@ import torch
 from ..config import UnlearnConfig
 from ..data import pad_rows
 from ..errors import UnlearnError
-from ..trainer import UnlearnTrainer, mean_nll, reference_mode, sequence_logps
+from ..trainer import UnlearnTrainer, mean_nll, reference_mode
 from . import register
 
 
@@ -83,8 +83,9 @@ class RegLoRATrainer(UnlearnTrainer):
                         k: v.to(self.args.device)
                         for k, v in pad_rows(rows[start : start + bs], self.processing_class.pad_token_id).items()
                     }
-                    logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-                    logps, n = sequence_logps(logits, batch["labels"])
+                    logps, n, _, _ = self.forward_logps(
+                        self.model, batch["input_ids"], batch["attention_mask"], batch["labels"]
+                    )  # the training step's output-head chunking: no (B, T, V) logits
                     grads = torch.autograd.grad(mean_nll(logps, n), list(weights.values()))
                     for (name, _), g in zip(weights.items(), grads, strict=True):
                         fisher[name] += g.detach().square()

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from ..config import UnlearnConfig
 from ..data import IGNORE_INDEX
 from ..errors import UnlearnError
+from ..logprobs import head_sequence_logps
 from ..trainer import UnlearnTrainer, mean_nll, reference_mode, sequence_logps
 from . import register
 
@@ -51,6 +52,13 @@ class RMUConfig(UnlearnConfig):
             raise UnlearnError(f"`rmu_layer` must be >= 0, got {self.rmu_layer}.")
 
 
+def _detach_input(module, args, kwargs):
+    """Forward pre-hook: the layer's hidden-state input without its autograd history."""
+    if args:
+        return (args[0].detach(), *args[1:]), kwargs
+    return args, {**kwargs, "hidden_states": kwargs["hidden_states"].detach()}
+
+
 @register
 class RMUTrainer(UnlearnTrainer):
     _name = "rmu"
@@ -63,13 +71,33 @@ class RMUTrainer(UnlearnTrainer):
     can_split_passes = False  # its `weighted_losses` reads forget and retain rows together
 
     def _hidden(self, model, input_ids, attention_mask):
-        """The model's outputs and its layer-l output activations, (B, T, H)."""
-        n_layers = self.accelerator.unwrap_model(model).config.num_hidden_layers
+        """The model's outputs and its layer-l output activations, (B, T, H).
+
+        The layers above l run on a detached input: the losses read layer l only, so nothing above it is kept for
+        backward (for SmolLM2 at layer 7, 22 of 30 layers' activations). Where the losses apply the output head
+        themselves, the model computes the last position's logits only (`outputs.logits` is then (B, 1, V)).
+        """
+        inner = self.accelerator.unwrap_model(model)
+        n_layers = inner.config.num_hidden_layers
         if self.args.rmu_layer >= n_layers - 1:
             raise UnlearnError(f"`rmu_layer` {self.args.rmu_layer} must be below the last layer ({n_layers - 1}): the "
                                "last hidden state is normalized.")  # fmt: skip
-        out = model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
+        layers = next(m for m in inner.modules() if isinstance(m, torch.nn.ModuleList) and len(m) == n_layers)
+        hook = layers[self.args.rmu_layer + 1].register_forward_pre_hook(_detach_input, with_kwargs=True)
+        extra = {"logits_to_keep": 1} if self.loss_head() is not None else {}
+        try:
+            out = model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True, **extra)
+        finally:
+            hook.remove()
         return out, out.hidden_states[self.args.rmu_layer + 1]
+
+    @torch.no_grad()
+    def _logps(self, out, rows, labels) -> tuple[torch.Tensor, torch.Tensor]:
+        """Answer log-probs of `rows` (a mask) for the forget-NLL metric, from the head or the full logits."""
+        head = self.loss_head()
+        if head is None:
+            return sequence_logps(out.logits[rows], labels[rows])
+        return head_sequence_logps(head, out.hidden_states[-1][rows], labels[rows], self.args.loss_chunk_tokens)
 
     def control_vector(self, hidden: int, device) -> torch.Tensor:
         if getattr(self, "_control", None) is None:
@@ -86,7 +114,7 @@ class RMUTrainer(UnlearnTrainer):
         h_f = h[is_forget][scored[is_forget]]  # (N_f tokens, H)
         target = self.args.steering_coef * self.control_vector(h.shape[-1], h.device)
         forget = F.mse_loss(h_f.float(), target.expand_as(h_f).float())
-        logps, n_tokens = sequence_logps(out.logits[is_forget], labels[is_forget])
+        logps, n_tokens = self._logps(out, is_forget, labels)
         self._metrics["forget_loss"].append(forget.detach())
         self._metrics["forget_nll"].append(mean_nll(logps, n_tokens).detach())
         is_retain = ~is_forget
