@@ -208,19 +208,34 @@ def test_reglora_keeps_the_update_small_on_key_elements(tiny_model_dir, tofu_row
     assert ratios[0.0] > 0.9 and ratios[0.5] < 0.8, ratios
 
 
-def test_reglora_fisher_is_the_same_with_and_without_the_full_logits(tiny, tofu_rows, tmp_path):
+def test_reglora_fisher_is_the_sum_of_squared_retain_gradients(tiny, tofu_rows, tmp_path):
+    """`_fisher` (gradients squared as backward makes them, through the chunked output head or the full logits)
+    equals the sum over retain batches of the squared gradient of the plain full-logits NLL."""
     model, tokenizer = tiny
     fisher = []
     for chunk in (0, 16):  # 0: the model's (B, T, V) logits; 16: the output head in chunks of 16 labelled tokens
-        args = _config("reglora", tmp_path, loss_chunk_tokens=chunk, save_strategy="no")
+        args = _config("reglora", tmp_path, loss_chunk_tokens=chunk, reg_fisher_batches=2, save_strategy="no")
         trainer = unlearn.get_recipe("reglora")(model=model, args=args, forget=tofu_rows["forget"],
                                                 retain=tofu_rows["retain"], processing_class=tokenizer)  # fmt: skip
         assert (trainer.loss_head() is None) == (chunk == 0)
         fisher.append(trainer._fisher())
-        model = trainer.model.unload()  # the base model again, for the second trainer
-    for name in fisher[0]:
-        assert fisher[0][name].sum() > 0
-        torch.testing.assert_close(fisher[1][name], fisher[0][name], rtol=1e-4, atol=1e-10)
+        weights = {n: m.base_layer.weight for n, m in trainer.lora_modules.items()}
+        assert not any(w.requires_grad or w.grad is not None for w in weights.values())
+        model = trainer.model.unload()  # the base model again, for the next trainer
+    expected = {n: torch.zeros_like(w) for n, w in weights.items()}
+    bs = args.per_device_train_batch_size
+    for w in weights.values():
+        w.requires_grad_(True)
+    for start in (0, bs):
+        batch = pad_rows(trainer.retain_examples[start : start + bs], tokenizer.pad_token_id)
+        logps, n = sequence_logps(model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits,
+                                  batch["labels"])  # fmt: skip
+        for name, g in zip(weights, torch.autograd.grad((-logps / n).mean(), list(weights.values())), strict=True):
+            expected[name] += g.square()
+    for name in expected:
+        assert expected[name].sum() > 0
+        for f in fisher:
+            torch.testing.assert_close(f[name], expected[name], rtol=1e-4, atol=1e-10)
 
 
 def test_reglora_importance_from_a_knowledge_adapter(tiny_model_dir, tofu_rows, tmp_path):

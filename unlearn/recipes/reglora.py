@@ -15,6 +15,7 @@ e.g. the LoRA that taught the model what it must keep).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -70,10 +71,19 @@ class RegLoRATrainer(UnlearnTrainer):
         self.key_masks = {n: _top_mask(importance[n], self.args.reg_top) for n in self.lora_modules}
 
     def _fisher(self) -> dict[str, torch.Tensor]:
+        """Diagonal Fisher of the retain NLL per adapted base weight. Each weight's gradient is squared into its
+        sum as soon as backward produces it and then dropped, so at most one weight's gradient exists at a time."""
         weights = {n: m.base_layer.weight for n, m in self.lora_modules.items()}
         fisher = {n: torch.zeros_like(w) for n, w in weights.items()}
-        for w in weights.values():
+
+        def accumulate(name: str, w: torch.Tensor) -> None:
+            fisher[name] += w.grad.square()
+            w.grad = None
+
+        hooks = []
+        for name, w in weights.items():
             w.requires_grad_(True)
+            hooks.append(w.register_post_accumulate_grad_hook(functools.partial(accumulate, name)))
         bs = self.args.per_device_train_batch_size
         rows = self.retain_examples[: bs * self.args.reg_fisher_batches]
         try:
@@ -86,12 +96,13 @@ class RegLoRATrainer(UnlearnTrainer):
                     logps, n, _, _ = self.forward_logps(
                         self.model, batch["input_ids"], batch["attention_mask"], batch["labels"]
                     )  # the training step's output-head chunking: no (B, T, V) logits
-                    grads = torch.autograd.grad(mean_nll(logps, n), list(weights.values()))
-                    for (name, _), g in zip(weights.items(), grads, strict=True):
-                        fisher[name] += g.detach().square()
+                    torch.autograd.backward(mean_nll(logps, n), inputs=list(weights.values()))
         finally:
+            for hook in hooks:
+                hook.remove()
             for w in weights.values():
                 w.requires_grad_(False)
+                w.grad = None
         return fisher
 
     def _adapter_importance(self) -> dict[str, torch.Tensor]:
