@@ -91,9 +91,10 @@ class Runner:
         return msg["ok"]
 
 
-# The CPU allocators that PyTorch's own CPU launcher (`python -m torch.backends.xeon.run_cpu`) preloads; glibc's malloc
-# keeps freed activation memory in its heap (see BENCHMARKS.md, "Memory").
+# The CPU allocators that PyTorch's own CPU launcher (`python -m torch.backends.xeon.run_cpu`) preloads, with their
+# Debian/Ubuntu packages; glibc's malloc keeps freed activation memory in its heap (see BENCHMARKS.md, "Memory").
 ALLOCATORS = {"tcmalloc": "libtcmalloc_minimal.so.4", "jemalloc": "libjemalloc.so.2"}
+PACKAGES = {"tcmalloc": "libtcmalloc-minimal4", "jemalloc": "libjemalloc2"}
 
 
 def preload_allocator(name: str) -> None:
@@ -106,7 +107,7 @@ def preload_allocator(name: str) -> None:
     path = found[0] if found else ctypes.util.find_library(lib.split(".so")[0].removeprefix("lib"))
     if not path:
         sys.exit(f"--allocator {name}: {lib} not found. Install it (Debian/Ubuntu: apt-get install "
-                 f"{'libtcmalloc-minimal4' if name == 'tcmalloc' else 'libjemalloc2'}) or use --allocator system.")  # fmt: skip
+                 f"{PACKAGES[name]}) or use --allocator system.")  # fmt: skip
     os.environ["LD_PRELOAD"] = os.pathsep.join(filter(None, [path, os.environ.get("LD_PRELOAD")]))
 
 
@@ -412,8 +413,8 @@ def measure(run, args, machine: dict, base: dict, peak: float) -> dict:
     for e in errors:
         print(f"  ERROR {e['label']}: {e['error'].splitlines()[0]}")
     return {"machine": machine, "settings": {k: sorted(v) if isinstance(v, set) else v for k, v in vars(args).items()},
-            "steps": results, "baseline_drift": drift, "npo_reference": npo, "forget_size": sizes_out, "seq_len": lengths_out,
-            "targets": targets, "skipped": skipped, "errors": errors}  # fmt: skip
+            "steps": results, "baseline_drift": drift, "npo_reference": npo, "forget_size": sizes_out,
+            "seq_len": lengths_out, "targets": targets, "skipped": skipped, "errors": errors}  # fmt: skip
 
 
 if __name__ == "__main__":
