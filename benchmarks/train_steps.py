@@ -91,24 +91,22 @@ class Runner:
         return msg["ok"]
 
 
-# The CPU allocators that PyTorch's own CPU launcher (`python -m torch.backends.xeon.run_cpu`) preloads, with their
-# Debian/Ubuntu packages; glibc's malloc keeps freed activation memory in its heap (see BENCHMARKS.md, "Memory").
-ALLOCATORS = {"tcmalloc": "libtcmalloc_minimal.so.4", "jemalloc": "libjemalloc.so.2"}
-PACKAGES = {"tcmalloc": "libtcmalloc-minimal4", "jemalloc": "libjemalloc2"}
+# The CPU allocators that PyTorch's own CPU launcher (`python -m torch.backends.xeon.run_cpu`) preloads: the name the
+# dynamic linker knows each by, and its Debian/Ubuntu package. glibc's malloc keeps freed activation memory in its
+# heap (see BENCHMARKS.md, "Memory").
+ALLOCATORS = {"tcmalloc": ("tcmalloc_minimal", "libtcmalloc-minimal4"), "jemalloc": ("jemalloc", "libjemalloc2")}
 
 
 def preload_allocator(name: str) -> None:
     """Put `name`'s shared library in LD_PRELOAD, which the worker processes (started after this) inherit."""
     import ctypes.util
 
-    lib = ALLOCATORS[name]
-    found = [str(d / lib) for d in map(Path, ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64",
-                                              "/usr/lib", "/usr/local/lib")) if (d / lib).is_file()]  # fmt: skip
-    path = found[0] if found else ctypes.util.find_library(lib.split(".so")[0].removeprefix("lib"))
-    if not path:
-        sys.exit(f"--allocator {name}: {lib} not found. Install it (Debian/Ubuntu: apt-get install "
-                 f"{PACKAGES[name]}) or use --allocator system.")  # fmt: skip
-    os.environ["LD_PRELOAD"] = os.pathsep.join(filter(None, [path, os.environ.get("LD_PRELOAD")]))
+    lib, package = ALLOCATORS[name]
+    soname = ctypes.util.find_library(lib)  # e.g. libtcmalloc_minimal.so.4, which LD_PRELOAD resolves as ld.so does
+    if not soname:
+        sys.exit(f"--allocator {name}: lib{lib} not found. Install it (Debian/Ubuntu: apt-get install {package}) or "
+                 "use --allocator system.")  # fmt: skip
+    os.environ["LD_PRELOAD"] = os.pathsep.join(filter(None, [soname, os.environ.get("LD_PRELOAD")]))
 
 
 # ---- configurations ---------------------------------------------------------------------------------------------
