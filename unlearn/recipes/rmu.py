@@ -82,8 +82,11 @@ class RMUTrainer(UnlearnTrainer):
         if self.args.rmu_layer >= n_layers - 1:
             raise UnlearnError(f"`rmu_layer` {self.args.rmu_layer} must be below the last layer ({n_layers - 1}): the "
                                "last hidden state is normalized.")  # fmt: skip
-        layers = next(m for m in inner.modules() if isinstance(m, torch.nn.ModuleList) and len(m) == n_layers)
-        hook = layers[self.args.rmu_layer + 1].register_forward_pre_hook(_detach_input, with_kwargs=True)
+        if getattr(self, "_layer_above", None) is None:  # found once: the walk over every module is not per step
+            layers = next(m for m in inner.modules() if isinstance(m, torch.nn.ModuleList) and len(m) == n_layers)
+            self._layer_above = layers[self.args.rmu_layer + 1]
+        # Registered for this call only: the model leaves training (to evaluation, attacks, relearning) without it.
+        hook = self._layer_above.register_forward_pre_hook(_detach_input, with_kwargs=True)
         extra = {"logits_to_keep": 1} if self.loss_head() is not None else {}
         try:
             out = model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True, **extra)
