@@ -8,6 +8,7 @@ import logging
 logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 from .attacks import attack
+from .benchmarking import benchmark
 from .config import UnlearnConfig, load_config
 from .errors import NonFiniteLossError, UnlearnError
 from .evaluation import EvalResult, compare, evaluate
@@ -26,6 +27,7 @@ __all__ = [
     "InContextUnlearner",
     "icul",
     "attack",
+    "benchmark",
     "EvalResult",
     "compare",
     "evaluate",

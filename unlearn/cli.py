@@ -2,6 +2,7 @@
 
 unlearn forget CONFIG.yaml [key=value ...]     train a recipe (also under `accelerate launch -m unlearn`)
 unlearn demo                                    unlearn on the built-in default model and show before/after
+unlearn benchmark PROTOCOL.yaml                 the standard protocol: target/retain models, every recipe, attacks, RESULTS.md
 unlearn recipes                                 list the recipes, their papers and the data they need
 unlearn push RUN_DIR --repo-id USER/NAME         upload a finished run and its model card to the Hugging Face Hub
 """
@@ -46,6 +47,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     run_demo(model=args.model, recipe=args.recipe, output_dir=args.output_dir, attacks=not args.no_attacks,
              require_known=not args.no_check, **parse_overrides(args.overrides))  # fmt: skip
+    return 0
+
+
+def cmd_benchmark(args: argparse.Namespace) -> int:
+    from .benchmarking import benchmark, load_protocol
+    from .config import parse_overrides
+
+    protocol = load_protocol(args.protocol, parse_overrides(args.overrides))
+    out = Path(args.out or Path("runs") / "benchmark" / protocol.name)
+    benchmark(protocol, out=out, only=args.only)
+    if args.only:
+        print(f"Target and retain models and their evaluations written to {out}")
+    else:
+        print((out / "RESULTS.md").read_text())
+        print(f"Benchmark written to {out} (RESULTS.md, results.json, tradeoff.png, relearn_curves.png)")
     return 0
 
 
@@ -198,6 +214,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-check", action="store_true", help="Run even if the model does not know the demo facts.")
     p.add_argument("overrides", nargs="*", help="key=value overrides of the demo's settings")
     p.set_defaults(func=cmd_demo)
+    p = sub.add_parser("benchmark", help="Run a benchmark protocol (e.g. benchmarks/protocols/tofu_smollm2_cpu.yaml): "
+                       "target and retain models, each recipe x settings, evaluation, attacks, RESULTS.md.")  # fmt: skip
+    p.add_argument("protocol", help="Protocol YAML file")
+    p.add_argument("--out", help="Run directory (default runs/benchmark/<name>); run again to resume")
+    p.add_argument("--only", choices=["models"], help="Stop after the target and retain models and their evaluations")
+    p.add_argument("overrides", nargs="*", help="key=value overrides of the protocol's top-level keys (YAML values)")
+    p.set_defaults(func=cmd_benchmark)
     p = sub.add_parser("eval", help="Evaluate a model or an unlearned adapter directory with a suite from eval/.")
     p.add_argument("model", help="Adapter directory from `unlearn forget`, model directory, built-in name or Hub id")
     _eval_options(p)

@@ -1,0 +1,284 @@
+"""A benchmark protocol: one YAML file naming the model, the data, how the target and retain models are trained, the
+evaluation suite, the recipes x settings to compare and the attacks to run on each.
+
+    name: tofu_smollm2_cpu
+    model: smollm2-135m                        # the base that the target and retain models are fine-tuned from
+    data:
+      forget: tofu:forget01
+      retain: {path: tofu:retain90, limit: 160}  # any data source; `limit`/`start` slice it
+      holdout: null                            # QA rows never trained on: privleak, when the suite reads it
+    finetune: {learning_rate: 1.0e-5, num_train_epochs: 5}   # TOFU's recipe (full fine-tuning)
+    suite: tofu
+    suite_params: {forget_split: forget01, limit: 40}
+    entries:
+      - recipe: ga
+      - {recipe: graddiff, grid: {learning_rate: [1.0e-4, 5.0e-4]}}
+    attacks:
+      relearn: {steps: 20}                     # k: half the forget rows unless given
+      quantize: {bits: [4]}
+
+Everything is checked when the file is read, before any model is loaded: unknown keys, recipes, recipe settings,
+attacks and their options, suites and their metrics.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import itertools
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import UnlearnError, unknown_name
+
+TOP_KEYS = ("name", "description", "model", "target", "retain_model", "data", "finetune", "suite", "suite_params",
+            "skip", "eval", "defaults", "entries", "attacks", "sanity", "select")  # fmt: skip
+DATA_KEYS = ("forget", "retain", "holdout")
+EVAL_KEYS = ("batch_size", "max_new_tokens")
+ENTRY_KEYS = ("recipe", "settings", "grid", "name")
+SANITY_KEYS = ("max_forget_quality", "enforce")
+# Which entry of a recipe is its recommended setting: the best forget quality among those keeping at least this
+# fraction of the target's model utility (the results table marks it).
+SELECT_DEFAULTS = {"utility_floor": 0.95}
+# TOFU's fine-tuning recipe for its target and retain models (Maini et al., 2024, section 3).
+FINETUNE_DEFAULTS = {"learning_rate": 1e-5, "num_train_epochs": 5, "per_device_train_batch_size": 4}
+# Settings of the attacks when the protocol leaves them out: 20 relearning steps on half of the forget rows.
+ATTACK_DEFAULTS: dict[str, dict[str, Any]] = {"relearn": {"steps": 20, "eval_every": 5}, "quantize": {"bits": [4]}}
+# Before any unlearning is judged, the target must be told apart from the retain model on the forget set.
+SANITY_DEFAULTS = {"max_forget_quality": 0.05, "enforce": True}
+# The options every attack function takes positionally (filled by the benchmark, not the protocol).
+_ATTACK_POSITIONAL = {"models", "tokenizer", "forget", "retain", "before", "original"}
+
+
+@dataclass
+class Entry:
+    """One row of the results table: a recipe and its settings (on top of the protocol's `defaults`)."""
+
+    recipe: str
+    settings: dict[str, Any]
+    name: str
+
+    @staticmethod
+    def slug(recipe: str, own: dict[str, Any]) -> str:
+        parts = [recipe] + [f"{k}={_short(v)}" for k, v in sorted(own.items())]
+        return re.sub(r"[^A-Za-z0-9_.=+-]", "_", "-".join(parts))
+
+
+@dataclass
+class Protocol:
+    name: str
+    model: str | None
+    data: dict[str, Any]
+    suite: str
+    entries: list[Entry]
+    target: str | None = None
+    target_trained_on: Any = None
+    retain_model: str | None = None
+    finetune: dict[str, Any] = field(default_factory=dict)
+    suite_params: dict[str, Any] = field(default_factory=dict)
+    skip: list[str] = field(default_factory=list)
+    eval: dict[str, Any] = field(default_factory=dict)
+    attacks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    sanity: dict[str, Any] = field(default_factory=dict)
+    select: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+    source: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "description": self.description, "model": self.model, "target": self.target,
+            "retain_model": self.retain_model, "data": self.data, "finetune": self.finetune, "suite": self.suite,
+            "suite_params": self.suite_params, "skip": self.skip, "eval": self.eval,
+            "entries": [{"name": e.name, "recipe": e.recipe, "settings": e.settings} for e in self.entries],
+            "attacks": self.attacks, "sanity": self.sanity, "select": self.select,
+        }  # fmt: skip
+
+
+def load_protocol(source: str | Path | dict[str, Any], overrides: dict[str, Any] | None = None) -> Protocol:
+    """Read and check a protocol from a YAML file or a mapping; `overrides` replace top-level keys."""
+    where = "the protocol"
+    if isinstance(source, dict):
+        raw = copy.deepcopy(source)
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise UnlearnError(f"Benchmark protocol `{path}` does not exist. The shipped ones are in "
+                               "`benchmarks/protocols/` (e.g. benchmarks/protocols/tofu_smollm2_cpu.yaml).")  # fmt: skip
+        raw = yaml.safe_load(path.read_text()) or {}
+        where = f"`{path}`"
+        if not isinstance(raw, dict):
+            raise UnlearnError(f"Benchmark protocol {where} must be a mapping of key: value.")
+    raw.update(overrides or {})
+    for key in raw:
+        if key not in TOP_KEYS:
+            raise UnlearnError(f"In {where}: " + unknown_name("protocol key", key, TOP_KEYS))
+    if not raw.get("name"):
+        raise UnlearnError(f"{where} needs a `name` (it names the run directory, runs/benchmark/NAME).")
+    target, trained_on = _target(raw.get("target"), where)
+    if raw.get("model") is None and (target is None or raw.get("retain_model") is None):
+        raise UnlearnError(f"{where} needs `model` (the base to fine-tune the target and retain models from), or "
+                           "both `target` and `retain_model` given as already fine-tuned models.")  # fmt: skip
+    data = _mapping(raw.get("data"), "data", where)
+    for key in data:
+        if key not in DATA_KEYS:
+            raise UnlearnError(f"In {where}, `data`: " + unknown_name("data set", key, DATA_KEYS))
+    if data.get("forget") is None:
+        raise UnlearnError(f"{where} needs `data.forget`, the rows to unlearn (e.g. `forget: tofu:forget01`).")
+    if data.get("retain") is None:
+        raise UnlearnError(f"{where} needs `data.retain`, the rows the retain model is trained on and that the "
+                           "recipes keep (e.g. `retain: tofu:retain99`).")  # fmt: skip
+    eval_opts = _mapping(raw.get("eval"), "eval", where)
+    for key in eval_opts:
+        if key not in EVAL_KEYS:
+            raise UnlearnError(f"In {where}, `eval`: " + unknown_name("evaluation option", key, EVAL_KEYS))
+    sanity = {**SANITY_DEFAULTS, **_mapping(raw.get("sanity"), "sanity", where)}
+    for key in sanity:
+        if key not in SANITY_KEYS:
+            raise UnlearnError(f"In {where}, `sanity`: " + unknown_name("sanity option", key, SANITY_KEYS))
+    protocol = Protocol(
+        name=str(raw["name"]),
+        description=str(raw.get("description") or ""),
+        model=raw.get("model"),
+        target=target,
+        target_trained_on=trained_on,
+        retain_model=raw.get("retain_model"),
+        data=data,
+        finetune={**FINETUNE_DEFAULTS, **_mapping(raw.get("finetune"), "finetune", where)},
+        suite=str(raw.get("suite") or "tofu"),
+        suite_params=_mapping(raw.get("suite_params"), "suite_params", where),
+        skip=list(raw.get("skip") or []),
+        eval=eval_opts,
+        entries=_entries(raw.get("entries"), _mapping(raw.get("defaults"), "defaults", where), where),
+        attacks=_attacks(raw.get("attacks", {name: {} for name in ATTACK_DEFAULTS}), where),
+        sanity=sanity,
+        select={**SELECT_DEFAULTS, **_mapping(raw.get("select"), "select", where)},
+        source=None if isinstance(source, dict) else str(source),
+    )
+    _check_finetune(protocol.finetune, where)
+    _check_suite(protocol, where)
+    return protocol
+
+
+def _mapping(value: Any, key: str, where: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise UnlearnError(f"In {where}, `{key}` must be a mapping, got {type(value).__name__}: {value!r}.")
+    return dict(value)
+
+
+def _short(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _target(value: Any, where: str) -> tuple[str | None, Any]:
+    """`target: PATH` or `target: {path: PATH, trained_on: DATA | [DATA, ...] | unknown}`."""
+    if value is None or isinstance(value, str):
+        return value, None
+    spec = _mapping(value, "target", where)
+    bad = set(spec) - {"path", "trained_on"}
+    if bad or "path" not in spec:
+        raise UnlearnError(f"In {where}, `target` is a model path or {{path: ..., trained_on: ...}}; got keys "
+                           f"{sorted(spec)}.")  # fmt: skip
+    return str(spec["path"]), spec.get("trained_on")
+
+
+def _entries(value: Any, defaults: dict[str, Any], where: str) -> list[Entry]:
+    from ..config import build_config
+    from ..recipes import get_recipe
+
+    if not value:
+        raise UnlearnError(f"{where} needs `entries`: a list of recipes to compare, e.g. `- recipe: npo`.")
+    if not isinstance(value, list):
+        raise UnlearnError(f"In {where}, `entries` must be a list of {{recipe, settings, grid}} mappings.")
+    entries: list[Entry] = []
+    for i, item in enumerate(value):
+        item = {"recipe": item} if isinstance(item, str) else _mapping(item, f"entries[{i}]", where)
+        for key in item:
+            if key not in ENTRY_KEYS:
+                raise UnlearnError(f"In {where}, `entries[{i}]`: " + unknown_name("entry key", key, ENTRY_KEYS))
+        recipe = item.get("recipe")
+        if not recipe:
+            raise UnlearnError(f"In {where}, `entries[{i}]` names no `recipe`.")
+        config_class = get_recipe(str(recipe)).config_class  # an unknown recipe fails here, with suggestions
+        settings = _mapping(item.get("settings"), f"entries[{i}].settings", where)
+        grid = _mapping(item.get("grid"), f"entries[{i}].grid", where)
+        for key, values in grid.items():
+            if not isinstance(values, list) or not values:
+                raise UnlearnError(f"In {where}, `entries[{i}].grid.{key}` must be a non-empty list of values.")
+        keys = list(grid)
+        for combo in itertools.product(*(grid[k] for k in keys)) if keys else [()]:
+            own = {**settings, **dict(zip(keys, combo, strict=True))}
+            merged = {**defaults, **own}
+            try:
+                build_config({"recipe": recipe, **merged, "output_dir": "unused"}, config_class)
+            except UnlearnError as e:
+                raise UnlearnError(f"In {where}, `entries[{i}]` ({recipe}): {e}") from None
+            name = item.get("name") if not keys and item.get("name") else Entry.slug(str(recipe), own)
+            entries.append(Entry(str(recipe), merged, str(name)))
+    names = [e.name for e in entries]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise UnlearnError(f"In {where}, entries repeat: {dupes}. Give each a different `name` or settings.")
+    return entries
+
+
+def _attacks(value: Any, where: str) -> dict[str, dict[str, Any]]:
+    from ..attacks import ATTACKS
+
+    if isinstance(value, list):
+        value = {name: {} for name in value}
+    attacks = _mapping(value, "attacks", where)
+    out = {}
+    for name, options in attacks.items():
+        if name not in ATTACKS:
+            raise UnlearnError(f"In {where}, `attacks`: " + unknown_name("attack", name, list(ATTACKS)))
+        options = {**ATTACK_DEFAULTS.get(name, {}), **_mapping(options, f"attacks.{name}", where)}
+        params = inspect.signature(ATTACKS[name]).parameters
+        known = [p for p, v in params.items() if p not in _ATTACK_POSITIONAL and v.kind is v.POSITIONAL_OR_KEYWORD]
+        for key in options:
+            if key not in known:
+                raise UnlearnError(f"In {where}, `attacks.{name}`: " + unknown_name(f"{name} option", key, known))
+        out[name] = options
+    return out
+
+
+def _check_finetune(settings: dict[str, Any], where: str) -> None:
+    from ..config import build_config
+    from ..finetune import FinetuneConfig
+
+    try:
+        build_config({"recipe": "finetune", **settings, "output_dir": "unused"}, FinetuneConfig)
+    except UnlearnError as e:
+        raise UnlearnError(f"In {where}, `finetune`: {e}") from None
+
+
+def _check_suite(protocol: Protocol, where: str) -> None:
+    from ..evaluation import load_suite
+
+    try:
+        suite = load_suite(protocol.suite, **protocol.suite_params)
+    except UnlearnError as e:
+        raise UnlearnError(f"In {where}, `suite`: {e}") from None
+    metrics = suite["metrics"]
+    for name in protocol.skip:
+        if name not in metrics:
+            raise UnlearnError(f"In {where}, `skip`: " + unknown_name("metric entry", name, list(metrics)))
+    needed = ["forget_quality", "model_utility"]
+    kept = [m for m in metrics if m not in protocol.skip]
+    missing = [m for m in needed if m not in kept]
+    if missing:
+        raise UnlearnError(f"In {where}: the results table reads {missing} from the suite, which suite "
+                           f"`{protocol.suite}` does not compute (or `skip` leaves out). Use a suite that includes "
+                           "tofu.yaml, or add those metric entries to yours.")  # fmt: skip
+    for key in protocol.select:
+        if key not in SELECT_DEFAULTS:
+            raise UnlearnError(f"In {where}, `select`: " + unknown_name("option", key, list(SELECT_DEFAULTS)))
+    floor = protocol.select["utility_floor"]
+    if not isinstance(floor, (int, float)) or not 0 <= floor <= 1:
+        raise UnlearnError(f"In {where}, `select.utility_floor` is a fraction of the target's model utility in "
+                           f"[0, 1] (e.g. 0.95); got {floor!r}.")  # fmt: skip
