@@ -216,7 +216,7 @@ def _entries(value: Any, defaults: dict[str, Any], where: str) -> list[Entry]:
             merged = {**defaults, **own}
             try:
                 build_config({"recipe": recipe, **merged, "output_dir": "unused"}, config_class)
-            except UnlearnError as e:
+            except ValueError as e:  # ours, or TrainingArguments' own (e.g. bf16 on a machine without a GPU)
                 raise UnlearnError(f"In {where}, `entries[{i}]` ({recipe}): {e}") from None
             name = item.get("name") if not keys and item.get("name") else Entry.slug(str(recipe), own)
             entries.append(Entry(str(recipe), merged, str(name)))
@@ -253,7 +253,7 @@ def _check_finetune(settings: dict[str, Any], where: str) -> None:
 
     try:
         build_config({"recipe": "finetune", **settings, "output_dir": "unused"}, FinetuneConfig)
-    except UnlearnError as e:
+    except ValueError as e:
         raise UnlearnError(f"In {where}, `finetune`: {e}") from None
 
 
