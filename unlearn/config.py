@@ -115,6 +115,21 @@ class UnlearnConfig(TrainingArguments):
         default=None,
         metadata={"help": "Reference evaluation for forget quality / privleak; without it they are skipped."},
     )
+    eval_utility_floor: float | None = field(
+        default=None,
+        metadata={
+            "help": "With evaluation during training (`eval_strategy: steps` and `eval_suite`): the fraction of the "
+            "model utility before unlearning to keep. Logs `eval_forget_quality_at_floor` (forget quality where the "
+            "utility ratio is at least this, else 0), for `metric_for_best_model`."
+        },
+    )
+    stop_at_forget_quality: float | None = field(
+        default=None,
+        metadata={
+            "help": "With evaluation during training: stop at the first evaluation whose forget quality reaches this "
+            "(e.g. 0.05) with the utility above `eval_utility_floor`."
+        },
+    )
     projection: str = field(
         default="none",
         metadata={"help": "`gu`: remove from the forget gradient its part in the span of recent retain gradients."},
@@ -175,6 +190,20 @@ class UnlearnConfig(TrainingArguments):
                 "`retain_loss: kl` needs the reference model, which is the base model with the adapter disabled; "
                 "with `adapter: none` there is no adapter to disable. Use `adapter: lora` or `retain_loss: nll`."
             )
+        evaluating = getattr(self.eval_strategy, "value", self.eval_strategy) != "no"
+        if evaluating and not self.eval_suite:
+            raise UnlearnError(
+                f"`eval_strategy: {getattr(self.eval_strategy, 'value', self.eval_strategy)}` evaluates during "
+                "training with the run's `eval_suite`, and none is set. Set `eval_suite` (e.g. `tofu`, with "
+                "`eval_params`), or `eval_strategy: no`."
+            )
+        for name in ("eval_utility_floor", "stop_at_forget_quality"):
+            if getattr(self, name) is not None and not evaluating:
+                raise UnlearnError(f"`{name}` acts on evaluations during training: set `eval_strategy: steps` and "
+                                   "`eval_steps` (and `eval_suite`).")  # fmt: skip
+        if self.eval_utility_floor is not None and not 0 < self.eval_utility_floor <= 1:
+            raise UnlearnError(f"`eval_utility_floor` is a fraction of the utility before unlearning, in (0, 1]; got "
+                               f"{self.eval_utility_floor}.")  # fmt: skip
         if self.resume and self.overwrite:
             raise UnlearnError("`resume` and `overwrite` contradict each other; pass one of them.")
 

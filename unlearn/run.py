@@ -300,6 +300,8 @@ def _metadata(trainer, config: UnlearnConfig, started: float, sources: tuple = (
         "seed": config.seed,
         "global_step": trainer.state.global_step,
         "final": {k: v for k, v in last.items() if k in ("loss", "forget_loss", "forget_nll", "retain_loss")},
+        "evaluation": (trainer.suite_evaluation.summary(trainer.state)
+                       if getattr(trainer, "suite_evaluation", None) else None),  # fmt: skip
         "runtime_s": round(time.time() - started, 1),
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "versions": _versions(),

@@ -197,6 +197,14 @@ class UnlearnTrainer(Trainer):
         )
         set_seed(args.seed)  # before the adapter is created, so its initialization is reproducible
         callbacks = [*(kwargs.pop("callbacks", None) or []), _SetEpoch(dataset), _FiniteGuard()]
+        self.suite_evaluation = None
+        if getattr(args.eval_strategy, "value", args.eval_strategy) != "no":
+            from .evaluation.during_training import SuiteEvaluation
+
+            self.suite_evaluation = SuiteEvaluation(args, processing_class)
+            callbacks.append(self.suite_evaluation)
+            # The Trainer insists on an eval dataset when it schedules evaluations; ours is the suite (`evaluate`).
+            kwargs.setdefault("eval_dataset", self.forget_examples)
         super().__init__(
             model=wrap_adapter(model, args),
             args=args,
@@ -206,6 +214,10 @@ class UnlearnTrainer(Trainer):
             callbacks=callbacks,
             **kwargs,
         )
+        zero3 = self.is_deepspeed_enabled and getattr(self.accelerator.state.deepspeed_plugin, "zero_stage", 0) == 3
+        if self.suite_evaluation is not None and (self.is_fsdp_enabled or zero3):
+            raise UnlearnError("Evaluation during training reads the whole model, which FSDP / ZeRO-3 shard over the "
+                               "processes. Evaluate after training instead (`eval_suite` with `eval_strategy: no`).")  # fmt: skip
         self.reference_logps: torch.Tensor | None = None
         self._loss_head: torch.nn.Module | bool | None = None  # None: not decided yet; False: full logits
         self._retain_parts: list[torch.Tensor] = []  # retain loss of each pass of a split step, weighted
@@ -390,6 +402,22 @@ class UnlearnTrainer(Trainer):
                 loss = loss + super().training_step(model, part, num_items_in_batch)
         self._metrics["retain_loss"].append(torch.stack(self._retain_parts).sum())
         return loss
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        """With `eval_suite` and `eval_strategy`, an evaluation is the suite on the model as it is now (on the main
+        process; the others receive its figures), logged as `eval_<metric>` for the Trainer's best-checkpoint and
+        early-stopping machinery."""
+        if self.suite_evaluation is None:
+            return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+        from accelerate.utils import broadcast_object_list
+
+        holder = [None]
+        if self.accelerator.is_main_process:
+            holder[0] = self.suite_evaluation.metrics(self.accelerator.unwrap_model(self.model), metric_key_prefix)
+        metrics = broadcast_object_list(holder)[0] if self.accelerator.num_processes > 1 else holder[0]
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
 
     def log_metric(self, name: str, value: torch.Tensor) -> None:
         """Record a recipe-specific value; it is averaged over steps and processes at the next log."""
