@@ -44,9 +44,15 @@ def tiny_protocol(model_dir, **changes):
     return protocol
 
 
-def test_benchmark_table_cache_and_changed_setting(tiny_init_dir, tofu_env, tmp_path):
-    out = tmp_path / "bench"
+def test_benchmark_table_cache_and_changed_setting(tiny_init_dir, tofu_env, tmp_path, monkeypatch):
+    from unlearn.models import resolve_model
+
+    monkeypatch.setenv("UNLEARN_BENCHMARK_DIR", str(tmp_path))
+    with pytest.raises(UnlearnError, match="not built yet.*unlearn benchmark benchmarks/protocols/tiny.yaml --only"):
+        resolve_model("benchmark:tiny/target")
+    out = tmp_path / "tiny"
     results = unlearn.benchmark(tiny_protocol(tiny_init_dir), out=out)
+    assert resolve_model("benchmark:tiny/target") == str(out / "target" / "model")  # what recipes/*.yaml name
     rows = {r["name"]: r for r in results["rows"]}
     assert [r["name"] for r in results["rows"]][:2] == ["target", "retain"]
     assert results["sanity"]["passed"]

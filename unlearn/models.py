@@ -31,8 +31,30 @@ def cache_dir() -> Path:
     return Path(os.environ.get("UNLEARN_CACHE", Path.home() / ".cache" / "unlearn")).expanduser()
 
 
+def benchmark_dir() -> Path:
+    """Where `unlearn benchmark` puts its runs by default (`$UNLEARN_BENCHMARK_DIR`, else `runs/benchmark`)."""
+    return Path(os.environ.get("UNLEARN_BENCHMARK_DIR", Path("runs") / "benchmark")).expanduser()
+
+
+def benchmark_model(name: str) -> str:
+    """`benchmark:NAME/target` (or `/retain`) -> the model that benchmark NAME fine-tuned, once it is built."""
+    bench, _, which = name.removeprefix("benchmark:").partition("/")
+    if which not in ("target", "retain") or not bench:
+        raise UnlearnError(f"`{name}`: a benchmark model is named `benchmark:NAME/target` or `benchmark:NAME/retain`.")
+    step = benchmark_dir() / bench / which
+    if not (step / "STEP.json").is_file():
+        raise UnlearnError(
+            f"`{name}` is the {which} model of benchmark `{bench}`, which is not built yet (looked in {step}). Build "
+            f"it (and its evaluation) with: unlearn benchmark benchmarks/protocols/{bench}.yaml --only models"
+        )
+    return str(step / "model")
+
+
 def resolve_model(name: str) -> str:
-    """A built-in name -> the path of its converted checkpoint (converting on first use); other names unchanged."""
+    """A built-in name -> the path of its converted checkpoint (converting on first use); `benchmark:NAME/target`
+    -> that benchmark's fine-tuned model; other names unchanged."""
+    if name.startswith("benchmark:"):
+        return benchmark_model(name)
     spec = BUILTIN_MODELS.get(name)
     if spec is None:
         return name
