@@ -27,19 +27,28 @@ def tiny_protocol(model_dir, **changes):
     protocol = {
         "name": "tiny",
         "model": str(model_dir),
-        "data": {"forget": {"path": "tofu:forget01", "limit": N_FORGET},
-                 "retain": {"path": "tofu:retain90", "limit": N_RETAIN}},
-        "finetune": {"learning_rate": 3e-3, "num_train_epochs": 40, "per_device_train_batch_size": 8,
-                     "max_length": 128, "save_strategy": "no"},
+        "data": {
+            "forget": {"path": "tofu:forget01", "limit": N_FORGET},
+            "retain": {"path": "tofu:retain90", "limit": N_RETAIN},
+        },
+        "finetune": {
+            "learning_rate": 3e-3,
+            "num_train_epochs": 40,
+            "per_device_train_batch_size": 8,
+            "max_length": 128,
+            "save_strategy": "no",
+        },
         "suite": "tofu",
         "suite_params": {"forget_split": "forget01", "limit": N_FORGET},
         "skip": ["general_perplexity"],
         "eval": {"max_new_tokens": 12},
         "defaults": {"num_train_epochs": 4, "max_length": 128, "save_strategy": "no"},
-        "entries": [{"recipe": "ga", "settings": {"learning_rate": 5e-3}},
-                    {"recipe": "graddiff", "settings": {"learning_rate": 5e-3}}],
+        "entries": [
+            {"recipe": "ga", "settings": {"learning_rate": 5e-3}},
+            {"recipe": "graddiff", "settings": {"learning_rate": 5e-3}},
+        ],
         "attacks": {"relearn": {"steps": 4, "eval_every": 2, "learning_rate": 3e-3}, "quantize": {"bits": [4]}},
-    }  # fmt: skip
+    }
     protocol.update(changes)
     return protocol
 
@@ -85,18 +94,25 @@ def test_benchmark_table_cache_and_changed_setting(tiny_init_dir, tofu_env, tmp_
     changed["entries"][1]["settings"]["learning_rate"] = 1e-3
     changed["attacks"]["quantize"] = {"bits": [8]}
     third = unlearn.benchmark(changed, out=out)
-    assert sorted(third["ran_now"]) == sorted([
-        "entries/ga-learning_rate=0.005/attack-quantize",
-        "entries/graddiff-learning_rate=0.001/train", "entries/graddiff-learning_rate=0.001/eval",
-        "entries/graddiff-learning_rate=0.001/attack-relearn", "entries/graddiff-learning_rate=0.001/attack-quantize",
-    ])  # fmt: skip
+    assert sorted(third["ran_now"]) == sorted(
+        [
+            "entries/ga-learning_rate=0.005/attack-quantize",
+            "entries/graddiff-learning_rate=0.001/train",
+            "entries/graddiff-learning_rate=0.001/eval",
+            "entries/graddiff-learning_rate=0.001/attack-relearn",
+            "entries/graddiff-learning_rate=0.001/attack-quantize",
+        ]
+    )
 
 
 def test_interrupted_benchmark_continues_where_it_stopped(tiny_init_dir, tofu_env, tmp_path, monkeypatch):
     from unlearn.benchmarking import runner
 
-    protocol = tiny_protocol(tiny_init_dir, entries=[{"recipe": "ga", "settings": {"learning_rate": 5e-3}}],
-                             attacks={"relearn": {"steps": 2, "eval_every": 1}})  # fmt: skip
+    protocol = tiny_protocol(
+        tiny_init_dir,
+        entries=[{"recipe": "ga", "settings": {"learning_rate": 5e-3}}],
+        attacks={"relearn": {"steps": 2, "eval_every": 1}},
+    )
     real = runner._attack_step
 
     def failing(*args, **kwargs):
@@ -133,7 +149,10 @@ def test_target_that_did_not_learn_is_refused_before_unlearning(tiny_init_dir, t
         ({"attacks": {"relearn": {"step": 5}}}, "Unknown relearn option 'step'. Did you mean 'steps'"),
         ({"skip": ["forget_qualty"]}, "Unknown metric entry 'forget_qualty'"),
         ({"skip": ["model_utility"]}, "reads \\['model_utility'\\]"),
-        ({"suite": "qa", "suite_params": {"path": "x.jsonl"}, "skip": []}, "reads \\['forget_quality', 'model_utility'\\]"),
+        (
+            {"suite": "qa", "suite_params": {"path": "x.jsonl"}, "skip": []},
+            "reads \\['forget_quality', 'model_utility'\\]",
+        ),
         ({"entries": [{"recipe": "ga", "grid": {"learning_rate": 1e-3}}]}, "must be a non-empty list"),
         ({"select": {"utility_floor": 95}}, "utility_floor.*\\[0, 1\\]"),
         ({"finetune": {"learning_rat": 1e-5}}, "`finetune`.*Did you mean 'learning_rate'"),
@@ -148,15 +167,26 @@ def test_bad_protocol_is_refused_when_read(tiny_init_dir, tofu_env, change, mess
 @pytest.mark.parametrize(
     "change, message",
     [
-        ({"data": {"forget": {"path": "tofu:forget01", "limit": 8}, "retain": {"path": "tofu:forget01", "start": 4}}},
-         "shares 4 question\\(s\\) with `data.forget`.*forget01 pairs with retain99"),
+        (
+            {
+                "data": {
+                    "forget": {"path": "tofu:forget01", "limit": 8},
+                    "retain": {"path": "tofu:forget01", "start": 4},
+                }
+            },
+            "shares 4 question\\(s\\) with `data.forget`.*forget01 pairs with retain99",
+        ),
         ({"target": "some/model"}, "without what it was fine-tuned on.*trained_on"),
-        ({"target": {"path": "some/model", "trained_on": "tofu:retain99"}},
-         "8 of the 8 forget rows are not in what the target was trained on"),
-        ({"suite_params": {"forget_split": "forget05", "limit": 50}},
-         "`forget` \\(tofu:forget05_perturbed\\) holds 42 question\\(s\\) that are not in `data.forget`"),
+        (
+            {"target": {"path": "some/model", "trained_on": "tofu:retain99"}},
+            "8 of the 8 forget rows are not in what the target was trained on",
+        ),
+        (
+            {"suite_params": {"forget_split": "forget05", "limit": 50}},
+            "`forget` \\(tofu:forget05_perturbed\\) holds 42 question\\(s\\) that are not in `data.forget`",
+        ),
     ],
-)  # fmt: skip
+)
 def test_bad_data_is_refused_before_any_training(tiny_init_dir, tofu_env, tmp_path, change, message):
     with pytest.raises(UnlearnError, match=message):
         unlearn.benchmark(tiny_protocol(tiny_init_dir, **change), out=tmp_path)

@@ -45,12 +45,26 @@ def test_best_checkpoint_and_early_stop_at_the_forget_target(tiny, tofu_rows, su
     suite, ref = suite_and_reference
     out = tmp_path / "run"
     unlearn.forget(
-        model, tok, tofu_rows["forget"], tofu_rows["retain"], recipe="graddiff", output_dir=out, learning_rate=5e-3,
+        model,
+        tok,
+        tofu_rows["forget"],
+        tofu_rows["retain"],
+        recipe="graddiff",
+        output_dir=out,
+        learning_rate=5e-3,
         num_train_epochs=10,
-        eval_suite=suite, eval_reference=ref, eval_strategy="steps", eval_steps=2, save_strategy="steps",
-        save_steps=2, metric_for_best_model="forget_quality_at_floor", load_best_model_at_end=True,
-        eval_utility_floor=0.6, stop_at_forget_quality=0.01, disable_tqdm=True,
-    )  # fmt: skip
+        eval_suite=suite,
+        eval_reference=ref,
+        eval_strategy="steps",
+        eval_steps=2,
+        save_strategy="steps",
+        save_steps=2,
+        metric_for_best_model="forget_quality_at_floor",
+        load_best_model_at_end=True,
+        eval_utility_floor=0.6,
+        stop_at_forget_quality=0.01,
+        disable_tqdm=True,
+    )
     # (with 8 forget rows, the KS p-value takes few values: 0.0025, 0.019, ...; the target here is the second)
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     evals = [row for row in log if "eval_forget_quality" in row]
@@ -81,8 +95,23 @@ def test_evaluation_during_training_is_checked_up_front(tiny, tofu_rows, suite_a
     with pytest.raises(UnlearnError, match="`stop_at_forget_quality` acts on evaluations during training"):
         unlearn.forget(model, tok, tofu_rows["forget"], eval_suite=suite, stop_at_forget_quality=0.05, **common)
     with pytest.raises(UnlearnError, match="reads `forget_quality`.*needs `eval_reference`"):
-        unlearn.forget(model, tok, tofu_rows["forget"], eval_suite=suite, eval_strategy="steps",
-                       stop_at_forget_quality=0.05, **common)  # fmt: skip
+        unlearn.forget(
+            model,
+            tok,
+            tofu_rows["forget"],
+            eval_suite=suite,
+            eval_strategy="steps",
+            stop_at_forget_quality=0.05,
+            **common,
+        )
     with pytest.raises(UnlearnError, match="`metric_for_best_model` 'forget_qualty' is not a metric"):
-        unlearn.forget(model, tok, tofu_rows["forget"], eval_suite=suite, eval_reference=ref, eval_strategy="steps",
-                       metric_for_best_model="forget_qualty", **common)  # fmt: skip
+        unlearn.forget(
+            model,
+            tok,
+            tofu_rows["forget"],
+            eval_suite=suite,
+            eval_reference=ref,
+            eval_strategy="steps",
+            metric_for_best_model="forget_qualty",
+            **common,
+        )

@@ -35,8 +35,24 @@ import yaml
 
 from ..errors import UnlearnError, unknown_name
 
-TOP_KEYS = ("name", "description", "model", "target", "retain_model", "data", "finetune", "suite", "suite_params",
-            "skip", "eval", "defaults", "entries", "attacks", "sanity", "select")  # fmt: skip
+TOP_KEYS = (
+    "name",
+    "description",
+    "model",
+    "target",
+    "retain_model",
+    "data",
+    "finetune",
+    "suite",
+    "suite_params",
+    "skip",
+    "eval",
+    "defaults",
+    "entries",
+    "attacks",
+    "sanity",
+    "select",
+)
 DATA_KEYS = ("forget", "retain", "holdout")
 EVAL_KEYS = ("batch_size", "max_new_tokens")
 ENTRY_KEYS = ("recipe", "settings", "grid", "name")
@@ -90,12 +106,22 @@ class Protocol:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "name": self.name, "description": self.description, "model": self.model, "target": self.target,
-            "retain_model": self.retain_model, "data": self.data, "finetune": self.finetune, "suite": self.suite,
-            "suite_params": self.suite_params, "skip": self.skip, "eval": self.eval,
+            "name": self.name,
+            "description": self.description,
+            "model": self.model,
+            "target": self.target,
+            "retain_model": self.retain_model,
+            "data": self.data,
+            "finetune": self.finetune,
+            "suite": self.suite,
+            "suite_params": self.suite_params,
+            "skip": self.skip,
+            "eval": self.eval,
             "entries": [{"name": e.name, "recipe": e.recipe, "settings": e.settings} for e in self.entries],
-            "attacks": self.attacks, "sanity": self.sanity, "select": self.select,
-        }  # fmt: skip
+            "attacks": self.attacks,
+            "sanity": self.sanity,
+            "select": self.select,
+        }
 
 
 def load_protocol(source: str | Path | dict[str, Any], overrides: dict[str, Any] | None = None) -> Protocol:
@@ -106,8 +132,10 @@ def load_protocol(source: str | Path | dict[str, Any], overrides: dict[str, Any]
     else:
         path = Path(source)
         if not path.is_file():
-            raise UnlearnError(f"Benchmark protocol `{path}` does not exist. The shipped ones are in "
-                               "`benchmarks/protocols/` (e.g. benchmarks/protocols/tofu_smollm2_cpu.yaml).")  # fmt: skip
+            raise UnlearnError(
+                f"Benchmark protocol `{path}` does not exist. The shipped ones are in "
+                "`benchmarks/protocols/` (e.g. benchmarks/protocols/tofu_smollm2_cpu.yaml)."
+            )
         raw = yaml.safe_load(path.read_text()) or {}
         where = f"`{path}`"
         if not isinstance(raw, dict):
@@ -120,8 +148,10 @@ def load_protocol(source: str | Path | dict[str, Any], overrides: dict[str, Any]
         raise UnlearnError(f"{where} needs a `name` (it names the run directory, runs/benchmark/NAME).")
     target, trained_on = _target(raw.get("target"), where)
     if raw.get("model") is None and (target is None or raw.get("retain_model") is None):
-        raise UnlearnError(f"{where} needs `model` (the base to fine-tune the target and retain models from), or "
-                           "both `target` and `retain_model` given as already fine-tuned models.")  # fmt: skip
+        raise UnlearnError(
+            f"{where} needs `model` (the base to fine-tune the target and retain models from), or "
+            "both `target` and `retain_model` given as already fine-tuned models."
+        )
     data = _mapping(raw.get("data"), "data", where)
     for key in data:
         if key not in DATA_KEYS:
@@ -129,8 +159,10 @@ def load_protocol(source: str | Path | dict[str, Any], overrides: dict[str, Any]
     if data.get("forget") is None:
         raise UnlearnError(f"{where} needs `data.forget`, the rows to unlearn (e.g. `forget: tofu:forget01`).")
     if data.get("retain") is None:
-        raise UnlearnError(f"{where} needs `data.retain`, the rows the retain model is trained on and that the "
-                           "recipes keep (e.g. `retain: tofu:retain99`).")  # fmt: skip
+        raise UnlearnError(
+            f"{where} needs `data.retain`, the rows the retain model is trained on and that the "
+            "recipes keep (e.g. `retain: tofu:retain99`)."
+        )
     eval_opts = _mapping(raw.get("eval"), "eval", where)
     for key in eval_opts:
         if key not in EVAL_KEYS:
@@ -182,8 +214,9 @@ def _target(value: Any, where: str) -> tuple[str | None, Any]:
     spec = _mapping(value, "target", where)
     bad = set(spec) - {"path", "trained_on"}
     if bad or "path" not in spec:
-        raise UnlearnError(f"In {where}, `target` is a model path or {{path: ..., trained_on: ...}}; got keys "
-                           f"{sorted(spec)}.")  # fmt: skip
+        raise UnlearnError(
+            f"In {where}, `target` is a model path or {{path: ..., trained_on: ...}}; got keys {sorted(spec)}."
+        )
     return str(spec["path"]), spec.get("trained_on")
 
 
@@ -272,13 +305,17 @@ def _check_suite(protocol: Protocol, where: str) -> None:
     kept = [m for m in metrics if m not in protocol.skip]
     missing = [m for m in needed if m not in kept]
     if missing:
-        raise UnlearnError(f"In {where}: the results table reads {missing} from the suite, which suite "
-                           f"`{protocol.suite}` does not compute (or `skip` leaves out). Use a suite that includes "
-                           "tofu.yaml, or add those metric entries to yours.")  # fmt: skip
+        raise UnlearnError(
+            f"In {where}: the results table reads {missing} from the suite, which suite "
+            f"`{protocol.suite}` does not compute (or `skip` leaves out). Use a suite that includes "
+            "tofu.yaml, or add those metric entries to yours."
+        )
     for key in protocol.select:
         if key not in SELECT_DEFAULTS:
             raise UnlearnError(f"In {where}, `select`: " + unknown_name("option", key, list(SELECT_DEFAULTS)))
     floor = protocol.select["utility_floor"]
     if not isinstance(floor, (int, float)) or not 0 <= floor <= 1:
-        raise UnlearnError(f"In {where}, `select.utility_floor` is a fraction of the target's model utility in "
-                           f"[0, 1] (e.g. 0.95); got {floor!r}.")  # fmt: skip
+        raise UnlearnError(
+            f"In {where}, `select.utility_floor` is a fraction of the target's model utility in "
+            f"[0, 1] (e.g. 0.95); got {floor!r}."
+        )

@@ -25,7 +25,14 @@ COLUMNS = [  # (key in a row, header, format)
     ("minutes", "min", "{:.1f}"),
     ("peak_gb", "peak GB", "{:.2f}"),
 ]
-METRIC_KEYS = ("forget_quality", "model_utility", "forget_truth_ratio", "forget_probability", "forget_rouge", "privleak")
+METRIC_KEYS = (
+    "forget_quality",
+    "model_utility",
+    "forget_truth_ratio",
+    "forget_probability",
+    "forget_rouge",
+    "privleak",
+)
 
 
 def _row(name: str, recipe: str, settings: dict, metrics: dict[str, float], records: list[dict]) -> dict[str, Any]:
@@ -79,9 +86,14 @@ def _cost(steps: Steps) -> dict[str, Any]:
 def write_results(p: Protocol, root: Path, steps: Steps, models: dict[str, Any]) -> dict[str, Any]:
     rows = collect(p, steps, models)
     sanity = json.loads((root / "eval" / "sanity.json").read_text())
-    results = {"protocol": p.to_dict(), "rows": rows, "sanity": sanity, "cost": _cost(steps),
-               "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine()},
-               "ran_now": steps.ran}  # fmt: skip
+    results = {
+        "protocol": p.to_dict(),
+        "rows": rows,
+        "sanity": sanity,
+        "cost": _cost(steps),
+        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine()},
+        "ran_now": steps.ran,
+    }
     write_atomic(root / "results.json", json.dumps(results, indent=2, default=str))
     _tradeoff_plot(rows, root / "tradeoff.png")
     _relearn_plot(rows, root / "relearn_curves.png")
@@ -96,21 +108,33 @@ def _fmt(value: Any, spec: str) -> str:
 def _markdown(p: Protocol, results: dict[str, Any]) -> str:
     rows, sanity, cost = results["rows"], results["sanity"], results["cost"]
     command = f"unlearn benchmark {p.source}" if p.source else "unlearn.benchmark(...)"
-    lines = [f"# Benchmark `{p.name}`", "", *([p.description.strip(), ""] if p.description.strip() else []),
-             f"Made with `{command}`.", "",
-             f"Suite `{p.suite}` {json.dumps(p.suite_params)}; forget quality against the retain model; "
-             f"attacks: {', '.join(f'{a} {json.dumps(o)}' for a, o in p.attacks.items()) or 'none'}. "
-             "relearned / 4-bit: the fraction of the forget-set probability removed by unlearning that the attack "
-             "brings back (0 = none, 1 = all). ★ Pareto front of (FQ, MU) among the entries; ✓ the recommended "
-             f"setting of its recipe (best FQ with MU >= {p.select['utility_floor']:g} x the target's).", ""]  # fmt: skip
+    lines = [
+        f"# Benchmark `{p.name}`",
+        "",
+        *([p.description.strip(), ""] if p.description.strip() else []),
+        f"Made with `{command}`.",
+        "",
+        f"Suite `{p.suite}` {json.dumps(p.suite_params)}; forget quality against the retain model; "
+        f"attacks: {', '.join(f'{a} {json.dumps(o)}' for a, o in p.attacks.items()) or 'none'}. "
+        "relearned / 4-bit: the fraction of the forget-set probability removed by unlearning that the attack "
+        "brings back (0 = none, 1 = all). ★ Pareto front of (FQ, MU) among the entries; ✓ the recommended "
+        f"setting of its recipe (best FQ with MU >= {p.select['utility_floor']:g} x the target's).",
+        "",
+    ]
     if not sanity["passed"]:
-        lines += ["**Sanity check failed: " + "; ".join(sanity["problems"]) + ". The rows below do not measure "
-                  "unlearning of knowledge the target had.**", ""]  # fmt: skip
+        lines += [
+            "**Sanity check failed: " + "; ".join(sanity["problems"]) + ". The rows below do not measure "
+            "unlearning of knowledge the target had.**",
+            "",
+        ]
     else:
-        lines += [f"Sanity: the target's forget quality against the retain model is {sanity['target_forget_quality']:.3g} "
-                  f"(< {sanity['max_forget_quality']:g}); forget probability target "
-                  f"{_fmt(sanity['target_forget_probability'], '{:.3f}')} vs retain "
-                  f"{_fmt(sanity['retain_forget_probability'], '{:.3f}')}.", ""]  # fmt: skip
+        lines += [
+            f"Sanity: the target's forget quality against the retain model is {sanity['target_forget_quality']:.3g} "
+            f"(< {sanity['max_forget_quality']:g}); forget probability target "
+            f"{_fmt(sanity['target_forget_probability'], '{:.3f}')} vs retain "
+            f"{_fmt(sanity['retain_forget_probability'], '{:.3f}')}.",
+            "",
+        ]
     attacks = set(p.attacks)
     cols = [c for c in COLUMNS if c[0] not in ("relearn", "quantize") or c[0] in attacks]
     cols = [c for c in cols if c[0] != "privleak" or any(r.get("privleak") is not None for r in rows)]
@@ -119,10 +143,17 @@ def _markdown(p: Protocol, results: dict[str, Any]) -> str:
         mark = ("★" if r.get("pareto") else "") + ("✓" if r.get("recommended") else "")
         lines.append(f"| {r['name']} {mark} | " + " | ".join(_fmt(r.get(k), f) for k, _, f in cols) + " |")
     phases = ", ".join(f"{k} {v:.1f}" for k, v in cost["by_phase"].items())
-    lines += ["", f"Cost: {cost['minutes']:.1f} min of steps ({phases}); peak memory {_fmt(cost['peak_gb'], '{:.2f}')} GB "
-              f"({results['machine']['processor']}, {results['machine']['platform']}). Minutes and peaks are "
-              "per step as first run; cached steps keep theirs.", "",
-              "![forget quality vs model utility](tradeoff.png)", "", "![relearning curves](relearn_curves.png)", ""]  # fmt: skip
+    lines += [
+        "",
+        f"Cost: {cost['minutes']:.1f} min of steps ({phases}); peak memory {_fmt(cost['peak_gb'], '{:.2f}')} GB "
+        f"({results['machine']['processor']}, {results['machine']['platform']}). Minutes and peaks are "
+        "per step as first run; cached steps keep theirs.",
+        "",
+        "![forget quality vs model utility](tradeoff.png)",
+        "",
+        "![relearning curves](relearn_curves.png)",
+        "",
+    ]
     return "\n".join(lines)
 
 

@@ -77,8 +77,9 @@ def materialize(p: Protocol, where: Path) -> dict[str, dict[str, Any]]:
         ds = load_records(source)
         missing = {"question", "answer"} - set(ds.column_names)
         if missing:
-            raise UnlearnError(f"`data.{name}` needs `question` and `answer` columns (QA pairs); it has "
-                               f"{ds.column_names}.")  # fmt: skip
+            raise UnlearnError(
+                f"`data.{name}` needs `question` and `answer` columns (QA pairs); it has {ds.column_names}."
+            )
         rows = [{"question": str(r["question"]), "answer": str(r["answer"])} for r in ds]
         rows = rows[start : start + int(limit)] if limit is not None else rows[start:]
         if not rows:
@@ -105,15 +106,19 @@ def check_data(p: Protocol, data: dict[str, dict[str, Any]]) -> None:
     overlap = _questions(forget) & _questions(retain)
     if overlap:
         example = next(iter(sorted(overlap)))
-        raise UnlearnError(f"`data.retain` shares {len(overlap)} question(s) with `data.forget` (e.g. {example!r}): "
-                           "the retain model would learn what it is the reference for never having seen. Remove them "
-                           "from the retain set (TOFU: forget01 pairs with retain99, forget05 with retain95, forget10 "
-                           "with retain90).")  # fmt: skip
+        raise UnlearnError(
+            f"`data.retain` shares {len(overlap)} question(s) with `data.forget` (e.g. {example!r}): "
+            "the retain model would learn what it is the reference for never having seen. Remove them "
+            "from the retain set (TOFU: forget01 pairs with retain99, forget05 with retain95, forget10 "
+            "with retain90)."
+        )
     if "holdout" in data:
         seen = _questions(data["holdout"]["rows"]) & (_questions(forget) | _questions(retain))
         if seen:
-            raise UnlearnError(f"`data.holdout` shares {len(seen)} question(s) with the forget or retain set; a "
-                               "holdout must be rows no model here was trained on.")  # fmt: skip
+            raise UnlearnError(
+                f"`data.holdout` shares {len(seen)} question(s) with the forget or retain set; a "
+                "holdout must be rows no model here was trained on."
+            )
     if p.target is not None:
         _check_target_data(p, forget)
     _check_suite_forget(p, forget)
@@ -124,10 +129,12 @@ def _check_target_data(p: Protocol, forget: list[dict]) -> None:
         logger.warning("`target.trained_on: unknown`: not checking that the target was trained on the forget set.")
         return
     if p.target_trained_on is None:
-        raise UnlearnError(f"`target` is given ({p.target}) without what it was fine-tuned on, so it cannot be "
-                           "checked that it ever learned the forget set. Write `target: {path: "
-                           f"{p.target}, trained_on: [DATA, ...]}}` (e.g. [tofu:forget10, tofu:retain90]), or "
-                           "`trained_on: unknown` to skip this check.")  # fmt: skip
+        raise UnlearnError(
+            f"`target` is given ({p.target}) without what it was fine-tuned on, so it cannot be "
+            "checked that it ever learned the forget set. Write `target: {path: "
+            f"{p.target}, trained_on: [DATA, ...]}}` (e.g. [tofu:forget10, tofu:retain90]), or "
+            "`trained_on: unknown` to skip this check."
+        )
     sources = p.target_trained_on if isinstance(p.target_trained_on, list) else [p.target_trained_on]
     trained: set[tuple[str, str]] = set()
     for source in sources:
@@ -135,10 +142,12 @@ def _check_target_data(p: Protocol, forget: list[dict]) -> None:
     missing = _pairs(forget) - trained
     if missing:
         example = next(iter(sorted(missing)))[0]
-        raise UnlearnError(f"{len(missing)} of the {len(forget)} forget rows are not in what the target was trained "
-                           f"on (`target.trained_on`), e.g. {example!r}: unlearning data the model never saw "
-                           "measures nothing. Use a forget set drawn from the target's training data, or a target "
-                           "fine-tuned on it.")  # fmt: skip
+        raise UnlearnError(
+            f"{len(missing)} of the {len(forget)} forget rows are not in what the target was trained "
+            f"on (`target.trained_on`), e.g. {example!r}: unlearning data the model never saw "
+            "measures nothing. Use a forget set drawn from the target's training data, or a target "
+            "fine-tuned on it."
+        )
 
 
 def _check_suite_forget(p: Protocol, forget: list[dict]) -> None:
@@ -157,10 +166,12 @@ def _check_suite_forget(p: Protocol, forget: list[dict]) -> None:
             continue  # text data (verbatim memorization): nothing to match by question
         stray = _questions([{"question": r[qk]} for r in rows]) - known
         if stray:
-            raise UnlearnError(f"The suite's forget-side dataset `{name}` ({spec['path']}) holds {len(stray)} "
-                               f"question(s) that are not in `data.forget`, e.g. {next(iter(sorted(stray)))!r}: "
-                               "forget quality would be measured on rows that were never unlearned. Make them match "
-                               "(for the tofu suite: `suite_params: {forget_split: ...}` as the forget set).")  # fmt: skip
+            raise UnlearnError(
+                f"The suite's forget-side dataset `{name}` ({spec['path']}) holds {len(stray)} "
+                f"question(s) that are not in `data.forget`, e.g. {next(iter(sorted(stray)))!r}: "
+                "forget quality would be measured on rows that were never unlearned. Make them match "
+                "(for the tofu suite: `suite_params: {forget_split: ...}` as the forget set)."
+            )
 
 
 # ---- models -----------------------------------------------------------------------------------------------------
@@ -203,19 +214,31 @@ def build_models(p: Protocol, data: dict[str, dict[str, Any]], steps: Steps) -> 
     else:
         target, target_key = p.target, {"given": p.target}
     if p.retain_model is None:
-        rec = steps.run("retain", {**base, "data": [fps["retain"]]}, _finetune_step(p, data["retain"]["rows"]),
-                        "finetune")  # fmt: skip
+        rec = steps.run(
+            "retain", {**base, "data": [fps["retain"]]}, _finetune_step(p, data["retain"]["rows"]), "finetune"
+        )
         retain, retain_key = rec["result"]["model"], rec["key"]
     else:
         retain, retain_key = p.retain_model, {"given": p.retain_model}
     evals = {"suite": p.suite, "params": p.suite_params, "skip": p.skip, "eval": p.eval, "holdout": fps.get("holdout")}
     ref = steps.run("eval/retain", {"model": retain_key, **evals}, _eval_step(p, retain, None), "evaluation")
     ref_dir = str(steps.root / "eval" / "retain")
-    tgt = steps.run("eval/target", {"model": target_key, "reference": ref["key"], **evals},
-                    _eval_step(p, target, ref_dir), "evaluation")  # fmt: skip
+    tgt = steps.run(
+        "eval/target",
+        {"model": target_key, "reference": ref["key"], **evals},
+        _eval_step(p, target, ref_dir),
+        "evaluation",
+    )
     _sanity(p, tgt["result"]["metrics"], ref["result"]["metrics"], steps.root)
-    return {"target": target, "retain": retain, "target_key": target_key, "retain_key": retain_key,
-            "reference": ref_dir, "reference_key": ref["key"], "evals": evals}  # fmt: skip
+    return {
+        "target": target,
+        "retain": retain,
+        "target_key": target_key,
+        "retain_key": retain_key,
+        "reference": ref_dir,
+        "reference_key": ref["key"],
+        "evals": evals,
+    }
 
 
 def _eval_step(p: Protocol, model_path: str, reference: str | None):
@@ -248,14 +271,23 @@ def _sanity(p: Protocol, target: dict[str, float], retain: dict[str, float], roo
         problems.append(f"forget quality of the target against the retain model is {fq:.3g}, not below {limit:g}")
     if pt is not None and pr is not None and pt <= pr:
         problems.append(f"the target's forget probability {pt:.3f} is not above the retain model's {pr:.3f}")
-    record = {"passed": not problems, "problems": problems, "target_forget_quality": fq,
-              "target_forget_probability": pt, "retain_forget_probability": pr, "max_forget_quality": limit}  # fmt: skip
+    record = {
+        "passed": not problems,
+        "problems": problems,
+        "target_forget_quality": fq,
+        "target_forget_probability": pt,
+        "retain_forget_probability": pr,
+        "max_forget_quality": limit,
+    }
     write_atomic(root / "eval" / "sanity.json", json.dumps(record, indent=2))
     if problems and p.sanity["enforce"]:
-        raise UnlearnError("The target did not learn the forget set well enough to measure unlearning: "
-                           + "; ".join(problems) + ". Train it longer or harder (`finetune.num_train_epochs`, "
-                           "`finetune.learning_rate`), or set `sanity: {enforce: false}` to go on and have the "
-                           "table say so.")  # fmt: skip
+        raise UnlearnError(
+            "The target did not learn the forget set well enough to measure unlearning: "
+            + "; ".join(problems)
+            + ". Train it longer or harder (`finetune.num_train_epochs`, "
+            "`finetune.learning_rate`), or set `sanity: {enforce: false}` to go on and have the "
+            "table say so."
+        )
     for problem in problems:
         logger.warning("Sanity check failed: %s (the results table says so).", problem)
 
@@ -267,16 +299,31 @@ def run_entry(p: Protocol, entry: Entry, data: dict[str, dict[str, Any]], models
     """Unlearn from the target with one recipe x settings, evaluate against the reference, run the attacks."""
     base = f"entries/{entry.name}"
     fps = {n: d["fingerprint"] for n, d in data.items()}
-    train = steps.run(f"{base}/train", {"target": models["target_key"], "recipe": entry.recipe,
-                                        "settings": entry.settings, "data": [fps["forget"], fps["retain"]]},
-                      _unlearn_step(entry, data, models["target"]), "unlearning")  # fmt: skip
+    train = steps.run(
+        f"{base}/train",
+        {
+            "target": models["target_key"],
+            "recipe": entry.recipe,
+            "settings": entry.settings,
+            "data": [fps["forget"], fps["retain"]],
+        },
+        _unlearn_step(entry, data, models["target"]),
+        "unlearning",
+    )
     run_dir = train["result"]["run"]
-    steps.run(f"{base}/eval", {"train": train["key"], "reference": models["reference_key"], **models["evals"]},
-              _eval_step(p, run_dir, models["reference"]), "evaluation")  # fmt: skip
+    steps.run(
+        f"{base}/eval",
+        {"train": train["key"], "reference": models["reference_key"], **models["evals"]},
+        _eval_step(p, run_dir, models["reference"]),
+        "evaluation",
+    )
     for name, options in p.attacks.items():
-        steps.run(f"{base}/attack-{name}", {"train": train["key"], "attack": name, "options": options,
-                                            "baseline": models["retain_key"]},
-                  _attack_step(name, options, data, run_dir, models), "attacks")  # fmt: skip
+        steps.run(
+            f"{base}/attack-{name}",
+            {"train": train["key"], "attack": name, "options": options, "baseline": models["retain_key"]},
+            _attack_step(name, options, data, run_dir, models),
+            "attacks",
+        )
 
 
 def _unlearn_step(entry: Entry, data: dict[str, dict[str, Any]], target: str):
@@ -288,8 +335,15 @@ def _unlearn_step(entry: Entry, data: dict[str, dict[str, Any]], target: str):
         if flags is not None:
             model, tokenizer = load_model_and_tokenizer(target)
             ensure_pad_token(tokenizer)
-            forget(model, tokenizer, data["forget"]["path"], data["retain"]["path"], recipe=entry.recipe,
-                   output_dir=out, **{"disable_tqdm": True, **entry.settings, **flags})  # fmt: skip
+            forget(
+                model,
+                tokenizer,
+                data["forget"]["path"],
+                data["retain"]["path"],
+                recipe=entry.recipe,
+                output_dir=out,
+                **{"disable_tqdm": True, **entry.settings, **flags},
+            )
         log = json.loads((out / "run.json").read_text())
         return {"run": str(out), "final": log.get("final"), "global_step": log.get("global_step")}
 
@@ -313,8 +367,9 @@ def _attack_step(name: str, options: dict[str, Any], data: dict[str, dict[str, A
             opts.setdefault("k", len(forget) // 2)  # relearn on half the forget rows, measure on the other half
             # The retain model beside it: how fast a model that never saw the forget set learns it.
             opts.setdefault("baseline", load_model_and_tokenizer(models["retain"])[0])
-        result = attack(model, tokenizer, name, forget=forget, retain=data["retain"]["rows"], original=original,
-                        out=d, **opts)  # fmt: skip
+        result = attack(
+            model, tokenizer, name, forget=forget, retain=data["retain"]["rows"], original=original, out=d, **opts
+        )
         details = {k: v for k, v in result.details.items() if isinstance(v, (int, float, str, list, dict))}
         return {"recovered": result.recovered, "row": result.row(), "details": details}
 

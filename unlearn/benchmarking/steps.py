@@ -104,9 +104,15 @@ class Steps:
         with PeakMemory() as peak:
             result = fn(d)
         gc.collect()
-        record = {"key": key, "phase": phase, "result": result, "minutes": round((time.time() - started) / 60, 2),
-                  "peak_gb": peak.gb, "inputs": inputs,
-                  "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}  # fmt: skip
+        record = {
+            "key": key,
+            "phase": phase,
+            "result": result,
+            "minutes": round((time.time() - started) / 60, 2),
+            "peak_gb": peak.gb,
+            "inputs": inputs,
+            "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
         write_atomic(d / STEP_FILE, json.dumps(record, indent=2, default=str))
         print(f"[benchmark] {name} done in {record['minutes']:.1f} min (peak {peak.gb:.2f} GB)", flush=True)
         self.records[name] = record

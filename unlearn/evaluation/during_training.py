@@ -40,29 +40,40 @@ class SuiteEvaluation(TrainerCallback):
         self.args, self.tokenizer = args, tokenizer
         self.params = dict(args.eval_params or {})
         suite = load_suite(args.eval_suite, **self.params)
-        self.skip = [] if args.eval_reference else [
-            n for n, s in suite["metrics"].items() if METRICS[s["metric"]].needs_reference
-        ]  # fmt: skip
+        self.skip = (
+            []
+            if args.eval_reference
+            else [n for n, s in suite["metrics"].items() if METRICS[s["metric"]].needs_reference]
+        )
         kept = [n for n in suite["metrics"] if n not in self.skip]
         needed = ["model_utility"] if args.eval_utility_floor is not None else []
         needed += ["forget_quality"] if args.stop_at_forget_quality is not None else []
         for name in needed:
             if name not in kept:
                 why = " (it needs `eval_reference`)" if name in self.skip else ""
-                raise UnlearnError(f"Evaluation during training reads `{name}`, which suite `{args.eval_suite}` does "
-                                   f"not compute{why}.")  # fmt: skip
+                raise UnlearnError(
+                    f"Evaluation during training reads `{name}`, which suite `{args.eval_suite}` does not compute{why}."
+                )
         derived = ["utility_ratio", "forget_quality_at_floor"] if args.eval_utility_floor is not None else []
         best = args.metric_for_best_model
         if best is not None and best.removeprefix("eval_") not in kept + derived:
-            raise UnlearnError(f"`metric_for_best_model` {best!r} is not a metric of suite `{args.eval_suite}`; "
-                               f"choose from {', '.join(kept + derived)}.")  # fmt: skip
+            raise UnlearnError(
+                f"`metric_for_best_model` {best!r} is not a metric of suite `{args.eval_suite}`; "
+                f"choose from {', '.join(kept + derived)}."
+            )
         self.start_utility: float | None = None
 
     def _evaluate(self, model) -> dict[str, float]:
         from .runner import evaluate
 
-        result = evaluate(model, self.tokenizer, suite=self.args.eval_suite, reference=self.args.eval_reference,
-                          skip=self.skip, **self.params)  # fmt: skip
+        result = evaluate(
+            model,
+            self.tokenizer,
+            suite=self.args.eval_suite,
+            reference=self.args.eval_reference,
+            skip=self.skip,
+            **self.params,
+        )
         return result.summary()
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
@@ -74,8 +85,10 @@ class SuiteEvaluation(TrainerCallback):
             self.start_utility = json.loads(path.read_text())["model_utility"]
             return
         if state.global_step > 0:
-            raise UnlearnError(f"Resuming at step {state.global_step} with `eval_utility_floor`, but `{path}` (the "
-                               "utility before unlearning, written at the start) is missing. Start the run again.")  # fmt: skip
+            raise UnlearnError(
+                f"Resuming at step {state.global_step} with `eval_utility_floor`, but `{path}` (the "
+                "utility before unlearning, written at the start) is missing. Start the run again."
+            )
         from ..trainer import reference_mode
 
         with reference_mode(model):  # step 0: the reference is the model as it was handed over
@@ -99,8 +112,12 @@ class SuiteEvaluation(TrainerCallback):
             return
         floor_ok = args.eval_utility_floor is None or metrics["eval_utility_ratio"] >= args.eval_utility_floor
         if metrics["eval_forget_quality"] >= target and floor_ok:
-            logger.info("Step %d: forget quality %.3g >= %.3g with utility above its floor; stopping.",
-                        state.global_step, metrics["eval_forget_quality"], target)  # fmt: skip
+            logger.info(
+                "Step %d: forget quality %.3g >= %.3g with utility above its floor; stopping.",
+                state.global_step,
+                metrics["eval_forget_quality"],
+                target,
+            )
             control.should_training_stop = True
 
     @staticmethod
