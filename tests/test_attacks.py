@@ -73,6 +73,16 @@ def test_relearn_recovers_what_an_adapter_only_suppressed(target, tiny_init_dir,
     assert len(log["after"]["probability"]["value_by_index"]) == N_FORGET - 4
 
 
+def test_attacks_without_generation_recover_the_same_fraction(target):
+    model, tok, forget = target
+    unlearned = _ga_adapter(target, learning_rate=2e-3)
+    for name, options in (("relearn", {"k": 4, "steps": 4, "learning_rate": 5e-3}), ("quantize", {"bits": [4]})):
+        full = unlearn.attack(unlearned, tok, name, forget=forget, **options)
+        light = unlearn.attack(unlearned, tok, name, forget=forget, generate=False, **options)
+        assert "rouge" in full.after and "rouge" not in light.after and "rouge" not in light.before
+        assert light.recovered == pytest.approx(full.recovered, abs=1e-6)
+
+
 def test_keyword_emphasis_gets_past_a_literal_prompt_filter(target):
     model, tok, forget = target
     result = unlearn.attack(_prompt_filter(target), tok, "keyword", forget=forget, original=model)

@@ -39,8 +39,9 @@ def attack(
             raise UnlearnError(unknown_name("attack", n, [*ATTACKS, "all"]))
     rows = qa_rows(forget, "forget", limit)
     models = Models(model, original)
-    before = forget_metrics(model, tokenizer, rows)
-    orig = models.original_scores(tokenizer, rows)
+    generate = bool(options.get("generate", True))  # False: probability only (relearn, quantize), no generations
+    before = forget_metrics(model, tokenizer, rows, generate=generate)
+    orig = models.original_scores(tokenizer, rows, generate=generate)
     results = []
     progress = tqdm(names, desc="attacks", unit="attack", disable=len(names) == 1)
     for n in progress:

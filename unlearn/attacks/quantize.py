@@ -12,7 +12,11 @@ import tempfile
 from .common import AttackResult, forget_metrics
 
 
-def quantize(models, tokenizer, forget, retain, before, original, bits: tuple[int, ...] | list[int] = (8, 4), **_):
+def quantize(
+    models, tokenizer, forget, retain, before, original, bits: tuple[int, ...] | list[int] = (8, 4),
+    generate: bool = True, **_,
+):  # fmt: skip
+    """Reload the merged unlearned model in each of `bits` and re-score (`generate=False`: probability only)."""
     from transformers import AutoModelForCausalLM
 
     from ..run import quantization_config
@@ -22,7 +26,7 @@ def quantize(models, tokenizer, forget, retain, before, original, bits: tuple[in
         models.merged_copy().save_pretrained(tmp)
         for b in bits:
             q = AutoModelForCausalLM.from_pretrained(tmp, quantization_config=quantization_config(int(b)))
-            per_bits[int(b)] = forget_metrics(models.rewrap(q), tokenizer, forget)
+            per_bits[int(b)] = forget_metrics(models.rewrap(q), tokenizer, forget, generate=generate)
             del q
     worst = max(per_bits, key=lambda b: per_bits[b]["probability"].agg_value)
     result = AttackResult("quantize", before, per_bits[worst], original, {
