@@ -201,7 +201,9 @@ def test_shipped_protocols_load(tofu_env):
         for section in ("finetune", "defaults"):  # GPU precision flags are refused on this CPU machine
             raw[section] = {k: v for k, v in raw.get(section, {}).items() if k not in ("bf16", "fp16")}
         protocol = load_protocol(raw)
-        assert protocol.entries and "relearn" in protocol.attacks and "quantize" in protocol.attacks
+        assert protocol.entries
+        if path.stem in ("tofu_smollm2_cpu", "tofu_llama1b_gpu"):
+            assert "relearn" in protocol.attacks and "quantize" in protocol.attacks
         assert protocol.data["forget"] and protocol.data["retain"]
 
 
