@@ -103,6 +103,7 @@ class Protocol:
     select: dict[str, Any] = field(default_factory=dict)
     description: str = ""
     source: str | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)  # top-level keys replaced on the command line
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -189,6 +190,7 @@ def load_protocol(source: str | Path | dict[str, Any], overrides: dict[str, Any]
         sanity=sanity,
         select={**SELECT_DEFAULTS, **_mapping(raw.get("select"), "select", where)},
         source=None if isinstance(source, dict) else str(source),
+        overrides=dict(overrides or {}),
     )
     _check_finetune(protocol.finetune, where)
     _check_suite(protocol, where)

@@ -108,6 +108,7 @@ def _fmt(value: Any, spec: str) -> str:
 def _markdown(p: Protocol, results: dict[str, Any]) -> str:
     rows, sanity, cost = results["rows"], results["sanity"], results["cost"]
     command = f"unlearn benchmark {p.source}" if p.source else "unlearn.benchmark(...)"
+    command += "".join(f" '{k}={json.dumps(v)}'" for k, v in p.overrides.items())
     lines = [
         f"# Benchmark `{p.name}`",
         "",
@@ -151,8 +152,7 @@ def _markdown(p: Protocol, results: dict[str, Any]) -> str:
         "",
         "![forget quality vs model utility](tradeoff.png)",
         "",
-        "![relearning curves](relearn_curves.png)",
-        "",
+        *(["![relearning curves](relearn_curves.png)", ""] if "relearn" in p.attacks else []),
     ]
     return "\n".join(lines)
 
