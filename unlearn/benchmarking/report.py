@@ -25,6 +25,8 @@ COLUMNS = [  # (key in a row, header, format)
     ("minutes", "min", "{:.1f}"),
     ("peak_gb", "peak GB", "{:.2f}"),
 ]
+# Entries that lowered the forget probability by less than this: their recovered fractions are not read.
+SMALL_GAP = 0.05
 METRIC_KEYS = (
     "forget_quality",
     "model_utility",
@@ -61,8 +63,11 @@ def collect(p: Protocol, steps: Steps, models: dict[str, Any]) -> list[dict[str,
         row["attacks"] = {a: rec[f"{base}/attack-{a}"]["result"] for a in p.attacks}
         row["steps"] = rec[f"{base}/train"]["result"].get("global_step")
         rows.append(row)
+    target_p = rows[0]["forget_probability"]
     for row in rows:
         row["mu_ratio"] = row["model_utility"] / target_mu if target_mu else None
+        if target_p is not None and row["forget_probability"] is not None and row["name"] != "target":
+            row["forgotten"] = target_p - row["forget_probability"]  # the gap every recovered fraction divides by
     entries = [r for r in rows if r["name"] not in ("target", "retain")]
     front = pareto_front([(r["forget_quality"], r["model_utility"]) for r in entries])
     for i, r in enumerate(entries):
@@ -119,7 +124,9 @@ def _markdown(p: Protocol, results: dict[str, Any]) -> str:
         f"attacks: {', '.join(f'{a} {json.dumps(o)}' for a, o in p.attacks.items()) or 'none'}. "
         "relearned / 4-bit: the fraction of the forget-set probability removed by unlearning that the attack "
         "brings back (0 = none, 1 = all). ★ Pareto front of (FQ, MU) among the entries; ✓ the recommended "
-        f"setting of its recipe (best FQ with MU >= {p.select['utility_floor']:g} x the target's).",
+        f"setting of its recipe (best FQ with MU >= {p.select['utility_floor']:g} x the target's). Recovered "
+        f"fractions in parentheses belong to entries that removed less than {SMALL_GAP:g} of the target's forget "
+        "probability: a ratio of two small differences, noise rather than a measurement.",
         "",
     ]
     if not sanity["passed"]:
@@ -142,7 +149,10 @@ def _markdown(p: Protocol, results: dict[str, Any]) -> str:
     lines += ["| entry | " + " | ".join(h for _, h, _ in cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for r in rows:
         mark = ("★" if r.get("pareto") else "") + ("✓" if r.get("recommended") else "")
-        lines.append(f"| {r['name']} {mark} | " + " | ".join(_fmt(r.get(k), f) for k, _, f in cols) + " |")
+        cells = [_fmt(r.get(k), f) for k, _, f in cols]
+        if (r.get("forgotten") or 0) < SMALL_GAP:  # a ratio of two small differences: shown, not to be read
+            cells = [f"({c})" if k in attacks and c != "n/a" else c for c, (k, _, _) in zip(cells, cols, strict=True)]
+        lines.append(f"| {r['name']} {mark} | " + " | ".join(cells) + " |")
     phases = ", ".join(f"{k} {v:.1f}" for k, v in cost["by_phase"].items())
     lines += [
         "",
