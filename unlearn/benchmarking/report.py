@@ -74,7 +74,11 @@ def collect(p: Protocol, steps: Steps, models: dict[str, Any]) -> list[dict[str,
         r["pareto"] = i in front
     floor = p.select["utility_floor"]
     for recipe in dict.fromkeys(r["recipe"] for r in entries):
-        ok = [r for r in entries if r["recipe"] == recipe and (r["mu_ratio"] or 0) >= floor]
+        ok = [
+            r
+            for r in entries
+            if r["recipe"] == recipe and (r["mu_ratio"] or 0) >= floor and (r.get("forgotten") or 0) >= SMALL_GAP
+        ]  # kept its utility, and forgot something
         if ok:
             max(ok, key=lambda r: r["forget_quality"])["recommended"] = True
     return rows
@@ -124,7 +128,8 @@ def _markdown(p: Protocol, results: dict[str, Any]) -> str:
         f"attacks: {', '.join(f'{a} {json.dumps(o)}' for a, o in p.attacks.items()) or 'none'}. "
         "relearned / 4-bit: the fraction of the forget-set probability removed by unlearning that the attack "
         "brings back (0 = none, 1 = all). ★ Pareto front of (FQ, MU) among the entries; ✓ the recommended "
-        f"setting of its recipe (best FQ with MU >= {p.select['utility_floor']:g} x the target's). Recovered "
+        f"setting of its recipe (best FQ with MU >= {p.select['utility_floor']:g} x the target's, among entries that "
+        f"lowered the forget probability by at least {SMALL_GAP:g}). Recovered "
         f"fractions in parentheses belong to entries that removed less than {SMALL_GAP:g} of the target's forget "
         "probability: a ratio of two small differences, noise rather than a measurement.",
         "",
