@@ -153,10 +153,7 @@ def load_protocol(source: str | Path | dict[str, Any], overrides: dict[str, Any]
             f"{where} needs `model` (the base to fine-tune the target and retain models from), or "
             "both `target` and `retain_model` given as already fine-tuned models."
         )
-    data = _mapping(raw.get("data"), "data", where)
-    for key in data:
-        if key not in DATA_KEYS:
-            raise UnlearnError(f"In {where}, `data`: " + unknown_name("data set", key, DATA_KEYS))
+    data = _section(raw, "data", DATA_KEYS, "data set", where)
     if data.get("forget") is None:
         raise UnlearnError(f"{where} needs `data.forget`, the rows to unlearn (e.g. `forget: tofu:forget01`).")
     if data.get("retain") is None:
@@ -164,14 +161,8 @@ def load_protocol(source: str | Path | dict[str, Any], overrides: dict[str, Any]
             f"{where} needs `data.retain`, the rows the retain model is trained on and that the "
             "recipes keep (e.g. `retain: tofu:retain99`)."
         )
-    eval_opts = _mapping(raw.get("eval"), "eval", where)
-    for key in eval_opts:
-        if key not in EVAL_KEYS:
-            raise UnlearnError(f"In {where}, `eval`: " + unknown_name("evaluation option", key, EVAL_KEYS))
-    sanity = {**SANITY_DEFAULTS, **_mapping(raw.get("sanity"), "sanity", where)}
-    for key in sanity:
-        if key not in SANITY_KEYS:
-            raise UnlearnError(f"In {where}, `sanity`: " + unknown_name("sanity option", key, SANITY_KEYS))
+    eval_opts = _section(raw, "eval", EVAL_KEYS, "evaluation option", where)
+    sanity = _section(raw, "sanity", SANITY_KEYS, "sanity option", where, SANITY_DEFAULTS)
     protocol = Protocol(
         name=str(raw["name"]),
         description=str(raw.get("description") or ""),
@@ -203,6 +194,15 @@ def _mapping(value: Any, key: str, where: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise UnlearnError(f"In {where}, `{key}` must be a mapping, got {type(value).__name__}: {value!r}.")
     return dict(value)
+
+
+def _section(raw: dict, key: str, allowed: tuple[str, ...], kind: str, where: str, defaults=None) -> dict[str, Any]:
+    """`raw[key]` as a mapping over `defaults`, every key of it among `allowed`."""
+    section = {**(defaults or {}), **_mapping(raw.get(key), key, where)}
+    for name in section:
+        if name not in allowed:
+            raise UnlearnError(f"In {where}, `{key}`: " + unknown_name(kind, name, allowed))
+    return section
 
 
 def _short(value: Any) -> str:
