@@ -215,3 +215,31 @@ def test_lm_eval_harness_on_a_tiny_local_task(tiny, tofu_rows, tmp_path):
     # The target model was trained on these answers: it picks them over the distractor.
     assert result["tiny_mc"] == 1.0
     assert result.metrics["tiny_mc"].extra["tasks"]["unlearn_tiny_mc"]["acc,none"] == 1.0
+
+
+def test_shared_prompt_scoring_matches_separate_passes(tiny, tofu_rows):
+    """A question's answer, paraphrase and perturbed answers share one pass over the prompt (its cache repeated);
+    every statistic equals the one from separate full passes, duplicates included, adapter or not."""
+    import numpy as np
+    from peft import LoraConfig, get_peft_model
+
+    from unlearn.data import load_records, tokenize
+    from unlearn.scoring import row_stats
+
+    model, tok = tiny
+    rows = []
+    for r in tofu_rows["forget"][:3]:
+        rows += [{"question": r["question"], "answer": a} for a in (r["answer"], r["answer"][::-1], "I don't know.")]
+    rows += [rows[0], {"question": "An unshared question?", "answer": "Its only answer."}]
+    examples = tokenize(load_records(rows), tok, "qa", 256, "question", "answer", "text")
+    for wrap in (False, True):
+        if wrap:  # an adapter with non-zero weights, so that it changes the scores
+            model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+        plain = row_stats(model, examples, tok.pad_token_id, batch_size=4, share_prompts=False)
+        shared = row_stats(model, examples, tok.pad_token_id, batch_size=2, share_prompts=True)
+        for a, b in zip(plain, shared, strict=True):
+            assert a.n_tokens == b.n_tokens and (a.argmax_match == b.argmax_match).all()
+            for field in ("token_logps", "mu", "sigma"):
+                np.testing.assert_allclose(getattr(a, field), getattr(b, field), atol=1e-4)
+            assert abs(a.nll - b.nll) < 1e-4
+    assert shared[-2] is shared[0]  # the duplicate row was scored once

@@ -5,6 +5,7 @@ The building blocks of the demo and of the evaluation package; batched, padding 
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -75,33 +76,97 @@ class RowStats:
 
 
 @torch.no_grad()
-def row_stats(model, examples: list[dict], pad_token_id: int, batch_size: int = 8) -> list[RowStats]:
-    """Every statistic the likelihood metrics need, from one forward pass per row.
+def row_stats(
+    model, examples: list[dict], pad_token_id: int, batch_size: int = 8, share_prompts: bool = True
+) -> list[RowStats]:
+    """Every statistic the likelihood metrics need, one forward pass per distinct row, in input order.
 
-    Rows are batched by length (less padding) and returned in input order; padding is masked by the labels.
+    Identical rows are scored once. Rows that share their prompt (a question's answer, paraphrase and perturbed
+    answers) share one pass over it: its key/value cache is repeated for every answer, and only the answer tokens
+    are run again, so the prompt is neither recomputed nor sent through the vocabulary projection (the values
+    match the separate passes to float rounding; `share_prompts=False` turns it off). The other rows are batched
+    by length; padding is masked by the labels.
     """
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    order = sorted(range(len(examples)), key=lambda i: len(examples[i]["input_ids"]))
     out: list[RowStats | None] = [None] * len(examples)
-    for start in tqdm(range(0, len(order), batch_size), desc="scoring", leave=False, disable=None):
-        idx = order[start : start + batch_size]
-        batch = {k: v.to(device) for k, v in pad_rows([examples[i] for i in idx], pad_token_id).items()}
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        labels = batch["labels"][:, 1:]  # (B, T-1)
-        mask = labels != IGNORE_INDEX
-        target = labels[mask]  # (N,) only the scored positions: the prompt's vocabulary work is skipped
-        logp = F.log_softmax(logits[:, :-1][mask].float(), dim=-1)  # (N, V)
-        tok = logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)
-        match = logp.argmax(-1) == target
-        p_logp = logp.exp() * logp
-        mu = p_logp.sum(-1)
-        sigma = (torch.einsum("nv,nv->n", p_logp, logp) - mu.square()).clamp(min=0).sqrt()
-        counts = mask.sum(-1).tolist()
-        per_row = [t.split(counts) for t in (tok.cpu(), match.cpu(), mu.cpu(), sigma.cpu())]
-        for b, i in enumerate(idx):
-            lp, m, u, sd = (t[b].numpy() for t in per_row)
-            out[i] = RowStats(float(-lp.mean()) if counts[b] else 0.0, counts[b], lp, m, u, sd)
+    first: dict[tuple, int] = {}  # a row's content -> the index that scores it
+    copies: list[tuple[int, int]] = []
+    for i, ex in enumerate(examples):
+        key = (tuple(ex["input_ids"]), tuple(ex["labels"]))
+        if key in first:
+            copies.append((i, first[key]))
+        else:
+            first[key] = i
+    groups: dict[tuple, list[int]] = {}
+    for i in first.values():
+        groups.setdefault(tuple(examples[i]["input_ids"][: _prompt_length(examples[i])]), []).append(i)
+    shared = {p: g for p, g in groups.items() if share_prompts and len(g) > 1 and len(p) > 0}
+    single = sorted((i for p, g in groups.items() if p not in shared for i in g),
+                    key=lambda i: len(examples[i]["input_ids"]))  # fmt: skip
+    work = [("shared", p, g[s : s + batch_size]) for p, g in shared.items() for s in range(0, len(g), batch_size)]
+    work += [("single", None, single[s : s + batch_size]) for s in range(0, len(single), batch_size)]
+    for kind, prompt, idx in tqdm(work, desc="scoring", leave=False, disable=None):
+        rows = [examples[i] for i in idx]
+        if kind == "single":
+            batch = {k: v.to(device) for k, v in pad_rows(rows, pad_token_id).items()}
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+            labels = batch["labels"][:, 1:]  # (B, T-1): logits[:, t] predicts labels[:, t]
+        else:
+            logits, labels = _shared_prompt_logits(model, prompt, rows, pad_token_id, device)
+        for i, stats in zip(idx, _row_stats_of(logits, labels), strict=True):
+            out[i] = stats
+    for i, j in copies:
+        out[i] = out[j]
     model.train(was_training)
+    return out
+
+
+def _prompt_length(example: dict) -> int:
+    """Leading positions that are not scored (the prompt of a QA row; 0 for a text row scored from its start)."""
+    labels = example["labels"]
+    return next((t for t, y in enumerate(labels) if y != IGNORE_INDEX), len(labels))
+
+
+def _shared_prompt_logits(model, prompt: tuple, rows: list[dict], pad_token_id: int, device):
+    """One pass over `prompt`, its cache repeated for each row, and one pass over the rows' continuations.
+
+    -> (logits (B, A, V), labels (B, A)) with logits[:, t] predicting labels[:, t], t over the continuation.
+    """
+    n = len(prompt)
+    cache_kw = _cache_kwarg(model)
+    head = model(input_ids=torch.tensor([prompt], device=device), use_cache=True)
+    cache = getattr(head, cache_kw)
+    cache.batch_repeat_interleave(len(rows))
+    tails = pad_rows([{"input_ids": r["input_ids"][n:], "labels": r["labels"][n:]} for r in rows], pad_token_id)
+    tails = {k: v.to(device) for k, v in tails.items()}
+    mask = torch.cat([tails["attention_mask"].new_ones(len(rows), n), tails["attention_mask"]], dim=1)
+    logits = model(input_ids=tails["input_ids"], attention_mask=mask, use_cache=True, **{cache_kw: cache}).logits
+    logits = torch.cat([head.logits[:, -1:].expand(len(rows), 1, -1), logits[:, :-1]], dim=1)
+    return logits, tails["labels"]
+
+
+def _cache_kwarg(model) -> str:
+    """The name a model's forward takes its key/value cache by: `cache` (transformers >= 5.x) or the older one."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+
+
+def _row_stats_of(logits: torch.Tensor, labels: torch.Tensor) -> list[RowStats]:
+    """RowStats of each row from logits[:, t] predicting labels[:, t]; only the scored positions are computed."""
+    mask = labels != IGNORE_INDEX
+    target = labels[mask]  # (N,) only the scored positions: the prompt's vocabulary work is skipped
+    logp = F.log_softmax(logits[mask].float(), dim=-1)  # (N, V)
+    tok = logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)
+    match = logp.argmax(-1) == target
+    p_logp = logp.exp() * logp
+    mu = p_logp.sum(-1)
+    sigma = (torch.einsum("nv,nv->n", p_logp, logp) - mu.square()).clamp(min=0).sqrt()
+    counts = mask.sum(-1).tolist()
+    per_row = [t.split(counts) for t in (tok.cpu(), match.cpu(), mu.cpu(), sigma.cpu())]
+    out = []
+    for b in range(len(counts)):
+        lp, m, u, sd = (t[b].numpy() for t in per_row)
+        out.append(RowStats(float(-lp.mean()) if counts[b] else 0.0, counts[b], lp, m, u, sd))
     return out
