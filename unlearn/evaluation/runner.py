@@ -1,8 +1,8 @@
 """`evaluate()`: score each dataset of a suite once, compute its metrics, and write the logs.
 
-Each dataset is scored in one pass: the answer, paraphrased and perturbed rows of every question go into the same
-length-sorted forward batches (`scoring.row_stats`, which runs a prompt shared by several rows once), and greedy generations are made once; every metric on that
-dataset reads these shared scores. Scores of finished datasets are kept in `out/.partial/`, so an interrupted
+Each dataset is scored in one pass: the answer, paraphrased and perturbed rows of every question go into shared
+forward batches (`scoring.row_stats`: a prompt shared by several rows is run once), and greedy generations are
+made once; every metric on that dataset reads these shared scores. Scores of finished datasets are kept in `out/.partial/`, so an interrupted
 evaluation resumes where it stopped.
 """
 
