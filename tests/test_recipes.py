@@ -12,6 +12,7 @@ from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
 import unlearn
+from unlearn import UnlearnError
 
 # Measured on the tiny target model (forget/retain NLL start near 0.01 nats/token): each setting moves the forget
 # NLL by >= 1.0 with a retain NLL below 0.4, so these bounds leave a margin.
@@ -78,3 +79,19 @@ def test_recipe_forgets_and_keeps(recipe, overrides, tiny, tiny_model_dir, tofu_
     ids = torch.tensor([tokenizer("Question: who?\nAnswer: The author")["input_ids"]])
     with torch.no_grad():
         torch.testing.assert_close(reloaded(ids).logits, peft_model.eval()(ids).logits)
+
+
+def test_registries_refuse_a_duplicate_name():
+    from unlearn.evaluation.metrics import METRICS
+    from unlearn.evaluation.metrics import register as register_metric
+    from unlearn.recipes import RECIPES, register
+
+    class Clash(RECIPES["npo"]):
+        _name = "npo"
+
+    with pytest.raises(UnlearnError, match="already registered"):
+        register(Clash)
+    assert RECIPES["npo"] is not Clash
+    with pytest.raises(UnlearnError, match="already registered"):
+        register_metric("probability", True)(lambda ctx, spec: None)
+    assert METRICS["probability"].fn.__name__ != "<lambda>"

@@ -51,6 +51,12 @@ METRICS: dict[str, Metric] = {}
 
 
 def register(name: str, higher_is_better: bool, needs: tuple[str, ...] = (), needs_reference: bool = False):
+    if name in METRICS:
+        raise UnlearnError(
+            f"A metric named `{name}` is already registered ({METRICS[name].fn.__module__}); "
+            "choose another name, or delete `METRICS[name]` first to replace it on purpose."
+        )
+
     def wrap(fn):
         METRICS[name] = Metric(fn, higher_is_better, frozenset(needs), needs_reference, (fn.__doc__ or "").strip())
         return fn

@@ -14,6 +14,13 @@ RECIPES: dict[str, type[UnlearnTrainer]] = {}
 
 
 def register(cls: type[UnlearnTrainer]) -> type[UnlearnTrainer]:
+    """Class decorator: add a recipe under its `_name`; a name already taken is refused, not overwritten."""
+    if cls._name in RECIPES and RECIPES[cls._name] is not cls:
+        raise UnlearnError(
+            f"A recipe named `{cls._name}` is already registered ({RECIPES[cls._name].__module__}."
+            f"{RECIPES[cls._name].__qualname__}); give {cls.__qualname__} another `_name`, or "
+            "`del RECIPES[name]` first to replace it on purpose."
+        )
     RECIPES[cls._name] = cls
     return cls
 
