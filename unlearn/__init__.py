@@ -1,5 +1,4 @@
 """unlearn: make a Hugging Face causal LM forget, with a PEFT adapter, and measure that it did."""
-# ruff: noqa: E402  (a logging level is set before the imports that trigger the message)
 
 import logging
 
@@ -7,19 +6,45 @@ import logging
 # the Hub is missing; the kernel only serves the CPU weight repacking that `run._keep_cpu_4bit_layout` turns off.
 logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
-from .attacks import attack
-from .benchmarking import benchmark
-from .config import UnlearnConfig, load_config
-from .errors import NonFiniteLossError, UnlearnError
-from .evaluation import EvalResult, compare, evaluate
-from .finetune import finetune
-from .hub import push_to_hub
-from .icul import InContextUnlearner, icul
-from .recipes import RECIPES, get_recipe
-from .run import forget, load_model_and_tokenizer
-from .sequential import sequential_forget
-from .tofu import load_tofu
-from .trainer import UnlearnTrainer
+# The public names, imported on first use (PEP 562): `import unlearn` and the command line's `--help`/`--version`
+# load no training stack (torch, transformers, peft, trl); `from unlearn import forget` loads what `forget` needs.
+_EXPORTS = {
+    "attack": ".attacks",
+    "benchmark": ".benchmarking",
+    "UnlearnConfig": ".config",
+    "load_config": ".config",
+    "NonFiniteLossError": ".errors",
+    "UnlearnError": ".errors",
+    "EvalResult": ".evaluation",
+    "compare": ".evaluation",
+    "evaluate": ".evaluation",
+    "finetune": ".finetune",
+    "push_to_hub": ".hub",
+    "InContextUnlearner": ".icul",
+    "icul": ".icul",
+    "RECIPES": ".recipes",
+    "get_recipe": ".recipes",
+    "forget": ".run",
+    "load_model_and_tokenizer": ".run",
+    "sequential_forget": ".sequential",
+    "load_tofu": ".tofu",
+    "UnlearnTrainer": ".trainer",
+}
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'unlearn' has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(_EXPORTS[name], __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
+
 
 __version__ = "0.1.0"
 

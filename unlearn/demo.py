@@ -23,8 +23,6 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UnlearnError
-from .run import forget, load_model_and_tokenizer
-from .scoring import answer_nll, greedy_answers
 
 # Chosen on SmolLM2-135M-Instruct with 2 CPU cores (about 2 minutes of training): graddiff at 5e-4 raised the
 # forget NLL by 1.37 nats/token while retain fell by 0.27 and neighbors by 0.06; NPO at 3e-4 raised forget by 1.22
@@ -57,6 +55,8 @@ def knowledge_check(model, tokenizer, rows: list[dict]) -> list[dict[str, Any]]:
 
     A model that only knows how Harry Potter answers *sound* scores them alike; one that knows the facts prefers
     the true one by a margin."""
+    from .scoring import answer_nll, greedy_answers
+
     swapped = [{"question": r["question"], "answer": o["answer"]} for r in rows for o in rows if o is not r]
     true_nll = answer_nll(model, tokenizer, rows)
     other_nll = answer_nll(model, tokenizer, swapped)
@@ -72,6 +72,8 @@ def knowledge_check(model, tokenizer, rows: list[dict]) -> list[dict[str, Any]]:
 
 
 def measure(model, tokenizer, sets: dict[str, list[dict]]) -> dict[str, Any]:
+    from .scoring import answer_nll, greedy_answers
+
     nll = {name: statistics.fmean(answer_nll(model, tokenizer, rows)) for name, rows in sets.items()}
     shown = [r["question"] for name, n in SHOWN.items() for r in sets[name][:n]]
     return {
@@ -91,6 +93,7 @@ def run_demo(
     """
     from .attacks import attack
     from .evaluation import evaluate
+    from .run import forget, load_model_and_tokenizer
 
     base, tokenizer = load_model_and_tokenizer(model)
     print(f"[1/5] Checking what {model} knows ...", flush=True)
