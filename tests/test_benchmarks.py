@@ -85,3 +85,30 @@ def test_sweeps_and_targets(quick_run):
         assert heading in stdout, heading
     for t in report["targets"]:
         assert t["status"] in stdout
+
+
+def test_import_and_version_load_no_training_stack():
+    """`import unlearn` and `unlearn --version` import neither torch nor transformers (the start-up figures are
+    benchmarks/startup.py's; what is tested here is the cause of a slow start-up, not a time)."""
+    code = (
+        "import sys, unlearn, unlearn.cli; unlearn.cli.build_parser(); "
+        "heavy = sorted({'torch', 'transformers', 'peft', 'trl', 'sae_lens'} & set(sys.modules)); print(heavy)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "[]"
+
+
+@pytest.mark.slow
+def test_startup_benchmark_prints_every_command(tmp_path):
+    out = tmp_path / "startup.json"
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/startup.py", "--repeat", "1", "--json", str(out)],
+        cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert set(report["commands"]) >= {"python -c pass", "unlearn --version", "unlearn recipes"}
+    for name, row in report["commands"].items():
+        assert 0 < row["min_s"] <= row["median_s"] <= row["max_s"], name
+        assert name in proc.stdout
