@@ -300,9 +300,15 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> UnlearnConfig:
     """Read a recipe YAML file, apply overrides, and return the recipe's config."""
-    path = Path(path)
-    if not path.is_file():
-        raise UnlearnError(f"Config file `{path}` does not exist. The shipped recipes are in the `recipes/` folder.")
+    from .resources import available, find_shipped
+
+    found = find_shipped("recipes", path)
+    if found is None:
+        raise UnlearnError(
+            f"Config file `{path}` does not exist, and no shipped recipe file has that name. The "
+            f"shipped ones (by name or as recipes/NAME.yaml): {', '.join(available('recipes'))}."
+        )
+    path = found
     values = yaml.safe_load(path.read_text()) or {}
     if not isinstance(values, dict):
         raise UnlearnError(f"Config file `{path}` must hold a mapping of key: value, got {type(values).__name__}.")

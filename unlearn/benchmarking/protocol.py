@@ -131,11 +131,13 @@ def load_protocol(source: str | Path | dict[str, Any], overrides: dict[str, Any]
     if isinstance(source, dict):
         raw = copy.deepcopy(source)
     else:
-        path = Path(source)
-        if not path.is_file():
+        from ..resources import available, find_shipped
+
+        path = find_shipped("protocols", source)
+        if path is None:
             raise UnlearnError(
-                f"Benchmark protocol `{path}` does not exist. The shipped ones are in "
-                "`benchmarks/protocols/` (e.g. benchmarks/protocols/tofu_smollm2_cpu.yaml)."
+                f"Benchmark protocol `{source}` does not exist, and no shipped protocol has that name. The shipped "
+                f"ones (by name or as benchmarks/protocols/NAME.yaml): {', '.join(available('protocols'))}."
             )
         raw = yaml.safe_load(path.read_text()) or {}
         where = f"`{path}`"

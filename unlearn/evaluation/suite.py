@@ -8,7 +8,7 @@
       forget_probability: {metric: probability, data: forget, role: forget}
 
 Strings may use `{param}`; `params` can be overridden by the caller. Suites are looked up as a path, then by name in
-the project's `eval/` folder.
+the shipped suites (the repository's `eval/` folder, installed as `unlearn.suites`).
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ from typing import Any
 import yaml
 
 from ..errors import UnlearnError, unknown_name
+from ..resources import shipped
 
-SUITE_DIR = Path(__file__).resolve().parents[2] / "eval"
+SUITE_DIR = shipped("suites")  # the repository's eval/, shipped in the package as unlearn.suites
 DATASET_KEYS = {
     "path", "name", "split", "question_key", "answer_key", "text_key", "paraphrased_key", "perturbed_key",
     "limit", "prefix_tokens",
