@@ -32,7 +32,7 @@ def test_sae_redirects_forget_entities_toward_the_unknown_profile(tiny, tofu_row
     trainer = unlearn.get_recipe("sae")(model=model, args=args, forget=tofu_rows["forget"],
                                         retain=tofu_rows["retain"], processing_class=tok)  # fmt: skip
     assert trainer.forget_entities[0] == "Basil Mahfouz Al-Kuwaiti" and len(trainer.unknown_entities) == 16
-    before = statistics.fmean(trainer.separation_before)
+    before = statistics.fmean(trainer.separation())
     trainer.train()
     after = statistics.fmean(trainer.separation())
     # The forget entity now reads closer to the unknown profile (measured -0.28 -> -0.11). On this 2-layer model

@@ -451,7 +451,6 @@ def push_to_hub(
     """
     import huggingface_hub
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
-    from huggingface_hub.errors import HfHubHTTPError
 
     if not HUB_ID.match(repo_id):
         raise UnlearnError(f"`repo_id` must look like USER/NAME (letters, digits, `-`, `_`, `.`); got {repo_id!r}.")
@@ -475,9 +474,7 @@ def push_to_hub(
             stale = [f for f in api.list_repo_files(repo_id) if Path(f).name in DATA_FILES and f not in files]
             ops += [CommitOperationDelete(path_in_repo=f) for f in stale]
         api.create_commit(repo_id, ops, commit_message=commit_message or f"Upload unlearn run ({recipe})")
-    except HfHubHTTPError as e:
-        raise _hub_error(e, repo_id, [resolved]) from None
-    except Exception as e:  # transport errors (refused connection, timeout, TLS) of huggingface_hub's HTTP client
+    except Exception as e:  # HfHubHTTPError, and transport errors (refused connection, timeout, TLS)
         raise _hub_error(e, repo_id, [resolved]) from None
     return str(url)
 

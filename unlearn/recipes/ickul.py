@@ -88,7 +88,6 @@ class ICKULConfig(UnlearnConfig):
     target_key: str | None = field(
         default=None, metadata={"help": "Column naming each row's target; default: the first name in the answer."}
     )
-    retain_weight: float = field(default=0.0, metadata={"help": "Unused: retain rows are folded into the pairs."})
     learning_rate: float = field(default=3e-4, metadata={"help": "LoRA learning rate for the pair fine-tuning."})
 
 

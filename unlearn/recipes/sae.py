@@ -93,7 +93,6 @@ class SAEUnlearnTrainer(UnlearnTrainer):
             known = self.latents(base, self.forget_entities + self.retain_entities)
             self.mu_known, self.mu_unknown = known.mean(0), self.latents(base, self.unknown_entities).mean(0)
             self.retain_ref = self.latents(base, self.retain_entities) if self.retain_entities else None
-        self.separation_before = self.separation()
 
     @staticmethod
     def _names(rows) -> list[str]:
