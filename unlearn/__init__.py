@@ -27,7 +27,7 @@ _EXPORTS = {
     "forget": ".run",
     "load_model_and_tokenizer": ".run",
     "sequential_forget": ".sequential",
-    "load_tofu": ".tofu",
+    "load_tofu": ".data",
     "UnlearnTrainer": ".trainer",
 }
 

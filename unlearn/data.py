@@ -19,6 +19,7 @@ import datasets
 import numpy as np
 import torch
 
+from . import tofu
 from .errors import UnlearnError
 
 logger = logging.getLogger(__name__)
@@ -56,10 +57,25 @@ def load_records(source: DataSource, split: str | None = None) -> datasets.Datas
     raise UnlearnError(f"Unsupported data source of type {type(source).__name__}: {source!r}.")
 
 
+def load_tofu(split: str, source: str | Path | None = None) -> datasets.Dataset:
+    """One TOFU split as a `datasets.Dataset`, from a local directory of `<split>.jsonl` files or the Hub.
+
+    `source` defaults to `$UNLEARN_TOFU_DIR` when set, else the Hub (`locuslab/TOFU`); see `tofu.locate`.
+    """
+    where = tofu.locate(split, source)
+    if isinstance(where, Path):
+        return _load_files([where])
+    try:
+        return datasets.load_dataset(where, split, split="train")
+    except Exception as e:  # noqa: BLE001
+        raise UnlearnError(
+            f"Could not load TOFU split `{split}` from the Hub (`{where}`): {e}. Offline, point "
+            "`UNLEARN_TOFU_DIR` at a local copy (a directory of <split>.jsonl files)."
+        ) from e
+
+
 def _load_path(path: str, name: str | None, split: str | None) -> datasets.Dataset:
     if path.startswith("tofu:"):
-        from .tofu import load_tofu
-
         return load_tofu(path.removeprefix("tofu:"))
     local = Path(path).expanduser()
     if local.is_file():

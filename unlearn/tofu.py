@@ -1,15 +1,13 @@
-"""TOFU, "A Task of Fictitious Unlearning for LLMs" (Maini et al., 2024, arXiv:2401.06121).
-
-Reads the standard splits from a local directory of JSON Lines files (`<split>.jsonl`) or from the Hub id
-`locuslab/TOFU`, where each split is a dataset config.
+"""TOFU, "A Task of Fictitious Unlearning for LLMs" (Maini et al., 2024, arXiv:2401.06121): its splits, which
+retain set pairs with which forget set, and where a split is read from (`locate`: a local directory of JSON Lines
+files `<split>.jsonl`, or the Hub id `locuslab/TOFU`, where each split is a dataset config). `data.load_tofu`
+loads one.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-
-import datasets
 
 from .errors import UnlearnError, unknown_name
 
@@ -25,11 +23,11 @@ SPLITS = (
 RETAIN_FOR = {"forget01": "retain99", "forget05": "retain95", "forget10": "retain90"}
 
 
-def load_tofu(split: str, source: str | Path | None = None) -> datasets.Dataset:
-    """One TOFU split as a `datasets.Dataset`.
+def locate(split: str, source: str | Path | None = None) -> Path | str:
+    """Where TOFU split `split` is read from: the `<split>.jsonl` file of a local directory, or the Hub id.
 
     `source` is a local directory holding `<split>.jsonl` files, or the Hub id. By default the directory named by
-    `$UNLEARN_TOFU_DIR` is used when set, and the Hub (`locuslab/TOFU`) otherwise.
+    `$UNLEARN_TOFU_DIR` is used when set, and the Hub (`locuslab/TOFU`) otherwise. `data.load_tofu` loads it.
     """
     if split not in SPLITS:
         raise UnlearnError(unknown_name("TOFU split", split, SPLITS))
@@ -40,15 +38,7 @@ def load_tofu(split: str, source: str | Path | None = None) -> datasets.Dataset:
         if not path.is_file():
             have = sorted(p.stem for p in local.glob("*.jsonl"))
             raise UnlearnError(f"TOFU split `{split}` is not in `{local}` (found: {', '.join(have) or 'nothing'}).")
-        from .data import load_records
-
-        return load_records(path)
+        return path
     if str(source) != HUB_ID and ("/" not in str(source) or local.suffix):
         raise UnlearnError(f"TOFU directory `{source}` does not exist.")
-    try:
-        return datasets.load_dataset(str(source), split, split="train")
-    except Exception as e:  # noqa: BLE001
-        raise UnlearnError(
-            f"Could not load TOFU split `{split}` from the Hub (`{source}`): {e}. Offline, point "
-            "`UNLEARN_TOFU_DIR` at a local copy (a directory of <split>.jsonl files)."
-        ) from e
+    return str(source)

@@ -7,7 +7,6 @@ data from the Hub) or from a local folder of task YAML files (`include_path`), w
 from __future__ import annotations
 
 import os
-from typing import Any
 
 from ..errors import UnlearnError, require
 
@@ -31,19 +30,3 @@ def run_lm_eval(
     return {task: {k: float(v) for k, v in res.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
             for task, res in out["results"].items()}  # fmt: skip
 
-
-def lm_eval_metric(ctx, spec: dict[str, Any]):
-    """Mean over `tasks` of lm-eval's `metric_key` (default `acc,none`)."""
-    from .metrics import MetricResult
-
-    tasks = spec.get("tasks") or []
-    if not tasks:
-        raise UnlearnError(f"`{ctx.name}` needs `tasks:` (lm-eval task names).")
-    results = run_lm_eval(ctx.model, ctx.tokenizer, tasks, spec.get("include_path"), spec.get("limit"),
-                          spec.get("num_fewshot"))  # fmt: skip
-    key = spec.get("metric_key", "acc,none")
-    missing = [t for t in tasks if key not in results.get(t, {})]
-    if missing:
-        raise UnlearnError(f"lm-eval returned no `{key}` for {missing}: {results}")
-    values = [results[t][key] for t in tasks]
-    return MetricResult(sum(values) / len(values), bool(spec.get("higher_is_better", True)), None, {"tasks": results})

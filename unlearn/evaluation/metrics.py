@@ -188,9 +188,20 @@ def model_utility(ctx, spec):
 @register("lm_eval", True)
 def lm_eval(ctx, spec):
     """Mean accuracy (or `metric_key`) over lm-evaluation-harness `tasks`; optional extra `lm-eval`."""
-    from .harness import lm_eval_metric
+    from .harness import run_lm_eval
 
-    return lm_eval_metric(ctx, spec)
+    tasks = spec.get("tasks") or []
+    if not tasks:
+        raise UnlearnError(f"`{ctx.name}` needs `tasks:` (lm-eval task names).")
+    results = run_lm_eval(
+        ctx.model, ctx.tokenizer, tasks, spec.get("include_path"), spec.get("limit"), spec.get("num_fewshot")
+    )
+    key = spec.get("metric_key", "acc,none")
+    missing = [t for t in tasks if key not in results.get(t, {})]
+    if missing:
+        raise UnlearnError(f"lm-eval returned no `{key}` for {missing}: {results}")
+    values = [results[t][key] for t in tasks]
+    return MetricResult(sum(values) / len(values), bool(spec.get("higher_is_better", True)), None, {"tasks": results})
 
 
 def _pert_nll(s) -> list[list[float]]:
