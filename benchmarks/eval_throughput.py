@@ -17,7 +17,7 @@ import time
 import torch
 
 from unlearn.data import format_qa, load_records, pad_rows, tokenize
-from unlearn.run import ensure_pad_token, load_model_and_tokenizer
+from unlearn.loading import ensure_pad_token, load_model_and_tokenizer
 from unlearn.scoring import greedy_answers, row_stats
 from unlearn.tofu import load_tofu
 

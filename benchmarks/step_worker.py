@@ -34,13 +34,14 @@ import torch
 import transformers
 from transformers import TrainerCallback
 
+from unlearn.adapter import reference_mode
 from unlearn.config import build_config, parse_overrides
 from unlearn.data import IGNORE_INDEX, format_qa
 from unlearn.finetune import FinetuneTrainer
+from unlearn.loading import ensure_pad_token, load_model_and_tokenizer
 from unlearn.recipes import RECIPES, get_recipe
 from unlearn.recipes.npo import NPOTrainer
-from unlearn.run import ensure_pad_token, load_model_and_tokenizer
-from unlearn.trainer import UnlearnTrainer, reference_mode
+from unlearn.trainer import UnlearnTrainer
 
 transformers.utils.logging.set_verbosity_error()
 transformers.utils.logging.disable_progress_bar()

@@ -19,7 +19,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, Llama
 
 from unlearn import scoring  # noqa: E402
 from unlearn.data import load_records, pad_rows, tokenize  # noqa: E402
-from unlearn.trainer import sequence_logps  # noqa: E402
+from unlearn.logprobs import sequence_logps  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))  # the tiny model's tokenizer recipe lives there, shared with benchmarks

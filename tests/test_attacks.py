@@ -14,7 +14,7 @@ import unlearn
 from unlearn import UnlearnError
 from unlearn.attacks.common import prompts_for
 from unlearn.data import load_records, pad_rows, tokenize
-from unlearn.trainer import sequence_logps
+from unlearn.logprobs import sequence_logps
 
 N_FORGET = 16
 

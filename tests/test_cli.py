@@ -11,8 +11,8 @@ import torch
 from safetensors.torch import load_file
 
 import unlearn
+from unlearn.loading import load_model_and_tokenizer
 from unlearn.recipes.graddiff import GradDiffTrainer
-from unlearn.run import load_model_and_tokenizer
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 
@@ -57,7 +57,7 @@ def test_cli_forget_and_errors(tiny_model_dir, data_files, tmp_path):
 def test_shipped_recipes_load():
     from pathlib import Path
 
-    from unlearn.config import load_config
+    from unlearn.recipes import load_config
 
     shipped = sorted((Path(__file__).parents[1] / "recipes").glob("*.yaml"))
     assert {p.stem for p in shipped} >= set(unlearn.RECIPES)
@@ -112,10 +112,10 @@ def test_saved_config_reloads_to_the_same_config(recipe, tmp_path):
     """`unlearn_config.yaml` is the fully resolved config, and `unlearn forget` can run it again."""
     import yaml
 
-    from unlearn.config import build_config, load_config
+    from unlearn.recipes import load_config, recipe_config
 
     required = {"sae": {"sae_path": str(tmp_path / "sae")}}.get(recipe, {})
-    config = build_config({"recipe": recipe, "output_dir": str(tmp_path / "run"), **required})
+    config = recipe_config({"recipe": recipe, "output_dir": str(tmp_path / "run"), **required})
     saved = tmp_path / "unlearn_config.yaml"
     saved.write_text(yaml.safe_dump(config.to_yaml_dict()))
     assert load_config(saved).to_yaml_dict() == config.to_yaml_dict()

@@ -10,8 +10,8 @@ import pytest
 
 from unlearn import UnlearnError
 from unlearn.demo import demo_rows, run_demo
+from unlearn.loading import load_model_and_tokenizer
 from unlearn.models import resolve_model
-from unlearn.run import load_model_and_tokenizer
 from unlearn.scoring import answer_nll
 
 

@@ -29,7 +29,7 @@ from huggingface_hub import constants
 import unlearn
 from unlearn import UnlearnError, cli
 from unlearn.hub import files_to_upload, model_card, push_to_hub
-from unlearn.run import load_model_or_adapter
+from unlearn.loading import load_model_or_adapter
 
 TOKEN = "hf_TestToken_never_print_me_0123456789"
 BAD_TOKEN = "hf_BadToken_also_secret_9876543210"

@@ -9,7 +9,7 @@ from conftest import answer_nll, read_jsonl
 
 import unlearn
 from unlearn import UnlearnError
-from unlearn.config import build_config
+from unlearn.recipes import recipe_config
 
 pytest.importorskip("sae_lens", reason="optional extra: pip install 'unlearn-toolkit[sae]'")
 
@@ -27,7 +27,7 @@ def sae_dir(tiny_model_dir, tmp_path_factory):
 def test_sae_redirects_forget_entities_toward_the_unknown_profile(tiny, tofu_rows, sae_dir, tmp_path):
     model, tok = tiny
     retain_before = answer_nll(model, tok, tofu_rows["retain"])
-    args = build_config({"recipe": "sae", "sae_path": str(sae_dir), "sae_layer": 0, "output_dir": str(tmp_path),
+    args = recipe_config({"recipe": "sae", "sae_path": str(sae_dir), "sae_layer": 0, "output_dir": str(tmp_path),
                          "save_strategy": "no", "learning_rate": 5e-3, "num_train_epochs": 10, "disable_tqdm": True})  # fmt: skip
     trainer = unlearn.get_recipe("sae")(model=model, args=args, forget=tofu_rows["forget"],
                                         retain=tofu_rows["retain"], processing_class=tok)  # fmt: skip
@@ -44,7 +44,7 @@ def test_sae_redirects_forget_entities_toward_the_unknown_profile(tiny, tofu_row
 
 def test_sae_needs_an_sae():
     with pytest.raises(UnlearnError, match="needs `sae_path`.*unlearn sae-train"):
-        build_config({"recipe": "sae"})
+        recipe_config({"recipe": "sae"})
 
 
 @pytest.mark.slow

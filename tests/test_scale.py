@@ -16,7 +16,8 @@ import torch
 from safetensors.torch import load_file
 from test_cli import ENV, unlearn_cli, write_config
 
-from unlearn.run import forget, load_model_and_tokenizer
+from unlearn.loading import load_model_and_tokenizer
+from unlearn.run import forget
 
 ACCELERATE_CONFIGS = Path(__file__).resolve().parents[1] / "recipes" / "accelerate"
 
@@ -93,10 +94,10 @@ def test_qlora_trains_an_adapter_on_a_4bit_base(tiny_model_dir, tofu_rows, tmp_p
 
 
 def test_quantization_needs_an_adapter():
-    from unlearn.config import build_config
     from unlearn.errors import UnlearnError
+    from unlearn.recipes import recipe_config
 
     with pytest.raises(UnlearnError, match="adapter: lora"):
-        build_config({"recipe": "ga", "adapter": "none", "quantization": "4bit", "output_dir": "x"})
+        recipe_config({"recipe": "ga", "adapter": "none", "quantization": "4bit", "output_dir": "x"})
     with pytest.raises(UnlearnError, match="quantization"):
-        build_config({"recipe": "ga", "quantization": "3bit", "output_dir": "x"})
+        recipe_config({"recipe": "ga", "quantization": "3bit", "output_dir": "x"})

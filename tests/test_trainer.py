@@ -10,14 +10,15 @@ from transformers import set_seed
 
 import unlearn
 from unlearn import UnlearnError
-from unlearn.config import build_config
+from unlearn.adapter import wrap_adapter
 from unlearn.data import pad_rows
+from unlearn.logprobs import sequence_logps
+from unlearn.recipes import recipe_config
 from unlearn.recipes.npo import NPOTrainer
-from unlearn.trainer import sequence_logps, wrap_adapter
 
 
 def _config(recipe: str, tmp_path, **kw):
-    return build_config({"recipe": recipe, "output_dir": str(tmp_path / "out"), "disable_tqdm": True, **kw})
+    return recipe_config({"recipe": recipe, "output_dir": str(tmp_path / "out"), "disable_tqdm": True, **kw})
 
 
 def test_reference_logps_are_the_base_model_with_the_adapter_disabled(tiny, tofu_rows, tmp_path):

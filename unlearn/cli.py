@@ -19,8 +19,11 @@ from .errors import NonFiniteLossError, UnlearnError
 
 
 def cmd_forget(args: argparse.Namespace) -> int:
-    from .config import load_config, parse_overrides
-    from .run import check_output_dir, load_model_and_tokenizer, run
+    from .config import parse_overrides
+    from .loading import load_model_and_tokenizer
+    from .recipes import load_config
+    from .run import run
+    from .rundir import check_output_dir
 
     config = load_config(args.config, parse_overrides(args.overrides))
     if not config.model_name_or_path:
@@ -67,7 +70,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from .evaluation import evaluate
-    from .run import ensure_pad_token, load_model_or_adapter
+    from .loading import ensure_pad_token, load_model_or_adapter
 
     params = _suite_params(args)
     model, tokenizer = load_model_or_adapter(args.model)
@@ -86,7 +89,7 @@ def cmd_reference(args: argparse.Namespace) -> int:
     from .config import parse_overrides
     from .evaluation import METRICS, evaluate, load_suite
     from .finetune import finetune
-    from .run import ensure_pad_token, load_model_and_tokenizer
+    from .loading import ensure_pad_token, load_model_and_tokenizer
 
     params = _suite_params(args)
     suite = load_suite(args.suite, **params)  # fail on a bad suite before training
@@ -118,7 +121,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_attack(args: argparse.Namespace) -> int:
     from .attacks import attack
     from .config import parse_overrides
-    from .run import ensure_pad_token, load_model_and_tokenizer, load_model_or_adapter
+    from .loading import ensure_pad_token, load_model_and_tokenizer, load_model_or_adapter
 
     model, tokenizer = load_model_or_adapter(args.model)
     ensure_pad_token(tokenizer)

@@ -21,6 +21,7 @@ import torch
 
 from . import tofu
 from .errors import UnlearnError
+from .locations import is_hub_id
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +93,7 @@ def _load_path(path: str, name: str | None, split: str | None) -> datasets.Datas
 
 def _looks_like_local_path(path: str) -> bool:
     """A Hub id is `name` or `org/name`; anything else (./x, /x, a/b/c, x.jsonl) can only be a local path."""
-    return path.startswith((".", "/", "~")) or path.count("/") > 1 or Path(path).suffix in FILE_LOADERS or "\\" in path
+    return not is_hub_id(path) or Path(path).suffix in FILE_LOADERS
 
 
 def _load_files(files: list[Path]) -> datasets.Dataset:

@@ -93,7 +93,8 @@ def run_demo(
     """
     from .attacks import attack
     from .evaluation import evaluate
-    from .run import forget, load_model_and_tokenizer
+    from .loading import load_model_and_tokenizer
+    from .run import forget
 
     base, tokenizer = load_model_and_tokenizer(model)
     print(f"[1/5] Checking what {model} knows ...", flush=True)

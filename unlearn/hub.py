@@ -20,7 +20,8 @@ from typing import Any
 import yaml
 
 from .errors import UnlearnError
-from .run import CONFIG_FILE, LOG_FILE, RUN_FILE, _offline
+from .locations import HUB_ID, is_hub_id, offline
+from .rundir import CONFIG_FILE, LOG_FILE, RUN_FILE
 
 logger = logging.getLogger(__name__)
 
@@ -37,14 +38,8 @@ ATTACK_FILES = ("ATTACKS.md", "*.png")
 DATA_FILES = ("EVAL.json", "forbidden_concepts.json")
 DATA_FIELDS = ("forget", "retain", "concepts")  # config fields that may hold the data itself rather than its source
 SKIPPED_DIRS = ("checkpoint-*", "last-good-step-*", ".*", "*.tmp")
-HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 KNOWN_LICENSES = {"HuggingFaceTB/SmolLM2-135M-Instruct": "apache-2.0"}
 FINAL_KEYS_SKIPPED = ("epoch", "step")
-
-
-def is_hub_id(name: str) -> bool:
-    """`user/name` that is not also a local path."""
-    return bool(HUB_ID.match(name)) and not Path(name).expanduser().exists()
 
 
 # ---- what a run holds ---------------------------------------------------------------------------------------------
@@ -185,7 +180,7 @@ def base_model_id(run_dir: str | os.PathLike) -> str | None:
         for name, spec in BUILTIN_MODELS.items():
             if Path(base).expanduser().resolve() == (cache_dir() / name).resolve():
                 return spec["hub_id"]
-        if is_hub_id(base):
+        if is_hub_id(base, namespaced=True):
             return base
     return None
 
@@ -332,7 +327,7 @@ def _usage_section(repo_id: str, base_id: str | None, base: str | None, adapter:
     lines += ["With `unlearn` (`pip install unlearn-toolkit`), which reads the base model from `run.json`:", "",
               "```bash", f"unlearn eval {repo_id} --suite tofu --forget-split forget10",
               f"unlearn attack all {repo_id} --forget FORGET_QA", "```", "",
-              "```python", "from unlearn.run import load_model_or_adapter", "",
+              "```python", "from unlearn.loading import load_model_or_adapter", "",
               f'model, tokenizer = load_model_or_adapter("{repo_id}")', "```", ""]  # fmt: skip
     return lines
 
@@ -456,7 +451,7 @@ def push_to_hub(
         raise UnlearnError(f"`repo_id` must look like USER/NAME (letters, digits, `-`, `_`, `.`); got {repo_id!r}.")
     files = files_to_upload(run_dir, include_data)
     files[CARD_FILE] = model_card(run_dir, repo_id, include_data).encode()
-    if _offline() or huggingface_hub.constants.is_offline_mode():
+    if offline() or huggingface_hub.constants.is_offline_mode():
         raise UnlearnError("HF_HUB_OFFLINE is set, so nothing can be uploaded. Unset it (`unset HF_HUB_OFFLINE`, and "
                            "TRANSFORMERS_OFFLINE if set) in the shell that runs the push.")  # fmt: skip
     resolved = token or huggingface_hub.get_token()
@@ -487,9 +482,9 @@ def download_adapter(repo_id: str) -> Path | None:
     from huggingface_hub import hf_hub_download, snapshot_download
     from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError
 
-    offline = _offline()
+    cached_only = offline()
     try:
-        hf_hub_download(repo_id, "adapter_config.json", local_files_only=offline)
+        hf_hub_download(repo_id, "adapter_config.json", local_files_only=cached_only)
     except (EntryNotFoundError, HfHubHTTPError):  # not an adapter repo, not cached, or not reachable
         return None
-    return Path(snapshot_download(repo_id, local_files_only=offline))
+    return Path(snapshot_download(repo_id, local_files_only=cached_only))

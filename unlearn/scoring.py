@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .data import IGNORE_INDEX, DataSource, detect_shape, format_qa, load_records, pad_rows, tokenize
-from .trainer import batched_logps
+from .logprobs import batched_logps
 
 
 @torch.no_grad()

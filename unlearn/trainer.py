@@ -23,9 +23,9 @@ from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
-from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import Trainer, TrainerCallback, set_seed
 
+from .adapter import reference_mode, wrap_adapter
 from .config import UnlearnConfig
 from .data import (
     IGNORE_INDEX,
@@ -34,11 +34,10 @@ from .data import (
     ForgetRetainDataset,
     detect_shape,
     load_records,
-    pad_rows,
 )
 from .data import tokenize as tokenize_records
 from .errors import NonFiniteLossError, UnlearnError
-from .logprobs import final_hidden, head_kl, head_matches_logits, head_sequence_logps, sequence_logps
+from .logprobs import batched_logps, final_hidden, head_kl, head_matches_logits, model_logps
 
 logger = logging.getLogger(__name__)
 
@@ -52,87 +51,6 @@ def paper(cls) -> str:
     """`Title (arXiv:id)` of a trainer's `_paper`."""
     p = getattr(cls, "_paper", None) or {}
     return f"{p.get('title', '')} (arXiv:{p['id']})" if p.get("id") else p.get("title", "")
-
-
-def forward_logps(
-    model: torch.nn.Module,
-    input_ids: torch.Tensor,
-    attention_mask: torch.Tensor,
-    labels: torch.Tensor,
-    head: torch.nn.Module | None = None,
-    chunk_tokens: int = 0,
-):
-    """The model's `sequence_logps` on a batch -> (logps (B,), n_tokens (B,), outputs, final hidden (B, T, H)).
-
-    With `head` (the model's output head, checked by `head_matches_logits`) the logits are never built in full
-    (`unlearn.logprobs`) and `outputs.logits` holds the last position only; without it, hidden is None.
-    """
-    if head is None:
-        outputs = model(input_ids=input_ids, attention_mask=attention_mask)
-        return *sequence_logps(outputs.logits, labels), outputs, None
-    outputs, hidden = final_hidden(model, input_ids, attention_mask)
-    return *head_sequence_logps(head, hidden, labels, chunk_tokens), outputs, hidden
-
-
-@torch.no_grad()
-def batched_logps(
-    model: torch.nn.Module,
-    examples: list[dict],
-    pad_token_id: int,
-    batch_size: int,
-    head: torch.nn.Module | None = None,
-    chunk_tokens: int = 0,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """`sequence_logps` over tokenized examples, in padded batches on the model's device -> (N,), (N,)."""
-    device = next(model.parameters()).device
-    logps, n_tokens = [], []
-    for start in range(0, len(examples), batch_size):
-        batch = {k: v.to(device) for k, v in pad_rows(examples[start : start + batch_size], pad_token_id).items()}
-        lp, n, _, _ = forward_logps(
-            model, batch["input_ids"], batch["attention_mask"], batch["labels"], head, chunk_tokens
-        )
-        logps.append(lp)
-        n_tokens.append(n)
-    return torch.cat(logps), torch.cat(n_tokens)
-
-
-@contextlib.contextmanager
-def reference_mode(model: torch.nn.Module):
-    """The reference model: the same weights with the adapter switched off, in eval mode, without gradients."""
-    was_training = model.training
-    ctx = model.disable_adapter() if isinstance(model, PeftModel) else contextlib.nullcontext()
-    model.eval()
-    try:
-        with ctx, torch.no_grad():
-            yield model
-    finally:
-        model.train(was_training)
-
-
-def lora_config(args: UnlearnConfig) -> LoraConfig:
-    targets = args.lora_target_modules
-    return LoraConfig(
-        r=args.lora_r,
-        lora_alpha=args.lora_alpha,
-        lora_dropout=args.lora_dropout,
-        target_modules=list(targets) if isinstance(targets, (list, tuple)) else targets,
-        task_type="CAUSAL_LM",
-    )
-
-
-def wrap_adapter(model: torch.nn.Module, args: UnlearnConfig) -> torch.nn.Module:
-    if isinstance(model, PeftModel) or args.adapter == "none":
-        return model
-    if getattr(model, "is_quantized", False):
-        # QLoRA: layer norms and embeddings to float32 for stable gradients through the quantized base; input
-        # gradients on, so that gradient checkpointing (if asked for) still reaches the adapter.
-        from peft import prepare_model_for_kbit_training
-
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=args.gradient_checkpointing)
-    try:
-        return get_peft_model(model, lora_config(args))
-    except ValueError as e:
-        raise UnlearnError(f"Could not attach LoRA with `lora_target_modules={args.lora_target_modules!r}`: {e}") from e
 
 
 class _SetEpoch(TrainerCallback):
@@ -269,8 +187,8 @@ class UnlearnTrainer(Trainer):
         return head
 
     def forward_logps(self, model, input_ids, attention_mask, labels):
-        """`forward_logps` with this run's output-head setting -> (logps, n_tokens, outputs, hidden or None)."""
-        return forward_logps(model, input_ids, attention_mask, labels, self.loss_head(), self.args.loss_chunk_tokens)
+        """`logprobs.model_logps` with this run's output-head setting -> (logps, n_tokens, outputs, hidden or None)."""
+        return model_logps(model, input_ids, attention_mask, labels, self.loss_head(), self.args.loss_chunk_tokens)
 
     # ---- reference --------------------------------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ def quantize(
     """Reload the merged unlearned model in each of `bits` and re-score (`generate=False`: probability only)."""
     from transformers import AutoModelForCausalLM
 
-    from ..run import quantization_config
+    from ..loading import quantization_config
 
     per_bits = {}
     with tempfile.TemporaryDirectory(prefix="unlearn-quant-") as tmp:

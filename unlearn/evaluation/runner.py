@@ -22,6 +22,7 @@ import torch
 
 from ..data import detect_shape, fingerprint, load_records, tokenize
 from ..errors import UnlearnError
+from ..rundir import write_atomic
 from ..scoring import RowStats, greedy_answers, row_stats
 from .metrics import METRICS, REFERENCE_HINT, MetricResult, dependencies
 from .reference import load_reference, reference_agg, reference_values
@@ -91,9 +92,7 @@ class EvalResult:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=float))
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(data, indent=2, default=float))
 
 
 class _Context:
@@ -245,11 +244,7 @@ def _score_dataset(model, tokenizer, name, dspec, needs, batch_size, max_new_tok
     if "generation" in needs:
         scores.generations = greedy_answers(model, tokenizer, inputs, max_new_tokens, batch_size, raw=shape == "text")
     if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(".tmp")
-        with open(tmp, "wb") as fh:
-            pickle.dump(scores, fh)
-        os.replace(tmp, cache)
+        write_atomic(cache, pickle.dumps(scores))
     return scores
 
 

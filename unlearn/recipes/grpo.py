@@ -26,12 +26,12 @@ import datasets
 from transformers import set_seed
 from trl import GRPOConfig, GRPOTrainer
 
+from ..adapter import lora_config
 from ..config import UnlearnConfig
 from ..data import format_qa, load_records, name_counts
 from ..errors import UnlearnError
 from ..evaluation.metric_math import ngram_entropy, rouge_l_recall
-from ..trainer import lora_config
-from . import register
+from .registry import register
 
 logger = logging.getLogger(__name__)
 ALL = "*"  # the target of concepts given as a plain list or extracted: every forget prompt

@@ -25,7 +25,7 @@ from transformers import TrainerCallback
 from ..config import UnlearnConfig
 from ..errors import UnlearnError
 from ..trainer import UnlearnTrainer, mean_nll
-from . import register
+from .registry import register
 
 
 @dataclass

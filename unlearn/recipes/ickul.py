@@ -23,7 +23,7 @@ from ..config import UnlearnConfig
 from ..data import find_names, load_records, name_counts
 from ..errors import UnlearnError
 from ..trainer import UnlearnTrainer, mean_nll
-from . import register
+from .registry import register
 
 logger = logging.getLogger(__name__)
 

@@ -21,11 +21,12 @@ from pathlib import Path
 
 import torch
 
+from ..adapter import reference_mode
 from ..config import UnlearnConfig
 from ..data import pad_rows
 from ..errors import UnlearnError
-from ..trainer import UnlearnTrainer, mean_nll, reference_mode
-from . import register
+from ..trainer import UnlearnTrainer, mean_nll
+from .registry import register
 
 
 @dataclass

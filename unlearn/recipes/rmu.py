@@ -19,12 +19,13 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from ..adapter import reference_mode
 from ..config import UnlearnConfig
 from ..data import IGNORE_INDEX
 from ..errors import UnlearnError
-from ..logprobs import head_sequence_logps
-from ..trainer import UnlearnTrainer, mean_nll, reference_mode, sequence_logps
-from . import register
+from ..logprobs import head_sequence_logps, sequence_logps
+from ..trainer import UnlearnTrainer, mean_nll
+from .registry import register
 
 
 @dataclass

@@ -21,11 +21,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..adapter import reference_mode
 from ..config import UnlearnConfig
 from ..data import name_counts
 from ..errors import UnlearnError, require
-from ..trainer import UnlearnTrainer, mean_nll, reference_mode
-from . import register
+from ..trainer import UnlearnTrainer, mean_nll
+from .registry import register
 
 FIRST = ["Alder", "Brisa", "Corvin", "Dalia", "Emrys", "Fenna", "Galen", "Hesper", "Ilsa", "Joren", "Kaida", "Lio"]
 LAST = ["Quenby", "Marrowfield", "Tessaly", "Ondrake", "Vellacourt", "Pimsleigh", "Rathbone", "Sorvik", "Wendermere"]
