@@ -256,17 +256,17 @@ class PerStepReferenceNPO(NPOTrainer):
     def compute_reference_logps(self, *args, **kwargs) -> torch.Tensor:
         return torch.zeros(len(self.forget_examples), device=self.args.device)  # filled in step by step
 
-    def weighted_losses(self, model, inputs):
+    def forward(self, model, inputs):
         if self.reference_logps is None:
             self.reference_logps = self.compute_reference_logps()
         is_forget = inputs["is_forget"]
         ref = self.accelerator.unwrap_model(model)
         with reference_mode(ref):  # the library's own forward, output-head chunking included
-            logps, *_ = self.forward_logps(
-                ref, *(inputs[k][is_forget] for k in ("input_ids", "attention_mask", "loss_labels"))
+            fwd = super().forward(
+                ref, {k: inputs[k][is_forget] for k in ("input_ids", "attention_mask", "loss_labels")}
             )
-        self.reference_logps[inputs["index"][is_forget]] = logps
-        return super().weighted_losses(model, inputs)
+        self.reference_logps[inputs["index"][is_forget]] = fwd.logps
+        return super().forward(model, inputs)
 
 
 TRAINERS = {"sft": FinetuneTrainer, "bare": FinetuneTrainer, "npo-per-step": PerStepReferenceNPO}

@@ -285,7 +285,9 @@ class ForgetRetainCollator:
     """Pads forget rows then retain rows into one batch, so one forward pass serves both losses.
 
     Batch: `input_ids`, `attention_mask`, `loss_labels` (B, T) with B = forget rows + retain rows (right padded);
-    `is_forget` (B,) bool; `index` (B,) position of each row in its own dataset.
+    `is_forget` (B,) bool; `index` (B,) position of each row in its own dataset; `retain_row_weight` (B,) each
+    retain row's weight in the step's retain mean (1 / retain rows; 0 for forget rows), which stays right when the
+    step is split into passes.
     """
 
     def __init__(self, pad_token_id: int):
@@ -300,6 +302,8 @@ class ForgetRetainCollator:
         batch["loss_labels"] = batch.pop("labels")
         batch["is_forget"] = torch.arange(len(rows)) < n_forget
         batch["index"] = torch.tensor([r["index"] for r in rows])
+        n_retain = len(rows) - n_forget
+        batch["retain_row_weight"] = (~batch["is_forget"]).float() / max(n_retain, 1)
         return batch
 
 

@@ -40,7 +40,10 @@ def gu_training_step(trainer, model, inputs) -> torch.Tensor:
     inputs = trainer._prepare_inputs(inputs)
     params = [p for p in model.parameters() if p.requires_grad]
     with trainer.compute_loss_context_manager():
-        forget, retain, _ = trainer.weighted_losses(model, inputs)
+        terms, _ = trainer.loss_terms(model, inputs)
+    forget = sum(t.weight * t.value for t in terms.values() if not t.retain_side)
+    retain_terms = [t.weight * t.value for t in terms.values() if t.retain_side]
+    retain = sum(retain_terms) if retain_terms else None
     scale = 1.0 / trainer.current_gradient_accumulation_steps
     g_f = _flat(torch.autograd.grad(forget, params, retain_graph=retain is not None, allow_unused=True), params)
     history = getattr(trainer, "_gu_history", [])

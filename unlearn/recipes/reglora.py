@@ -25,7 +25,7 @@ from ..adapter import reference_mode
 from ..config import UnlearnConfig
 from ..data import pad_rows
 from ..errors import UnlearnError
-from ..trainer import UnlearnTrainer, mean_nll
+from ..trainer import Term, UnlearnTrainer, mean_nll
 from .registry import register
 
 
@@ -94,10 +94,9 @@ class RegLoRATrainer(UnlearnTrainer):
                         k: v.to(self.args.device)
                         for k, v in pad_rows(rows[start : start + bs], self.processing_class.pad_token_id).items()
                     }
-                    logps, n, _, _ = self.forward_logps(
-                        self.model, batch["input_ids"], batch["attention_mask"], batch["labels"]
-                    )  # the training step's output-head chunking: no (B, T, V) logits
-                    torch.autograd.backward(mean_nll(logps, n), inputs=list(weights.values()))
+                    batch["loss_labels"] = batch.pop("labels")
+                    fwd = self.forward(self.model, batch)  # the step's output-head chunking: no (B, T, V) logits
+                    torch.autograd.backward(mean_nll(fwd.logps, fwd.n_tokens), inputs=list(weights.values()))
         finally:
             for hook in hooks:
                 hook.remove()
@@ -131,8 +130,6 @@ class RegLoRATrainer(UnlearnTrainer):
     def forget_loss(self, logps, n_tokens, index):
         return -mean_nll(logps, n_tokens)
 
-    def weighted_losses(self, model, inputs):
-        forget, retain, out = super().weighted_losses(model, inputs)
+    def extra_losses(self, model, inputs, fwd):
         penalty = sum(self.delta_w(n).abs()[self.key_masks[n]].mean() for n in self.lora_modules)
-        self.log_metric("key_element_penalty", penalty)
-        return forget + self.args.reg_weight * penalty, retain, out
+        return {"key_element_penalty": Term(penalty, self.args.reg_weight)}

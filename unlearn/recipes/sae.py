@@ -25,7 +25,7 @@ from ..adapter import reference_mode
 from ..config import UnlearnConfig
 from ..data import name_counts
 from ..errors import UnlearnError, require
-from ..trainer import UnlearnTrainer, mean_nll
+from ..trainer import Term, UnlearnTrainer, mean_nll
 from .registry import register
 
 FIRST = ["Alder", "Brisa", "Corvin", "Dalia", "Emrys", "Fenna", "Galen", "Hesper", "Ilsa", "Joren", "Kaida", "Lio"]
@@ -72,7 +72,7 @@ class SAEUnlearnTrainer(UnlearnTrainer):
     _paper = {"title": "Sparse-Autoencoder-Guided Internal Representation Unlearning for LLMs"}
     config_class = SAEUnlearnConfig
     data_needs = "forget + retain QA naming entities (or entity lists); a trained SAE (extra `sae`)"
-    can_split_passes = False  # its `weighted_losses` reads forget and retain rows together
+    can_split_passes = False  # its retain drift is counted with the forget rows' pass
 
     def __init__(self, model, args, forget, retain=None, processing_class=None, **kwargs):
         sae_lens = require("sae_lens", "sae")
@@ -121,8 +121,8 @@ class SAEUnlearnTrainer(UnlearnTrainer):
     def forget_loss(self, logps, n_tokens, index):
         return -mean_nll(logps, n_tokens)
 
-    def weighted_losses(self, model, inputs):
-        forget, retain, out = super().weighted_losses(model, inputs)
+    def extra_losses(self, model, inputs, fwd):
+        """The latent redirection of the forget entities and, with a retain set, the drift of the retain ones."""
         d = self.mu_known.numel()
         n_forget = len(self.forget_entities)
         z_all = self.latents(model, self.forget_entities + self.retain_entities)  # one pass for both lists
@@ -130,13 +130,11 @@ class SAEUnlearnTrainer(UnlearnTrainer):
         redirect = (
             (z - self.mu_unknown).square().sum(-1) - self.args.separation_weight * (z - self.mu_known).square().sum(-1)
         ).mean() / d
-        self.log_metric("latent_redirect", redirect)
-        total = forget + redirect
-        if self.retain_ref is not None and retain is not None:
+        terms = {"latent_redirect": Term(redirect)}
+        if self.retain_ref is not None and self.args.uses_retain and (~inputs["is_forget"]).any():
             drift = (z_all[n_forget:] - self.retain_ref).square().sum(-1).mean() / d
-            self.log_metric("retain_latent_drift", drift)
-            retain = retain + self.args.retain_weight * drift
-        return total, retain, out
+            terms["retain_latent_drift"] = Term(drift, self.args.retain_weight, retain_side=True)
+        return terms
 
 
 def train_sae(model_path: str, texts: list[str], layer: int, out: str, d_sae: int | None = None,
