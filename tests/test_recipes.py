@@ -92,6 +92,9 @@ def test_registries_refuse_a_duplicate_name():
     with pytest.raises(UnlearnError, match="already registered"):
         register(Clash)
     assert RECIPES["npo"] is not Clash
+    with pytest.raises(UnlearnError, match="lacks"):  # not a recipe: no config class, not a Trainer
+        register(type("NotARecipe", (), {"_name": "not-a-recipe"}))
+    assert "not-a-recipe" not in RECIPES
     with pytest.raises(UnlearnError, match="already registered"):
         register_metric("probability", True)(lambda ctx, spec: None)
     assert METRICS["probability"].fn.__name__ != "<lambda>"

@@ -1,8 +1,8 @@
-"""The recipe registry: name -> `UnlearnTrainer` subclass.
+"""The recipes: every shipped one imported (each registers itself in `registry.RECIPES`), and a recipe's config
+from flat values (`recipe_config`) or from a recipe file (`load_config`).
 
-Adding a recipe: write `unlearn/recipes/<name>.py` with a config dataclass (literature defaults) and a trainer
-subclass that sets `_name`, `_paper`, `config_class` and overrides `forget_loss`; decorate it with `@register` (from `.registry`);
-import it below; add `recipes/<name>.yaml`; add it to `TEST_CASES` in `tests/test_recipes.py`.
+Adding a recipe: DEVELOPERS.md, "Adding a recipe" (a config dataclass with the paper's defaults and a trainer that
+supplies `forget_loss` and, where it has them, `extra_losses`; `@register`; import it below).
 """
 
 from __future__ import annotations
