@@ -172,5 +172,6 @@ def test_sae_recipe_without_sae_lens_names_the_extra(tiny, tofu_rows, tmp_path, 
     model, tok = tiny
     args = recipe_config({"recipe": "sae", "sae_path": str(tmp_path), "output_dir": str(tmp_path / "run")})
     with pytest.raises(ImportError, match=r"pip install 'unlearn-toolkit\[sae\]'"):
-        unlearn.get_recipe("sae")(model=model, args=args, forget=tofu_rows["forget"], retain=tofu_rows["retain"],
-                                  processing_class=tok)  # fmt: skip
+        unlearn.get_recipe("sae")(
+            model=model, args=args, forget=tofu_rows["forget"], retain=tofu_rows["retain"], processing_class=tok
+        )

@@ -27,10 +27,19 @@ def test_projection_removes_exactly_the_span():
 def test_gu_step_is_orthogonal_to_the_retain_gradient(tiny, tofu_rows, tmp_path):
     model, tok = tiny
     before = answer_nll(model, tok, tofu_rows["forget"])
-    args = recipe_config({"recipe": "graddiff", "projection": "gu", "output_dir": str(tmp_path), "learning_rate": 3e-3,
-                         "save_strategy": "no", "disable_tqdm": True})  # fmt: skip
-    trainer = unlearn.get_recipe("graddiff")(model=model, args=args, forget=tofu_rows["forget"],
-                                             retain=tofu_rows["retain"], processing_class=tok)  # fmt: skip
+    args = recipe_config(
+        {
+            "recipe": "graddiff",
+            "projection": "gu",
+            "output_dir": str(tmp_path),
+            "learning_rate": 3e-3,
+            "save_strategy": "no",
+            "disable_tqdm": True,
+        }
+    )
+    trainer = unlearn.get_recipe("graddiff")(
+        model=model, args=args, forget=tofu_rows["forget"], retain=tofu_rows["retain"], processing_class=tok
+    )
     trainer.train()
     last = trainer.last_gu
     cos = torch.dot(last["projected"], last["retain_grad"]) / (last["projected"].norm() * last["retain_grad"].norm())

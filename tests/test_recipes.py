@@ -49,9 +49,15 @@ def test_recipe_forgets_and_keeps(recipe, overrides, tiny, tiny_model_dir, tofu_
     before_forget = answer_nll(model, tokenizer, tofu_rows["forget"])
     out = tmp_path / "run"
     peft_model = unlearn.forget(
-        model, tokenizer, tofu_rows["forget"], tofu_rows["retain"], recipe=recipe, output_dir=out,
-        disable_tqdm=True, **overrides,
-    )  # fmt: skip
+        model,
+        tokenizer,
+        tofu_rows["forget"],
+        tofu_rows["retain"],
+        recipe=recipe,
+        output_dir=out,
+        disable_tqdm=True,
+        **overrides,
+    )
     after_forget = answer_nll(peft_model, tokenizer, tofu_rows["forget"])
     after_retain = answer_nll(peft_model, tokenizer, tofu_rows["retain"])
     assert after_forget - before_forget >= FORGET_RISE, (before_forget, after_forget)

@@ -33,8 +33,15 @@ SETTINGS = {
     "graddiff-one-pass": {"recipe": "graddiff", "split_passes": False},
     "graddiff-gu": {"recipe": "graddiff", "projection": "gu"},
 }
-SHARED = {"max_steps": 2, "logging_steps": 1, "per_device_train_batch_size": 2, "learning_rate": 1e-2,
-          "save_strategy": "no", "disable_tqdm": True, "seed": 0}  # fmt: skip
+SHARED = {
+    "max_steps": 2,
+    "logging_steps": 1,
+    "per_device_train_batch_size": 2,
+    "learning_rate": 1e-2,
+    "save_strategy": "no",
+    "disable_tqdm": True,
+    "seed": 0,
+}
 # The SAE recipe needs a trained SAE (tests/test_sae.py) and GRPO samples completions (tests/test_grpo.py).
 NOT_HERE = {"sae", "grpo"}
 

@@ -173,8 +173,9 @@ class UnlearnConfig(TrainingArguments):
                 "be trained on them. Use `adapter: lora` or `quantization: none`."
             )
         if self.projection == "gu" and not self.uses_retain:
-            raise UnlearnError("`projection: gu` projects against retain gradients: it needs `retain_weight` > 0 and "
-                               "a retain set.")  # fmt: skip
+            raise UnlearnError(
+                "`projection: gu` projects against retain gradients: it needs `retain_weight` > 0 and a retain set."
+            )
         if self.retain_ratio < 0:
             raise UnlearnError(f"`retain_ratio` must be >= 0, got {self.retain_ratio}.")
         if self.loss_chunk_tokens < 0:
@@ -199,11 +200,15 @@ class UnlearnConfig(TrainingArguments):
             )
         for name in ("eval_utility_floor", "stop_at_forget_quality"):
             if getattr(self, name) is not None and not evaluating:
-                raise UnlearnError(f"`{name}` acts on evaluations during training: set `eval_strategy: steps` and "
-                                   "`eval_steps` (and `eval_suite`).")  # fmt: skip
+                raise UnlearnError(
+                    f"`{name}` acts on evaluations during training: set `eval_strategy: steps` and "
+                    "`eval_steps` (and `eval_suite`)."
+                )
         if self.eval_utility_floor is not None and not 0 < self.eval_utility_floor <= 1:
-            raise UnlearnError(f"`eval_utility_floor` is a fraction of the utility before unlearning, in (0, 1]; got "
-                               f"{self.eval_utility_floor}.")  # fmt: skip
+            raise UnlearnError(
+                f"`eval_utility_floor` is a fraction of the utility before unlearning, in (0, 1]; got "
+                f"{self.eval_utility_floor}."
+            )
         if self.resume and self.overwrite:
             raise UnlearnError("`resume` and `overwrite` contradict each other; pass one of them.")
 

@@ -27,11 +27,27 @@ logger = logging.getLogger(__name__)
 
 CARD_FILE = "README.md"
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
-FULL_FILES = ("config.json", "generation_config.json", "model.safetensors", "model-*-of-*.safetensors",
-              "model.safetensors.index.json")  # fmt: skip
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
-                   "chat_template.jinja", "chat_template.json", "vocab.json", "merges.txt", "vocab.txt",
-                   "tokenizer.model", "spiece.model", "sentencepiece.bpe.model")  # fmt: skip
+FULL_FILES = (
+    "config.json",
+    "generation_config.json",
+    "model.safetensors",
+    "model-*-of-*.safetensors",
+    "model.safetensors.index.json",
+)
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "chat_template.jinja",
+    "chat_template.json",
+    "vocab.json",
+    "merges.txt",
+    "vocab.txt",
+    "tokenizer.model",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+)
 EVAL_FILES = ("SUMMARY.json", "report.md", "*.png")
 ATTACK_FILES = ("ATTACKS.md", "*.png")
 # Files that quote the forget set (questions, answers, generations, forbidden names): uploaded only on request.
@@ -65,8 +81,10 @@ def check_run(run_dir: str | os.PathLike) -> Path:
                 f"`{run}` holds an unfinished unlearn run (no complete {RUN_FILE}); only finished runs can be pushed. "
                 f"Finish it with `unlearn forget {run / CONFIG_FILE} resume=true`."
             )
-        raise UnlearnError(f"`{run}` is not an unlearn run directory (no {RUN_FILE}). Push the `output_dir` that "
-                           "`unlearn forget` wrote.")  # fmt: skip
+        raise UnlearnError(
+            f"`{run}` is not an unlearn run directory (no {RUN_FILE}). Push the `output_dir` that "
+            "`unlearn forget` wrote."
+        )
     names = [p.name for p in run.iterdir() if p.is_file()]
     if (run / "adapter_config.json").is_file():
         needed = ["adapter_model.safetensors"]
@@ -77,8 +95,10 @@ def check_run(run_dir: str | os.PathLike) -> Path:
         needed = ["adapter_config.json (or config.json for `adapter: none`)"]
     missing = [n for n in needed if n not in names]
     if missing:
-        raise UnlearnError(f"`{run}` has a {RUN_FILE} but no {', '.join(missing)}: the weights are missing, so there "
-                           "is nothing to push. Rerun with `overwrite=true`.")  # fmt: skip
+        raise UnlearnError(
+            f"`{run}` has a {RUN_FILE} but no {', '.join(missing)}: the weights are missing, so there "
+            "is nothing to push. Rerun with `overwrite=true`."
+        )
     return run
 
 
@@ -206,10 +226,30 @@ def _paper_link(paper: str) -> str:
 
 
 def _hyperparameters(config: dict[str, Any], recipe: str) -> list[list[Any]]:
-    keys = ["learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size",
-            "gradient_accumulation_steps", "lr_scheduler_type", "warmup_steps", "weight_decay", "max_grad_norm",
-            "seed", "max_length", "adapter", "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules",
-            "forget_weight", "retain_weight", "retain_loss", "retain_ratio", "retain_sampling", "projection"]  # fmt: skip
+    keys = [
+        "learning_rate",
+        "num_train_epochs",
+        "max_steps",
+        "per_device_train_batch_size",
+        "gradient_accumulation_steps",
+        "lr_scheduler_type",
+        "warmup_steps",
+        "weight_decay",
+        "max_grad_norm",
+        "seed",
+        "max_length",
+        "adapter",
+        "lora_r",
+        "lora_alpha",
+        "lora_dropout",
+        "lora_target_modules",
+        "forget_weight",
+        "retain_weight",
+        "retain_loss",
+        "retain_ratio",
+        "retain_sampling",
+        "projection",
+    ]
     keys += [k for k in _recipe_fields(recipe) if k not in keys]
     rows = []
     for k in keys:
@@ -252,18 +292,27 @@ def _eval_section(run: Path, repo_id: str) -> list[str]:
 
     dirs = _result_dirs(run, "SUMMARY.json")
     if not dirs:
-        return ["No evaluation was run with this model. Run one (TOFU forget split shown; `--suite qa --param "
-                "path=FILE` takes your own QA file):", "", "```bash",
-                f"unlearn eval {repo_id} --suite tofu --forget-split forget10 --out eval", "```"]  # fmt: skip
+        return [
+            "No evaluation was run with this model. Run one (TOFU forget split shown; `--suite qa --param "
+            "path=FILE` takes your own QA file):",
+            "",
+            "```bash",
+            f"unlearn eval {repo_id} --suite tofu --forget-split forget10 --out eval",
+            "```",
+        ]
     lines = []
     for d in dirs:
         summary = json.loads((d / "SUMMARY.json").read_text())
         log = _read_json(d / "EVAL.json") or {}  # read for metric types only; not uploaded by default
         rel = d.relative_to(run).as_posix()
         params = ", ".join(f"{k}={v}" for k, v in (summary.get("params") or {}).items() if v is not None)
-        lines += [f"Suite `{summary.get('suite')}`" + (f" ({params})" if params else "") +
-                  f", from `{rel}/SUMMARY.json`; model fingerprint `{summary.get('model_fingerprint', 'n/a')}`, "
-                  f"reference: {summary.get('reference') or 'none'}.", ""]  # fmt: skip
+        lines += [
+            f"Suite `{summary.get('suite')}`"
+            + (f" ({params})" if params else "")
+            + f", from `{rel}/SUMMARY.json`; model fingerprint `{summary.get('model_fingerprint', 'n/a')}`, "
+            f"reference: {summary.get('reference') or 'none'}.",
+            "",
+        ]
         rows = []
         for name, value in summary.get("metrics", {}).items():
             role = (summary.get("roles") or {}).get(name)
@@ -277,26 +326,48 @@ def _eval_section(run: Path, repo_id: str) -> list[str]:
 def _attack_section(run: Path, repo_id: str) -> list[str]:
     dirs = _result_dirs(run, "ATTACKS.json")
     if not dirs:
-        return ["No attack was run against this model. Try to bring the forgotten answers back with:", "", "```bash",
-                f"unlearn attack all {repo_id} --forget FORGET_QA --retain RETAIN_QA --out attacks", "```"]  # fmt: skip
-    lines = ["Forget-set answer probability (length-normalized) of the original model, the unlearned model, and the "
-             "unlearned model under attack; recovered = (attacked - unlearned) / (original - unlearned).", ""]  # fmt: skip
+        return [
+            "No attack was run against this model. Try to bring the forgotten answers back with:",
+            "",
+            "```bash",
+            f"unlearn attack all {repo_id} --forget FORGET_QA --retain RETAIN_QA --out attacks",
+            "```",
+        ]
+    lines = [
+        "Forget-set answer probability (length-normalized) of the original model, the unlearned model, and the "
+        "unlearned model under attack; recovered = (attacked - unlearned) / (original - unlearned).",
+        "",
+    ]
     for d in dirs:
         table = json.loads((d / "ATTACKS.json").read_text()).get("table", [])
-        rows = [[r.get("attack"), _fmt(r.get("original_probability"), ".3f"),
-                 _fmt(r.get("unlearned_probability"), ".3f"), _fmt(r.get("attacked_probability"), ".3f"),
-                 _fmt(r.get("recovered_fraction"), ".3f"), _fmt(r.get("attacked_rouge"), ".3f")] for r in table]  # fmt: skip
+        rows = [
+            [
+                r.get("attack"),
+                _fmt(r.get("original_probability"), ".3f"),
+                _fmt(r.get("unlearned_probability"), ".3f"),
+                _fmt(r.get("attacked_probability"), ".3f"),
+                _fmt(r.get("recovered_fraction"), ".3f"),
+                _fmt(r.get("attacked_rouge"), ".3f"),
+            ]
+            for r in table
+        ]
         lines += [f"From `{(d / 'ATTACKS.json').relative_to(run).as_posix()}`:", ""]
         lines += _table(["attack", "original", "unlearned", "attacked", "recovered", "ROUGE-L attacked"], rows) + [""]
     return lines
 
 
 def _training_section(run: Path, meta: dict[str, Any]) -> list[str]:
-    rows = [json.loads(line) for line in (run / LOG_FILE).read_text().splitlines() if line.strip()] if (
-        run / LOG_FILE).is_file() else []  # fmt: skip
+    rows = (
+        [json.loads(line) for line in (run / LOG_FILE).read_text().splitlines() if line.strip()]
+        if (run / LOG_FILE).is_file()
+        else []
+    )
     steps = [r for r in rows if "loss" in r and "train_runtime" not in r]
-    lines = [f"Optimizer steps: {meta.get('global_step', 'n/a')}, in {meta.get('runtime_s', 'n/a')} s; seed "
-             f"{meta.get('seed', 'n/a')}; finished {meta.get('finished', 'n/a')}.", ""]  # fmt: skip
+    lines = [
+        f"Optimizer steps: {meta.get('global_step', 'n/a')}, in {meta.get('runtime_s', 'n/a')} s; seed "
+        f"{meta.get('seed', 'n/a')}; finished {meta.get('finished', 'n/a')}.",
+        "",
+    ]
     if steps:
         first, last = steps[0], steps[-1]
         keys = [k for k in last if k not in FINAL_KEYS_SKIPPED and isinstance(last[k], (int, float))]
@@ -312,23 +383,43 @@ def _training_section(run: Path, meta: dict[str, Any]) -> list[str]:
 def _usage_section(repo_id: str, base_id: str | None, base: str | None, adapter: bool) -> list[str]:
     base_ref = base_id or "BASE_MODEL"
     if adapter:
-        code = ["from peft import PeftModel", "from transformers import AutoModelForCausalLM, AutoTokenizer", "",
-                f'base = AutoModelForCausalLM.from_pretrained("{base_ref}")',
-                f'model = PeftModel.from_pretrained(base, "{repo_id}")',
-                f'tokenizer = AutoTokenizer.from_pretrained("{repo_id}")']  # fmt: skip
+        code = [
+            "from peft import PeftModel",
+            "from transformers import AutoModelForCausalLM, AutoTokenizer",
+            "",
+            f'base = AutoModelForCausalLM.from_pretrained("{base_ref}")',
+            f'model = PeftModel.from_pretrained(base, "{repo_id}")',
+            f'tokenizer = AutoTokenizer.from_pretrained("{repo_id}")',
+        ]
     else:
-        code = ["from transformers import AutoModelForCausalLM, AutoTokenizer", "",
-                f'model = AutoModelForCausalLM.from_pretrained("{repo_id}")',
-                f'tokenizer = AutoTokenizer.from_pretrained("{repo_id}")']  # fmt: skip
+        code = [
+            "from transformers import AutoModelForCausalLM, AutoTokenizer",
+            "",
+            f'model = AutoModelForCausalLM.from_pretrained("{repo_id}")',
+            f'tokenizer = AutoTokenizer.from_pretrained("{repo_id}")',
+        ]
     lines = ["With plain `transformers`" + (" and `peft`" if adapter else "") + ":", "", "```python", *code, "```", ""]
     if adapter and not base_id:
-        lines += [f"`BASE_MODEL` is the base this adapter was trained on, `{base}`: a local directory whose Hub id was "
-                  "not recorded; load the same weights.", ""]  # fmt: skip
-    lines += ["With `unlearn` (`pip install unlearn-toolkit`), which reads the base model from `run.json`:", "",
-              "```bash", f"unlearn eval {repo_id} --suite tofu --forget-split forget10",
-              f"unlearn attack all {repo_id} --forget FORGET_QA", "```", "",
-              "```python", "from unlearn.loading import load_model_or_adapter", "",
-              f'model, tokenizer = load_model_or_adapter("{repo_id}")', "```", ""]  # fmt: skip
+        lines += [
+            f"`BASE_MODEL` is the base this adapter was trained on, `{base}`: a local directory whose Hub id was "
+            "not recorded; load the same weights.",
+            "",
+        ]
+    lines += [
+        "With `unlearn` (`pip install unlearn-toolkit`), which reads the base model from `run.json`:",
+        "",
+        "```bash",
+        f"unlearn eval {repo_id} --suite tofu --forget-split forget10",
+        f"unlearn attack all {repo_id} --forget FORGET_QA",
+        "```",
+        "",
+        "```python",
+        "from unlearn.loading import load_model_or_adapter",
+        "",
+        f'model, tokenizer = load_model_or_adapter("{repo_id}")',
+        "```",
+        "",
+    ]
     return lines
 
 
@@ -369,29 +460,54 @@ def model_card(run_dir: str | os.PathLike, repo_id: str | None = None, include_d
     base_text = f"[`{base_id}`](https://huggingface.co/{base_id})" if base_id else f"`{base}` (a local model)"
     if base_id and base != base_id:
         base_text += f" (recorded as `{base}`)"
-    lines = ["---", yaml.safe_dump(front, sort_keys=False).strip(), "---", "",
-             f"# {repo_id.split('/')[-1]}", "",
-             f"{what[0].upper()}{what[1:]} trained with `unlearn` (the `unlearn-toolkit` package) "
-             f"to make {base_text} forget a set of facts, with the recipe `{recipe}`. Everything below is read from "
-             "the run's records (`run.json`, `unlearn_config.yaml`, `train_log.jsonl` and the evaluation and attack "
-             "summaries uploaded with it).", "",
-             "## Base model", "", base_text + ".", "",
-             "## Recipe", "", f"`{recipe}`: {_paper_link(meta.get('paper', ''))}.", "",
-             "## Hyperparameters", "", "From `unlearn_config.yaml` (the full resolved config is in this repository):",
-             ""]  # fmt: skip
+    lines = [
+        "---",
+        yaml.safe_dump(front, sort_keys=False).strip(),
+        "---",
+        "",
+        f"# {repo_id.split('/')[-1]}",
+        "",
+        f"{what[0].upper()}{what[1:]} trained with `unlearn` (the `unlearn-toolkit` package) "
+        f"to make {base_text} forget a set of facts, with the recipe `{recipe}`. Everything below is read from "
+        "the run's records (`run.json`, `unlearn_config.yaml`, `train_log.jsonl` and the evaluation and attack "
+        "summaries uploaded with it).",
+        "",
+        "## Base model",
+        "",
+        base_text + ".",
+        "",
+        "## Recipe",
+        "",
+        f"`{recipe}`: {_paper_link(meta.get('paper', ''))}.",
+        "",
+        "## Hyperparameters",
+        "",
+        "From `unlearn_config.yaml` (the full resolved config is in this repository):",
+        "",
+    ]
     lines += _table(["setting", "value"], _hyperparameters(config, recipe)) + [""]
-    lines += ["## Data", "",
-              "The forget and retain sets are not in this repository. They are identified by their source, row count "
-              "and a content fingerprint (`unlearn.data.fingerprint`: SHA-256 over the rows, first 16 hex digits), "
-              "so that someone holding the data can check it is the same.", ""]  # fmt: skip
+    lines += [
+        "## Data",
+        "",
+        "The forget and retain sets are not in this repository. They are identified by their source, row count "
+        "and a content fingerprint (`unlearn.data.fingerprint`: SHA-256 over the rows, first 16 hex digits), "
+        "so that someone holding the data can check it is the same.",
+        "",
+    ]
     data_rows = _data_rows(meta)
     lines += (_table(["set", "source", "rows", "fingerprint"], data_rows) if data_rows else ["Not recorded."]) + [""]
     if include_data:
-        lines += ["The per-sample logs, which quote the forget questions, answers and the model's generations "
-                  "(`EVAL.json`, the full `ATTACKS.json`), are included.", ""]  # fmt: skip
+        lines += [
+            "The per-sample logs, which quote the forget questions, answers and the model's generations "
+            "(`EVAL.json`, the full `ATTACKS.json`), are included.",
+            "",
+        ]
     else:
-        lines += ["Per-sample logs quoting the forget set (questions, answers, generations) are held back; the "
-                  "aggregates below were computed from them.", ""]  # fmt: skip
+        lines += [
+            "Per-sample logs quoting the forget set (questions, answers, generations) are held back; the "
+            "aggregates below were computed from them.",
+            "",
+        ]
     lines += ["## Evaluation", "", *_eval_section(run, repo_id), ""]
     lines += ["## Robustness", "", *_attack_section(run, repo_id), ""]
     lines += ["## Training", "", *_training_section(run, meta)]
@@ -411,20 +527,26 @@ def _hub_error(e: Exception, repo_id: str, secrets: list[str]) -> UnlearnError:
 
     status = e.response.status_code if isinstance(e, HfHubHTTPError) and e.response is not None else None
     if status == 401:
-        msg = (f"The Hub refused the credentials for `{repo_id}` (401 Unauthorized). Log in with `hf auth login`, or "
-               "set HF_TOKEN (or pass `--token-env VAR`) to a token with write access "
-               "(https://huggingface.co/settings/tokens).")  # fmt: skip
+        msg = (
+            f"The Hub refused the credentials for `{repo_id}` (401 Unauthorized). Log in with `hf auth login`, or "
+            "set HF_TOKEN (or pass `--token-env VAR`) to a token with write access "
+            "(https://huggingface.co/settings/tokens)."
+        )
     elif status == 403:
-        msg = (f"The token may not write to `{repo_id}` (403 Forbidden). Use a token with write access to the "
-               f"`{repo_id.split('/')[0]}` namespace, or push to a namespace you own.")  # fmt: skip
+        msg = (
+            f"The token may not write to `{repo_id}` (403 Forbidden). Use a token with write access to the "
+            f"`{repo_id.split('/')[0]}` namespace, or push to a namespace you own."
+        )
     elif isinstance(e, RepositoryNotFoundError) or status == 404:
         msg = f"Repository `{repo_id}` was not found and could not be created (404). Check `--repo-id` and the token."
     elif status is not None:
         server = getattr(e, "server_message", None) or ""
         msg = f"The Hub answered {status} while pushing to `{repo_id}`. {server}".strip()
     else:
-        msg = (f"Pushing to `{repo_id}` failed ({type(e).__name__}: {e}). If the Hub could not be reached, check the "
-               "network, and HF_ENDPOINT if you set one.")  # fmt: skip
+        msg = (
+            f"Pushing to `{repo_id}` failed ({type(e).__name__}: {e}). If the Hub could not be reached, check the "
+            "network, and HF_ENDPOINT if you set one."
+        )
     for s in secrets:
         msg = msg.replace(s, "***")
     return UnlearnError(msg)
@@ -452,16 +574,22 @@ def push_to_hub(
     files = files_to_upload(run_dir, include_data)
     files[CARD_FILE] = model_card(run_dir, repo_id, include_data).encode()
     if offline() or huggingface_hub.constants.is_offline_mode():
-        raise UnlearnError("HF_HUB_OFFLINE is set, so nothing can be uploaded. Unset it (`unset HF_HUB_OFFLINE`, and "
-                           "TRANSFORMERS_OFFLINE if set) in the shell that runs the push.")  # fmt: skip
+        raise UnlearnError(
+            "HF_HUB_OFFLINE is set, so nothing can be uploaded. Unset it (`unset HF_HUB_OFFLINE`, and "
+            "TRANSFORMERS_OFFLINE if set) in the shell that runs the push."
+        )
     resolved = token or huggingface_hub.get_token()
     if not resolved:
-        raise UnlearnError("No Hugging Face token found. Log in with `hf auth login`, set HF_TOKEN, or pass "
-                           "`--token-env VAR` naming a variable that holds a token with write access.")  # fmt: skip
+        raise UnlearnError(
+            "No Hugging Face token found. Log in with `hf auth login`, set HF_TOKEN, or pass "
+            "`--token-env VAR` naming a variable that holds a token with write access."
+        )
     api = HfApi(endpoint=endpoint, token=resolved)
     recipe = (_read_json(Path(run_dir) / RUN_FILE) or {}).get("recipe", "unlearn")
-    ops: list = [CommitOperationAdd(path_in_repo=p, path_or_fileobj=src if isinstance(src, bytes) else str(src))
-                 for p, src in sorted(files.items())]  # fmt: skip
+    ops: list = [
+        CommitOperationAdd(path_in_repo=p, path_or_fileobj=src if isinstance(src, bytes) else str(src))
+        for p, src in sorted(files.items())
+    ]
     logger.info("Pushing %d files to %s: %s", len(ops), repo_id, ", ".join(sorted(files)))
     try:
         url = api.create_repo(repo_id, private=private, exist_ok=True)

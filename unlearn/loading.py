@@ -117,8 +117,10 @@ def load_model_or_adapter(path: str, dtype: str = "float32"):
     if not (local / "adapter_config.json").is_file():
         return load_model_and_tokenizer(path, dtype)
     run_file = local / RUN_FILE
-    bases = [json.loads(run_file.read_text()).get("base_model") if run_file.is_file() else None,
-             json.loads((local / "adapter_config.json").read_text()).get("base_model_name_or_path")]  # fmt: skip
+    bases = [
+        json.loads(run_file.read_text()).get("base_model") if run_file.is_file() else None,
+        json.loads((local / "adapter_config.json").read_text()).get("base_model_name_or_path"),
+    ]
     bases = [b for b in bases if b]
     # A pushed run may record a base path of the machine it was trained on; then the adapter config's base is tried.
     base = next((b for b in bases if not Path(b).is_absolute() or Path(b).exists()), bases[0] if bases else None)

@@ -34,8 +34,10 @@ def project_out(g: torch.Tensor, history: list[torch.Tensor]) -> torch.Tensor:
 def gu_training_step(trainer, model, inputs) -> torch.Tensor:
     """One micro-batch: separate forget and retain gradients, the forget one projected, accumulated into `.grad`."""
     if trainer.args.world_size > 1:
-        raise UnlearnError("`projection: gu` computes its gradients with autograd.grad, outside DDP's all-reduce; run "
-                           "it on one process.")  # fmt: skip
+        raise UnlearnError(
+            "`projection: gu` computes its gradients with autograd.grad, outside DDP's all-reduce; run "
+            "it on one process."
+        )
     model.train()
     inputs = trainer._prepare_inputs(inputs)
     params = [p for p in model.parameters() if p.requires_grad]

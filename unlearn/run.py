@@ -71,8 +71,11 @@ def _metadata(trainer, config: UnlearnConfig, started: float, sources: tuple = (
             return None
         if not isinstance(source, (str, os.PathLike, dict)):
             source = f"{type(source).__name__} passed from Python"
-        return {"source": str(source) if isinstance(source, os.PathLike) else source,
-                "rows": len(records), "fingerprint": fingerprint(records)}  # fmt: skip
+        return {
+            "source": str(source) if isinstance(source, os.PathLike) else source,
+            "rows": len(records),
+            "fingerprint": fingerprint(records),
+        }
 
     return {
         "status": "complete",
@@ -89,7 +92,7 @@ def _metadata(trainer, config: UnlearnConfig, started: float, sources: tuple = (
         "final": {k: v for k, v in last.items() if k in ("loss", "forget_loss", "forget_nll", "retain_loss")},
         "evaluation": (
             trainer.suite_evaluation.summary(trainer.state) if getattr(trainer, "suite_evaluation", None) else None
-        ),  # fmt: skip
+        ),
         "runtime_s": round(time.time() - started, 1),
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "versions": _versions(),
@@ -166,8 +169,15 @@ def _evaluate_run(model, tokenizer, config: UnlearnConfig) -> None:
     if not config.eval_reference:
         suite = load_suite(config.eval_suite, **params)
         skip = [n for n, s in suite["metrics"].items() if METRICS[s["metric"]].needs_reference]
-    evaluate(model, tokenizer, suite=config.eval_suite, reference=config.eval_reference,
-             out=Path(config.output_dir) / "eval", skip=skip, **params)  # fmt: skip
+    evaluate(
+        model,
+        tokenizer,
+        suite=config.eval_suite,
+        reference=config.eval_reference,
+        out=Path(config.output_dir) / "eval",
+        skip=skip,
+        **params,
+    )
 
 
 def forget(

@@ -155,8 +155,10 @@ class UnlearnTrainer(Trainer):
         )
         zero3 = self.is_deepspeed_enabled and getattr(self.accelerator.state.deepspeed_plugin, "zero_stage", 0) == 3
         if self.suite_evaluation is not None and (self.is_fsdp_enabled or zero3):
-            raise UnlearnError("Evaluation during training reads the whole model, which FSDP / ZeRO-3 shard over the "
-                               "processes. Evaluate after training instead (`eval_suite` with `eval_strategy: no`).")  # fmt: skip
+            raise UnlearnError(
+                "Evaluation during training reads the whole model, which FSDP / ZeRO-3 shard over the "
+                "processes. Evaluate after training instead (`eval_suite` with `eval_strategy: no`)."
+            )
         self.reference_logps: torch.Tensor | None = None
         self._loss_head: torch.nn.Module | bool | None = None  # None: not decided yet; False: full logits
         self._metrics: dict[str, list[torch.Tensor]] = defaultdict(list)  # per step, averaged at the next log
@@ -219,9 +221,13 @@ class UnlearnTrainer(Trainer):
         inner = self.accelerator.unwrap_model(self.model)
         with reference_mode(inner):
             logps, _ = batched_logps(
-                model if model is not None else inner, self.forget_examples, self.processing_class.pad_token_id,
-                self.args.per_device_eval_batch_size, self.loss_head(), self.args.loss_chunk_tokens,
-            )  # fmt: skip
+                model if model is not None else inner,
+                self.forget_examples,
+                self.processing_class.pad_token_id,
+                self.args.per_device_eval_batch_size,
+                self.loss_head(),
+                self.args.loss_chunk_tokens,
+            )
         return logps.to(self.args.device)
 
     # ---- the recipe contract -------------------------------------------------------------------------------------
@@ -235,9 +241,13 @@ class UnlearnTrainer(Trainer):
     def forward(self, model, inputs) -> Forward:
         """The batch's forward pass: answer log-probs of every row, and what the losses read besides."""
         logps, n_tokens, outputs, hidden = model_logps(
-            model, inputs["input_ids"], inputs["attention_mask"], inputs["loss_labels"], self.loss_head(),
+            model,
+            inputs["input_ids"],
+            inputs["attention_mask"],
+            inputs["loss_labels"],
+            self.loss_head(),
             self.args.loss_chunk_tokens,
-        )  # fmt: skip
+        )
         return Forward(logps, n_tokens, outputs, hidden)
 
     def forget_loss(self, logps: torch.Tensor, n_tokens: torch.Tensor, index: torch.Tensor) -> torch.Tensor:

@@ -154,8 +154,12 @@ register("mia_min_k", False, ("answer",))(_mia(lambda r, t, k: mm.min_k(r.token_
 register("mia_min_k_plus_plus", False, ("answer",))(
     _mia(lambda r, t, k: mm.min_k_plus_plus(r.token_logps, r.mu, r.sigma, k))
 )
-for _name, _paper in [("mia_loss", "LOSS, Yeom et al. 2018"), ("mia_zlib", "zlib, Carlini et al. 2021"),
-                      ("mia_min_k", "Min-K%, Shi et al. 2023"), ("mia_min_k_plus_plus", "Min-K%++, Zhang et al. 2024")]:  # fmt: skip
+for _name, _paper in [
+    ("mia_loss", "LOSS, Yeom et al. 2018"),
+    ("mia_zlib", "zlib, Carlini et al. 2021"),
+    ("mia_min_k", "Min-K%, Shi et al. 2023"),
+    ("mia_min_k_plus_plus", "Min-K%++, Zhang et al. 2024"),
+]:
     METRICS[_name].doc = f"AUC of forget (members) vs holdout by the {_paper} score; 0.5 = undetectable."
 
 

@@ -8,8 +8,14 @@ from typing import Any
 
 import numpy as np
 
-KNOWLEDGE = {"probability", "normalized_probability", "rouge_l_recall", "exact_memorization",
-             "extraction_strength", "verbatim_rouge"}  # fmt: skip
+KNOWLEDGE = {
+    "probability",
+    "normalized_probability",
+    "rouge_l_recall",
+    "exact_memorization",
+    "extraction_strength",
+    "verbatim_rouge",
+}
 
 
 def _plt():
@@ -29,8 +35,12 @@ def direction(spec: dict[str, Any], higher_is_better: bool) -> str:
 
 
 def write_report(result, out: Path) -> None:
-    lines = [f"# Evaluation: suite `{result.suite}`", "", f"Model: `{result.meta.get('model')}` "
-             f"(fingerprint {result.meta.get('model_fingerprint')})", ""]  # fmt: skip
+    lines = [
+        f"# Evaluation: suite `{result.suite}`",
+        "",
+        f"Model: `{result.meta.get('model')}` (fingerprint {result.meta.get('model_fingerprint')})",
+        "",
+    ]
     if result.meta.get("reference"):
         lines += [f"Reference: `{result.meta['reference']}`", ""]
     lines += ["| metric | data | value | better |", "|---|---|---|---|"]

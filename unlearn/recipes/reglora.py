@@ -118,8 +118,10 @@ class RegLoRATrainer(UnlearnTrainer):
             a = next((v for k, v in state.items() if k.endswith(f"{key}.lora_A.weight")), None)
             b = next((v for k, v in state.items() if k.endswith(f"{key}.lora_B.weight")), None)
             if a is None or b is None:
-                raise UnlearnError(f"The knowledge adapter `{self.args.importance}` has no LoRA for module `{key}`; "
-                                   "give one adapting the same modules, or use `importance: fisher`.")  # fmt: skip
+                raise UnlearnError(
+                    f"The knowledge adapter `{self.args.importance}` has no LoRA for module `{key}`; "
+                    "give one adapting the same modules, or use `importance: fisher`."
+                )
             out[name] = (b.float() @ a.float()).abs().to(self.args.device)
         return out
 

@@ -81,8 +81,10 @@ class RMUTrainer(UnlearnTrainer):
         inner = self.accelerator.unwrap_model(model)
         n_layers = inner.config.num_hidden_layers
         if self.args.rmu_layer >= n_layers - 1:
-            raise UnlearnError(f"`rmu_layer` {self.args.rmu_layer} must be below the last layer ({n_layers - 1}): the "
-                               "last hidden state is normalized.")  # fmt: skip
+            raise UnlearnError(
+                f"`rmu_layer` {self.args.rmu_layer} must be below the last layer ({n_layers - 1}): the "
+                "last hidden state is normalized."
+            )
         if getattr(self, "_layer_above", None) is None:  # found once: the walk over every module is not per step
             layers = next(m for m in inner.modules() if isinstance(m, torch.nn.ModuleList) and len(m) == n_layers)
             self._layer_above = layers[self.args.rmu_layer + 1]

@@ -30,8 +30,15 @@ from .registry import register
 
 FIRST = ["Alder", "Brisa", "Corvin", "Dalia", "Emrys", "Fenna", "Galen", "Hesper", "Ilsa", "Joren", "Kaida", "Lio"]
 LAST = ["Quenby", "Marrowfield", "Tessaly", "Ondrake", "Vellacourt", "Pimsleigh", "Rathbone", "Sorvik", "Wendermere"]
-LLAMA_MODULES = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj",
-                 "mlp.up_proj", "mlp.down_proj")  # fmt: skip
+LLAMA_MODULES = (
+    "self_attn.q_proj",
+    "self_attn.k_proj",
+    "self_attn.v_proj",
+    "self_attn.o_proj",
+    "mlp.gate_proj",
+    "mlp.up_proj",
+    "mlp.down_proj",
+)
 
 
 def fabricated_names(n: int, seed: int = 0) -> list[str]:
@@ -62,8 +69,10 @@ class SAEUnlearnConfig(UnlearnConfig):
             self.lora_target_modules = [f"layers.{i}.{m}" for i in range(self.sae_layer + 1) for m in LLAMA_MODULES]
         super().__post_init__()
         if not self.sae_path:
-            raise UnlearnError("`sae` needs `sae_path`, a sparse autoencoder for layer `sae_layer`; train one with "
-                               "`unlearn sae-train --model MODEL --text FILE --layer N --out DIR`.")  # fmt: skip
+            raise UnlearnError(
+                "`sae` needs `sae_path`, a sparse autoencoder for layer `sae_layer`; train one with "
+                "`unlearn sae-train --model MODEL --text FILE --layer N --out DIR`."
+            )
 
 
 @register
@@ -137,8 +146,17 @@ class SAEUnlearnTrainer(UnlearnTrainer):
         return terms
 
 
-def train_sae(model_path: str, texts: list[str], layer: int, out: str, d_sae: int | None = None,
-              training_tokens: int = 200_000, context_size: int = 128, l1_coefficient: float = 0.01, lr: float = 1e-3):  # fmt: skip
+def train_sae(
+    model_path: str,
+    texts: list[str],
+    layer: int,
+    out: str,
+    d_sae: int | None = None,
+    training_tokens: int = 200_000,
+    context_size: int = 128,
+    l1_coefficient: float = 0.01,
+    lr: float = 1e-3,
+):
     """Train a standard SAE on `model_path`'s layer-`layer` output with sae-lens, offline, on `texts`; save to `out`."""
     import datasets
     from transformers import AutoConfig
@@ -147,11 +165,23 @@ def train_sae(model_path: str, texts: list[str], layer: int, out: str, d_sae: in
     hidden = AutoConfig.from_pretrained(model_path).hidden_size
     cfg = sl.LanguageModelSAERunnerConfig(
         sae=sl.StandardTrainingSAEConfig(d_in=hidden, d_sae=d_sae or 4 * hidden, l1_coefficient=l1_coefficient),
-        model_name=model_path, model_class_name="AutoModelForCausalLM", hook_name=f"model.layers.{layer}",
-        dataset_path="local", is_dataset_tokenized=False, streaming=False, context_size=context_size,
-        training_tokens=training_tokens, train_batch_size_tokens=256, n_batches_in_buffer=4, store_batch_size_prompts=8,
-        device="cpu", logger=sl.LoggingConfig(log_to_wandb=False), output_path=out, n_checkpoints=0, lr=lr,
+        model_name=model_path,
+        model_class_name="AutoModelForCausalLM",
+        hook_name=f"model.layers.{layer}",
+        dataset_path="local",
+        is_dataset_tokenized=False,
+        streaming=False,
+        context_size=context_size,
+        training_tokens=training_tokens,
+        train_batch_size_tokens=256,
+        n_batches_in_buffer=4,
+        store_batch_size_prompts=8,
+        device="cpu",
+        logger=sl.LoggingConfig(log_to_wandb=False),
+        output_path=out,
+        n_checkpoints=0,
+        lr=lr,
         verbose=False,
-    )  # fmt: skip
+    )
     ds = datasets.Dataset.from_list([{"text": t} for t in texts])
     return sl.LanguageModelSAETrainingRunner(cfg, override_dataset=ds).run()
