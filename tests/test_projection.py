@@ -41,7 +41,7 @@ def test_gu_step_is_orthogonal_to_the_retain_gradient(tiny, tofu_rows, tmp_path)
         model=model, args=args, forget=tofu_rows["forget"], retain=tofu_rows["retain"], processing_class=tok
     )
     trainer.train()
-    last = trainer.last_gu
+    last = trainer.gradient_plugin.last
     cos = torch.dot(last["projected"], last["retain_grad"]) / (last["projected"].norm() * last["retain_grad"].norm())
     assert cos.abs() < 1e-4, cos
     removed = [row["gu_removed"] for row in trainer.state.log_history if "gu_removed" in row]

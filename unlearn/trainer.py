@@ -163,6 +163,11 @@ class UnlearnTrainer(Trainer):
         self._loss_head: torch.nn.Module | bool | None = None  # None: not decided yet; False: full logits
         self._metrics: dict[str, list[torch.Tensor]] = defaultdict(list)  # per step, averaged at the next log
         self._step_metrics: dict[str, torch.Tensor] = {}  # this step's terms, summed over its passes
+        self.gradient_plugin = None
+        if args.projection == "gu":
+            from .projection import GradientProjection
+
+            self.gradient_plugin = GradientProjection(self)
 
     # ---- data -------------------------------------------------------------------------------------------------
 
@@ -327,8 +332,9 @@ class UnlearnTrainer(Trainer):
         """
         is_forget = inputs["is_forget"]
         n_forget, n_rows = int(is_forget.sum()), len(is_forget)
+        split = self.args.split_passes or self.gradient_plugin is not None  # gu tells its gradients apart by pass
         if (
-            not (self.args.split_passes and self.can_split_passes)
+            not (split and self.can_split_passes)
             or n_forget in (0, n_rows)
             or self.is_deepspeed_enabled  # DeepSpeed steps its optimizer inside every backward
         ):
@@ -341,20 +347,22 @@ class UnlearnTrainer(Trainer):
         return passes
 
     def training_step(self, model, inputs, num_items_in_batch=None):
+        """The step as an explicit loop over its passes (`split_passes`), each through the Trainer's own step (loss
+        scaling, backward); a gradient plug-in (`projection: gu`) runs the loop itself and adjusts `.grad`."""
         self._step_metrics = {}
-        if self.args.projection == "gu":
-            from .projection import gu_training_step
+        passes = self.split_passes(inputs)
 
-            loss = gu_training_step(self, model, inputs)
+        def run_pass(i: int, part: dict[str, Any]) -> torch.Tensor:
+            # Gradients are all-reduced once, after the last pass (under accumulation, the Trainer's own `no_sync`
+            # around this call already holds it back).
+            last = i == len(passes) - 1
+            with contextlib.nullcontext() if last else self.accelerator.no_sync(model):
+                return super(UnlearnTrainer, self).training_step(model, part, num_items_in_batch)
+
+        if self.gradient_plugin is not None:
+            loss = self.gradient_plugin.run(self, model, passes, run_pass)
         else:
-            passes = self.split_passes(inputs)
-            loss = 0.0
-            for i, part in enumerate(passes):
-                # Gradients are all-reduced once, after the last pass (under accumulation, the Trainer's own
-                # `no_sync` around this call already holds it back).
-                last = i == len(passes) - 1
-                with contextlib.nullcontext() if last else self.accelerator.no_sync(model):
-                    loss = loss + super().training_step(model, part, num_items_in_batch)
+            loss = sum((run_pass(i, part) for i, part in enumerate(passes)), torch.zeros((), device=self.args.device))
         for name, value in self._step_metrics.items():
             self._metrics[name].append(value)
         return loss
