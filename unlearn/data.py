@@ -199,9 +199,7 @@ def tokenize(
     for i, row in enumerate(ds):
         if shape == "qa":
             prompt, completion, templated = format_qa(tokenizer, str(row[question_key]), str(row[answer_key]))
-            p_ids = tokenizer(prompt, add_special_tokens=not templated)["input_ids"]
-            c_ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
-            ids, labels = p_ids + c_ids, [IGNORE_INDEX] * len(p_ids) + c_ids
+            ids, labels = prompt_completion_ids(tokenizer, prompt, completion, templated)
         else:
             ids = tokenizer(str(row[text_key]))["input_ids"]
             labels = list(ids)
@@ -224,6 +222,14 @@ def tokenize(
     return examples
 
 
+def prompt_completion_ids(tokenizer, prompt: str, completion: str, templated: bool) -> tuple[list[int], list[int]]:
+    """(input ids, labels) of a prompt and its completion, tokenized apart so that the labels mask exactly the
+    prompt; a templated prompt carries its own special tokens, a plain one gets the tokenizer's (BOS)."""
+    p_ids = tokenizer(prompt, add_special_tokens=not templated)["input_ids"]
+    c_ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
+    return p_ids + c_ids, [IGNORE_INDEX] * len(p_ids) + c_ids
+
+
 def tokenize_prompts(tokenizer, prompts: list[str], completions: list[str], max_length: int = 1024) -> list[dict]:
     """Rows from already formatted prompts and their completions; the loss (and scoring) is on the completion.
 
@@ -232,10 +238,8 @@ def tokenize_prompts(tokenizer, prompts: list[str], completions: list[str], max_
     templated = bool(getattr(tokenizer, "chat_template", None))
     examples = []
     for i, (prompt, completion) in enumerate(zip(prompts, completions, strict=True)):
-        p_ids = tokenizer(prompt, add_special_tokens=not templated)["input_ids"]
-        c_ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
-        ids = (p_ids + c_ids)[-max_length:]  # keep the completion when too long: it is what is scored
-        labels = ([IGNORE_INDEX] * len(p_ids) + c_ids)[-max_length:]
+        ids, labels = prompt_completion_ids(tokenizer, prompt, completion, templated)
+        ids, labels = ids[-max_length:], labels[-max_length:]  # keep the completion when too long: it is scored
         examples.append({"input_ids": ids, "labels": labels, "index": i})
     return examples
 

@@ -105,13 +105,19 @@ def head_sequence_logps(
     return _per_row(token_logps, mask), mask.sum(-1)
 
 
+def token_kl(logits: torch.Tensor, ref_logits: torch.Tensor) -> torch.Tensor:
+    """KL(reference || model) of the next-token distributions, per position: (..., V) logits -> (...)."""
+    log_p = F.log_softmax(logits.float(), -1)
+    log_ref = F.log_softmax(ref_logits.float(), -1)
+    return (log_ref.exp() * (log_ref - log_p)).sum(-1)
+
+
 def _token_kl(
     head: torch.nn.Module, reference: Callable[[], AbstractContextManager], h: torch.Tensor, h_ref: torch.Tensor
 ) -> torch.Tensor:
     with reference():  # the reference head: the same module with the adapter (if it has one) switched off
-        log_ref = F.log_softmax(head(h_ref).float(), -1)
-    log_p = F.log_softmax(head(h).float(), -1)
-    return (log_ref.exp() * (log_ref - log_p)).sum(-1)  # KL(ref || model) per token, (n,)
+        ref_logits = head(h_ref)
+    return token_kl(head(h), ref_logits)  # (n,)
 
 
 def head_kl(

@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 from transformers import Trainer, TrainerCallback, set_seed
 
 from .adapter import reference_mode, wrap_adapter
@@ -38,7 +37,7 @@ from .data import (
 )
 from .data import tokenize as tokenize_records
 from .errors import NonFiniteLossError, UnlearnError
-from .logprobs import batched_logps, final_hidden, head_kl, head_matches_logits, model_logps
+from .logprobs import batched_logps, final_hidden, head_kl, head_matches_logits, model_logps, token_kl
 
 logger = logging.getLogger(__name__)
 
@@ -286,9 +285,7 @@ class UnlearnTrainer(Trainer):
         with reference_mode(ref):
             ref_logits = ref(input_ids=ids, attention_mask=mask).logits
         scored = (labels[:, 1:] != IGNORE_INDEX).float()  # (B_r, T-1)
-        log_p = F.log_softmax(fwd.outputs.logits[is_retain][:, :-1].float(), -1)
-        log_ref = F.log_softmax(ref_logits[:, :-1].float(), -1)
-        kl = (log_ref.exp() * (log_ref - log_p)).sum(-1)  # KL(ref || model) per token, (B_r, T-1)
+        kl = token_kl(fwd.outputs.logits[is_retain][:, :-1], ref_logits[:, :-1])  # (B_r, T-1)
         return (kl * scored).sum(-1) / scored.sum(-1).clamp(min=1)
 
     # ---- the step ---------------------------------------------------------------------------------------------
