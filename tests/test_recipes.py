@@ -104,3 +104,13 @@ def test_registries_refuse_a_duplicate_name():
     with pytest.raises(UnlearnError, match="already registered"):
         register_metric("probability", True)(lambda ctx, spec: None)
     assert METRICS["probability"].fn.__name__ != "<lambda>"
+
+
+def test_the_catalogue_says_what_the_registry_says():
+    """`unlearn recipes` reads the recipe sources instead of importing them: it must list the same recipes."""
+    from unlearn.recipe_catalogue import catalogue
+    from unlearn.trainer import paper
+
+    listed = {r["name"]: (r["paper"], r["data_needs"], r["module"]) for r in catalogue()}
+    registered = {n: (paper(c), c.data_needs, c.__module__) for n, c in unlearn.RECIPES.items()}
+    assert listed == registered

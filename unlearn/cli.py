@@ -213,21 +213,27 @@ def _split(items: list[str]) -> list[str]:
 
 
 def cmd_recipes(args: argparse.Namespace) -> int:
+    if not args.verbose:  # read from the recipe sources: no training stack is imported
+        from .recipe_catalogue import catalogue
+
+        for r in catalogue():
+            print(f"{r['name']:10s} {r['paper']}")
+            print(f"{'':10s} data: {r['data_needs']}")
+        return 0
     from .recipes import RECIPES
     from .trainer import paper
 
     for name, cls in RECIPES.items():
         print(f"{name:10s} {paper(cls)}")
         print(f"{'':10s} data: {cls.data_needs}")
-        if args.verbose:
-            base = {f.name: f.default for f in dataclasses.fields(cls.config_class.__mro__[1])}
-            own = [
-                f
-                for f in dataclasses.fields(cls.config_class)
-                if f.name != "recipe" and base.get(f.name, object()) != f.default
-            ]
-            for f in own:
-                print(f"{'':10s}   {f.name} = {f.default!r}: {f.metadata.get('help', '')}")
+        base = {f.name: f.default for f in dataclasses.fields(cls.config_class.__mro__[1])}
+        own = [
+            f
+            for f in dataclasses.fields(cls.config_class)
+            if f.name != "recipe" and base.get(f.name, object()) != f.default
+        ]
+        for f in own:
+            print(f"{'':10s}   {f.name} = {f.default!r}: {f.metadata.get('help', '')}")
     return 0
 
 

@@ -38,6 +38,7 @@ from .data import (
 from .data import tokenize as tokenize_records
 from .errors import NonFiniteLossError, UnlearnError
 from .logprobs import batched_logps, final_hidden, head_kl, head_matches_logits, model_logps, token_kl
+from .recipe_catalogue import paper_title
 
 logger = logging.getLogger(__name__)
 
@@ -69,8 +70,7 @@ class Term:
 
 def paper(cls) -> str:
     """`Title (arXiv:id)` of a trainer's `_paper`."""
-    p = getattr(cls, "_paper", None) or {}
-    return f"{p.get('title', '')} (arXiv:{p['id']})" if p.get("id") else p.get("title", "")
+    return paper_title(getattr(cls, "_paper", None))
 
 
 class _SetEpoch(TrainerCallback):
