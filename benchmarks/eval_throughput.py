@@ -17,7 +17,7 @@ import time
 import torch
 
 from unlearn.data import format_qa, load_records, pad_rows, tokenize
-from unlearn.run import ensure_pad_token, load_model_and_tokenizer
+from unlearn.loading import ensure_pad_token, load_model_and_tokenizer
 from unlearn.scoring import greedy_answers, row_stats
 from unlearn.tofu import load_tofu
 
@@ -45,12 +45,17 @@ def main() -> None:
     ensure_pad_token(tok)
     model.eval()
     ds = load_tofu("forget10_perturbed", args.tofu).select(range(args.rows))
-    flat = [{"question": r["question"], "answer": a} for r in ds
-            for a in [r["answer"], r["paraphrased_answer"], *r["perturbed_answer"]]]  # fmt: skip
+    flat = [
+        {"question": r["question"], "answer": a}
+        for r in ds
+        for a in [r["answer"], r["paraphrased_answer"], *r["perturbed_answer"]]
+    ]
     examples = tokenize(load_records(flat), tok, "qa", 512, "question", "answer", "text")
     order = sorted(range(len(examples)), key=lambda i: len(examples[i]["input_ids"]))
-    batches = [pad_rows([examples[i] for i in order[s : s + args.batch_size]], tok.pad_token_id)
-               for s in range(0, len(order), args.batch_size)]  # fmt: skip
+    batches = [
+        pad_rows([examples[i] for i in order[s : s + args.batch_size]], tok.pad_token_id)
+        for s in range(0, len(order), args.batch_size)
+    ]
     n_tokens = sum(int(b["attention_mask"].sum()) for b in batches)
 
     @torch.no_grad()

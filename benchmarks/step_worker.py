@@ -34,13 +34,14 @@ import torch
 import transformers
 from transformers import TrainerCallback
 
+from unlearn.adapter import reference_mode
 from unlearn.config import build_config, parse_overrides
 from unlearn.data import IGNORE_INDEX, format_qa
 from unlearn.finetune import FinetuneTrainer
+from unlearn.loading import ensure_pad_token, load_model_and_tokenizer
 from unlearn.recipes import RECIPES, get_recipe
 from unlearn.recipes.npo import NPOTrainer
-from unlearn.run import ensure_pad_token, load_model_and_tokenizer
-from unlearn.trainer import UnlearnTrainer, reference_mode
+from unlearn.trainer import UnlearnTrainer
 
 transformers.utils.logging.set_verbosity_error()
 transformers.utils.logging.disable_progress_bar()
@@ -114,8 +115,13 @@ def matmul_peak(device: torch.device, dtype: torch.dtype, n: int = 2048, repeats
         sync(device)
         if i >= 2:
             times.append(time.perf_counter() - t)
-    return {"n": n, "repeats": repeats, "dtype": str(dtype).removeprefix("torch."), "s": statistics.median(times),
-            "flops": 2 * n**3 / statistics.median(times)}  # fmt: skip
+    return {
+        "n": n,
+        "repeats": repeats,
+        "dtype": str(dtype).removeprefix("torch."),
+        "s": statistics.median(times),
+        "flops": 2 * n**3 / statistics.median(times),
+    }
 
 
 def allocator() -> str:
@@ -173,7 +179,7 @@ def machine(spec: dict) -> dict[str, Any]:
 def read_rows(tofu_dir: str | None) -> tuple[list[dict], list[dict]]:
     """Forget and retain QA rows: TOFU forget10 / retain90 from `tofu_dir` if present, else the built-in demo data."""
 
-    def jsonl(path) -> list[dict]:  # fmt: skip
+    def jsonl(path) -> list[dict]:
         return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
     tofu = Path(tofu_dir).expanduser() if tofu_dir else None
@@ -255,17 +261,17 @@ class PerStepReferenceNPO(NPOTrainer):
     def compute_reference_logps(self, *args, **kwargs) -> torch.Tensor:
         return torch.zeros(len(self.forget_examples), device=self.args.device)  # filled in step by step
 
-    def weighted_losses(self, model, inputs):
+    def forward(self, model, inputs):
         if self.reference_logps is None:
             self.reference_logps = self.compute_reference_logps()
         is_forget = inputs["is_forget"]
         ref = self.accelerator.unwrap_model(model)
         with reference_mode(ref):  # the library's own forward, output-head chunking included
-            logps, *_ = self.forward_logps(
-                ref, *(inputs[k][is_forget] for k in ("input_ids", "attention_mask", "loss_labels"))
+            fwd = super().forward(
+                ref, {k: inputs[k][is_forget] for k in ("input_ids", "attention_mask", "loss_labels")}
             )
-        self.reference_logps[inputs["index"][is_forget]] = logps
-        return super().weighted_losses(model, inputs)
+        self.reference_logps[inputs["index"][is_forget]] = fwd.logps
+        return super().forward(model, inputs)
 
 
 TRAINERS = {"sft": FinetuneTrainer, "bare": FinetuneTrainer, "npo-per-step": PerStepReferenceNPO}
@@ -347,15 +353,22 @@ def train(spec: dict) -> dict[str, Any]:
     retain = fixed_length_rows(tokenizer, retain_src, spec["n_retain"], seq_len)
     longest_prompt = max(prompt_tokens(tokenizer, r["question"]) for r in forget + retain)
     if longest_prompt >= seq_len - 1:
-        raise ValueError(f"`--seq-len {seq_len}` leaves no answer tokens: a prompt is {longest_prompt} tokens "
-                         "with this tokenizer's template. Use a longer sequence length.")  # fmt: skip
+        raise ValueError(
+            f"`--seq-len {seq_len}` leaves no answer tokens: a prompt is {longest_prompt} tokens "
+            "with this tokenizer's template. Use a longer sequence length."
+        )
     trainer_class = TRAINERS.get(recipe) or get_recipe(recipe)
     with tempfile.TemporaryDirectory(prefix="unlearn-bench-") as tmp:
         values: dict[str, Any] = {
-            "recipe": trainer_class._name, "output_dir": tmp, "save_strategy": "no", "disable_tqdm": True,
-            "per_device_train_batch_size": batch, "max_length": seq_len, "seed": 0,
+            "recipe": trainer_class._name,
+            "output_dir": tmp,
+            "save_strategy": "no",
+            "disable_tqdm": True,
+            "per_device_train_batch_size": batch,
+            "max_length": seq_len,
+            "seed": 0,
             **fit_to_model(recipe, model),
-        }  # fmt: skip
+        }
         if trainer_class is FinetuneTrainer:
             values.update(adapter="lora", retain_weight=0.0)  # the same LoRA adapter as the recipes
         if recipe == "idk":

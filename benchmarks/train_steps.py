@@ -104,8 +104,10 @@ def preload_allocator(name: str) -> None:
     lib, package = ALLOCATORS[name]
     soname = ctypes.util.find_library(lib)  # e.g. libtcmalloc_minimal.so.4, which LD_PRELOAD resolves as ld.so does
     if not soname:
-        sys.exit(f"--allocator {name}: lib{lib} not found. Install it (Debian/Ubuntu: apt-get install {package}) or "
-                 "use --allocator system.")  # fmt: skip
+        sys.exit(
+            f"--allocator {name}: lib{lib} not found. Install it (Debian/Ubuntu: apt-get install {package}) or "
+            "use --allocator system."
+        )
     os.environ["LD_PRELOAD"] = os.pathsep.join(filter(None, [soname, os.environ.get("LD_PRELOAD")]))
 
 
@@ -125,8 +127,14 @@ def step_specs(args, registry: dict, base: dict) -> list[dict]:
             continue
         if name == "npo":  # plain NPO (Eq. 3, no retain term): the target's case, with both reference modes
             specs.append({**base, "label": "npo no-retain", "recipe": "npo", "overrides": {"retain_weight": 0.0}})
-            specs.append({**base, "label": "npo no-retain ref/step", "recipe": "npo-per-step",
-                          "overrides": {"retain_weight": 0.0}})  # fmt: skip
+            specs.append(
+                {
+                    **base,
+                    "label": "npo no-retain ref/step",
+                    "recipe": "npo-per-step",
+                    "overrides": {"retain_weight": 0.0},
+                }
+            )
         if info["uses_retain"]:
             for ratio in (1, 2):
                 specs.append(
@@ -142,10 +150,28 @@ def step_specs(args, registry: dict, base: dict) -> list[dict]:
 def sweep_specs(args, registry: dict, base: dict) -> tuple[list[dict], list[dict]]:
     recipe = args.sweep_recipe
     overrides = {"retain_ratio": 1} if registry[recipe]["uses_retain"] else {}
-    sizes = [{**base, "label": f"{recipe} forget={n}", "recipe": recipe, "n_forget": n, "epochs": args.epochs,
-              "overrides": overrides} for n in args.sizes]  # fmt: skip
-    lengths = [{**base, "label": f"{recipe} T={t}", "recipe": recipe, "seq_len": t, "overrides": overrides,
-                "n_forget": args.batch_size * (args.warmup + args.steps)} for t in args.seq_lens]  # fmt: skip
+    sizes = [
+        {
+            **base,
+            "label": f"{recipe} forget={n}",
+            "recipe": recipe,
+            "n_forget": n,
+            "epochs": args.epochs,
+            "overrides": overrides,
+        }
+        for n in args.sizes
+    ]
+    lengths = [
+        {
+            **base,
+            "label": f"{recipe} T={t}",
+            "recipe": recipe,
+            "seq_len": t,
+            "overrides": overrides,
+            "n_forget": args.batch_size * (args.warmup + args.steps),
+        }
+        for t in args.seq_lens
+    ]
     return sizes, lengths
 
 
@@ -166,8 +192,14 @@ def linear_fit(xs: list[float], ys: list[float]) -> dict[str, float]:
 def target(name: str, value: float | None, limit: float, unit: str = "x", note: str = "") -> dict:
     if value is None:
         return {"target": name, "status": "n/a", "value": None, "limit": limit, "note": note or "not measured"}
-    return {"target": name, "status": "PASS" if value <= limit else "MISS", "value": value, "limit": limit,
-            "unit": unit, "note": note}  # fmt: skip
+    return {
+        "target": name,
+        "status": "PASS" if value <= limit else "MISS",
+        "value": value,
+        "limit": limit,
+        "unit": unit,
+        "note": note,
+    }
 
 
 def check_targets(args, by_label: dict, sizes: dict | None) -> list[dict]:
@@ -191,15 +223,27 @@ def check_targets(args, by_label: dict, sizes: dict | None) -> list[dict]:
     else:
         peaks = [r["peak_rss"] for r in by_label.values() if r["recipe"] not in ("bare", "sft", "npo-per-step")]
         note = "largest over the recipes above" if peaks else "no recipe measured"
-        out.append(target(rss_name, max(peaks) / GB if peaks else None, RSS_TARGET / GB, " GB",
-                          note=note + ("" if args.isolate else "; not isolated: peaks accumulate")))  # fmt: skip
+        out.append(
+            target(
+                rss_name,
+                max(peaks) / GB if peaks else None,
+                RSS_TARGET / GB,
+                " GB",
+                note=note + ("" if args.isolate else "; not isolated: peaks accumulate"),
+            )
+        )
     if sizes:
         fit = sizes["fit"]
         growth = sizes["per_row_growth"]
         ok = fit["r2"] >= LINEAR_R2 and growth <= LINEAR_PER_ROW_GROWTH
-        out.append({"target": f"cost linear in forget size (R^2 >= {LINEAR_R2}, time/row at the largest size <= "
-                    f"{LINEAR_PER_ROW_GROWTH}x the smallest)", "status": "PASS" if ok else "MISS",
-                    "value": {"r2": fit["r2"], "per_row_growth": growth}})  # fmt: skip
+        out.append(
+            {
+                "target": f"cost linear in forget size (R^2 >= {LINEAR_R2}, time/row at the largest size <= "
+                f"{LINEAR_PER_ROW_GROWTH}x the smallest)",
+                "status": "PASS" if ok else "MISS",
+                "value": {"r2": fit["r2"], "per_row_growth": growth},
+            }
+        )
     return out
 
 
@@ -214,33 +258,45 @@ def print_machine(m: dict, args) -> None:
     load = f", load average {m['load_average']:.1f} at start" if m.get("load_average") is not None else ""
     print(f"machine   {m['cpu']}, {m['cores']} cores ({m['usable_cores']} usable), {m['platform']}{load}")
     device = m["gpu"] or m["device"]
-    print(f"software  python {m['python']}, torch {m['torch']}, transformers {m['transformers']}; "
-          f"{m['threads']} intra-op / {m['interop_threads']} inter-op threads; device {device}; "
-          f"malloc {m['allocator']}")  # fmt: skip
+    print(
+        f"software  python {m['python']}, torch {m['torch']}, transformers {m['transformers']}; "
+        f"{m['threads']} intra-op / {m['interop_threads']} inter-op threads; device {device}; "
+        f"malloc {m['allocator']}"
+    )
     for p in m["matmul_peak"]:
         print(f"peak      {p['dtype']} matmul {p['n']}^3: {p['flops'] / 1e9:,.1f} GFLOP/s (median of {p['repeats']})")
     if m["device"] == "cpu" and (m.get("load_average") or 0) > 0.75 * m["usable_cores"]:
-        print(f"WARNING   other processes are using the CPU (load {m['load_average']:.1f}, {m['usable_cores']} cores): "
-              "timings are noisy, and threads that wait for a busy core slow every op down; --threads 1 is "
-              "steadier, a quiet machine is best")  # fmt: skip
+        print(
+            f"WARNING   other processes are using the CPU (load {m['load_average']:.1f}, {m['usable_cores']} cores): "
+            "timings are noisy, and threads that wait for a busy core slow every op down; --threads 1 is "
+            "steadier, a quiet machine is best"
+        )
     iso = "each configuration in a fresh process" if args.isolate else "all configurations in one process"
-    print(f"settings  batch {args.batch_size} forget rows x {args.seq_len} tokens, {args.warmup} warm-up + "
-          f"{args.steps} timed steps (median), dtype {args.dtype}, library defaults otherwise (LoRA, a log line "
-          f"every step){'; ' + ' '.join(args.set) if args.set else ''}; {iso}")  # fmt: skip
+    print(
+        f"settings  batch {args.batch_size} forget rows x {args.seq_len} tokens, {args.warmup} warm-up + "
+        f"{args.steps} timed steps (median), dtype {args.dtype}, library defaults otherwise (LoRA, a log line "
+        f"every step){'; ' + ' '.join(args.set) if args.set else ''}; {iso}"
+    )
 
 
 def print_steps(rows: list[dict], peak: float, sft: float | None, bare: float | None) -> None:
-    print("\nper optimizer step (x SFT, x bare: step time ratios; rows: rows with gradients in the step, in passes "
-          "of --batch-size rows under split_passes; once: trainer construction, setup and reference pass, paid once "
-          "per run)")  # fmt: skip
-    print(f"{'configuration':24} {'rows':>4} {'s/step':>8} {'tok/s':>8} {'x SFT':>6} {'x bare':>6} {'GFLOP/s':>8} "
-          f"{'of peak':>7} {'once s':>7} {'peak RSS':>9} {'GPU max':>9}")  # fmt: skip
+    print(
+        "\nper optimizer step (x SFT, x bare: step time ratios; rows: rows with gradients in the step, in passes "
+        "of --batch-size rows under split_passes; once: trainer construction, setup and reference pass, paid once "
+        "per run)"
+    )
+    print(
+        f"{'configuration':24} {'rows':>4} {'s/step':>8} {'tok/s':>8} {'x SFT':>6} {'x bare':>6} {'GFLOP/s':>8} "
+        f"{'of peak':>7} {'once s':>7} {'peak RSS':>9} {'GPU max':>9}"
+    )
     for r in rows:
         s, flops = r["s_per_step"], r["achieved_flops"]
         shown = f"{flops / 1e9:8.2f} {flops / peak:7.1%}" if flops else f"{'-':>8} {'-':>7}"
-        print(f"{r['label']:24} {r['rows_per_step']:4d} {s:8.4f} {r['tokens_per_s']:8.0f} "
-              f"{s / sft if sft else float('nan'):6.2f} {s / bare if bare else float('nan'):6.2f} {shown} "
-              f"{r['once_s']:7.2f} {fmt_bytes(r['peak_rss']):>9} {fmt_bytes(r['cuda_max_allocated']):>9}")  # fmt: skip
+        print(
+            f"{r['label']:24} {r['rows_per_step']:4d} {s:8.4f} {r['tokens_per_s']:8.0f} "
+            f"{s / sft if sft else float('nan'):6.2f} {s / bare if bare else float('nan'):6.2f} {shown} "
+            f"{r['once_s']:7.2f} {fmt_bytes(r['peak_rss']):>9} {fmt_bytes(r['cuda_max_allocated']):>9}"
+        )
 
 
 def print_flops_note(r: dict) -> None:
@@ -261,8 +317,11 @@ def main() -> int:
     p.add_argument(
         "--model", default="smollm2-135m", help="`tiny` (2-layer Llama, built here), a built-in name or a model dir"
     )
-    p.add_argument("--tofu", default=os.environ.get("UNLEARN_TOFU_DIR", "../shared/data/tofu"),
-                   help="TOFU directory (forget10/retain90 rows); the built-in demo rows without it")  # fmt: skip
+    p.add_argument(
+        "--tofu",
+        default=os.environ.get("UNLEARN_TOFU_DIR", "../shared/data/tofu"),
+        help="TOFU directory (forget10/retain90 rows); the built-in demo rows without it",
+    )
     p.add_argument("--dtype", default="float32")
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's own choice)")
     p.add_argument("--batch-size", type=int, default=4, help="forget rows per step")
@@ -274,15 +333,24 @@ def main() -> int:
     p.add_argument("--sizes", help="forget-set sizes (default 8,16,32; --quick 4,8,16)")
     p.add_argument("--epochs", type=int, help="epochs per size, the first one untimed (default 3, --quick 2)")
     p.add_argument("--seq-lens", help="sequence lengths of the sweep (default 64,128,256)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="config override for every configuration, e.g. --set gradient_checkpointing=true")  # fmt: skip
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override for every configuration, e.g. --set gradient_checkpointing=true",
+    )
     p.add_argument("--only", help="comma-separated recipes for the step table (default: all)")
     p.add_argument("--no-sweeps", action="store_true", help="only the step table and the NPO reference comparison")
     p.add_argument("--quick", action="store_true", help="a short version: fewer steps, epochs and sizes")
     p.add_argument("--no-isolate", dest="isolate", action="store_false", help="run every configuration in this process")
-    p.add_argument("--allocator", choices=["system", *ALLOCATORS], default="system",
-                   help="malloc of the worker processes: tcmalloc or jemalloc through LD_PRELOAD (Linux; Debian "
-                   "packages libtcmalloc-minimal4, libjemalloc2), or the system's (glibc)")  # fmt: skip
+    p.add_argument(
+        "--allocator",
+        choices=["system", *ALLOCATORS],
+        default="system",
+        help="malloc of the worker processes: tcmalloc or jemalloc through LD_PRELOAD (Linux; Debian "
+        "packages libtcmalloc-minimal4, libjemalloc2), or the system's (glibc)",
+    )
     p.add_argument("--json", help="write every figure (raw step times included) to this file")
     args = p.parse_args()
     args.steps = args.steps or (3 if args.quick else 10)
@@ -306,9 +374,19 @@ def main() -> int:
         model_path = args.model
         if args.model == "tiny":
             model_path = run({"kind": "tiny", "out": tmp, "tofu_dir": args.tofu})["model_path"]
-        base = {"kind": "train", "model_path": model_path, "dtype": args.dtype, "tofu_dir": args.tofu,
-                "seq_len": args.seq_len, "batch_size": args.batch_size, "n_retain": args.retain_rows,
-                "warmup": args.warmup, "steps": args.steps, "threads": args.threads, "set": args.set}  # fmt: skip
+        base = {
+            "kind": "train",
+            "model_path": model_path,
+            "dtype": args.dtype,
+            "tofu_dir": args.tofu,
+            "seq_len": args.seq_len,
+            "batch_size": args.batch_size,
+            "n_retain": args.retain_rows,
+            "warmup": args.warmup,
+            "steps": args.steps,
+            "threads": args.threads,
+            "set": args.set,
+        }
         report = measure(run, args, machine, base, peak)
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))
@@ -324,8 +402,11 @@ def attempt(run, spec: dict, errors: list[dict]) -> dict | None:
         errors.append({"label": spec["label"], "error": str(e)})
         print(f"  FAILED {spec['label']}: {str(e).splitlines()[0]}", flush=True)
         return None
-    print(f"  done   {spec['label']:26} {result['s_per_step']:8.4f} s/step ({time.perf_counter() - start:.1f} s)",
-          file=sys.stderr, flush=True)  # fmt: skip
+    print(
+        f"  done   {spec['label']:26} {result['s_per_step']:8.4f} s/step ({time.perf_counter() - start:.1f} s)",
+        file=sys.stderr,
+        flush=True,
+    )
     return result
 
 
@@ -338,16 +419,23 @@ def measure(run, args, machine: dict, base: dict, peak: float) -> dict:
     bare = (by_label.get("bare torch loop") or {}).get("s_per_step")
     m = results[0]["model"] if results else None
     if m:
-        print(f"\nmodel     {args.model}: {m['n_params'] / 1e6:,.1f} M parameters, {m['layers']} layers, d_model "
-              f"{m['hidden']}, vocab {m['vocab']}; LoRA {results[0]['lora_target_modules']} r=8: "
-              f"{results[0]['trainable_params'] / 1e6:,.3f} M trainable")  # fmt: skip
+        print(
+            f"\nmodel     {args.model}: {m['n_params'] / 1e6:,.1f} M parameters, {m['layers']} layers, d_model "
+            f"{m['hidden']}, vocab {m['vocab']}; LoRA {results[0]['lora_target_modules']} r=8: "
+            f"{results[0]['trainable_params'] / 1e6:,.3f} M trainable"
+        )
     print_steps(results, peak, sft, bare)
     drift = None
     if sft and (again := (by_label.get("sft again") or {}).get("s_per_step")):
         drift = again / sft
-        print(f"  baseline drift: sft at the end of the table / at its start = {drift:.3f}"
-              + ("  (more than 5%: the machine's speed changed during the run; ratios are uncertain by as much)"
-                 if abs(drift - 1) > 0.05 else ""))  # fmt: skip
+        print(
+            f"  baseline drift: sft at the end of the table / at its start = {drift:.3f}"
+            + (
+                "  (more than 5%: the machine's speed changed during the run; ratios are uncertain by as much)"
+                if abs(drift - 1) > 0.05
+                else ""
+            )
+        )
     for name, why in skipped.items():
         print(f"  skipped {name}: {why}")
     if results:
@@ -356,13 +444,19 @@ def measure(run, args, machine: dict, base: dict, peak: float) -> dict:
     npo = {}
     cached, per_step = by_label.get("npo no-retain"), by_label.get("npo no-retain ref/step")
     if cached and per_step:
-        npo = {"cached_s_per_step": cached["s_per_step"], "reference_pass_s": cached["reference_s"],
-               "reference_rows": cached["n_forget"], "per_step_s_per_step": per_step["s_per_step"],
-               "per_step_over_cached": per_step["s_per_step"] / cached["s_per_step"]}  # fmt: skip
-        print(f"\nNPO reference log-probs (no retain term): cached once before training "
-              f"{cached['s_per_step']:.4f} s/step + {cached['reference_s']:.3f} s for the {cached['n_forget']} forget "
-              f"rows (= {cached['reference_s'] / cached['s_per_step']:.1f} steps, once); every step "
-              f"{per_step['s_per_step']:.4f} s/step: {npo['per_step_over_cached']:.2f}x the cached step")  # fmt: skip
+        npo = {
+            "cached_s_per_step": cached["s_per_step"],
+            "reference_pass_s": cached["reference_s"],
+            "reference_rows": cached["n_forget"],
+            "per_step_s_per_step": per_step["s_per_step"],
+            "per_step_over_cached": per_step["s_per_step"] / cached["s_per_step"],
+        }
+        print(
+            f"\nNPO reference log-probs (no retain term): cached once before training "
+            f"{cached['s_per_step']:.4f} s/step + {cached['reference_s']:.3f} s for the {cached['n_forget']} forget "
+            f"rows (= {cached['reference_s'] / cached['s_per_step']:.1f} steps, once); every step "
+            f"{per_step['s_per_step']:.4f} s/step: {npo['per_step_over_cached']:.2f}x the cached step"
+        )
 
     sizes_out, lengths_out = None, None
     if not args.no_sweeps and args.sweep_recipe in registry:
@@ -373,25 +467,38 @@ def measure(run, args, machine: dict, base: dict, peak: float) -> dict:
             epoch = [statistics.median(r["epoch_s"][1:]) for r in sizes]
             fit = linear_fit(ns, epoch)
             growth = (epoch[-1] / ns[-1]) / (epoch[0] / ns[0])
-            sizes_out = {"recipe": args.sweep_recipe, "rows": ns, "epoch_s": epoch,
-                         "s_per_row": [e / n for e, n in zip(epoch, ns, strict=True)], "fit": fit,
-                         "per_row_growth": growth, "runs": sizes}  # fmt: skip
-            print(f"\nforget-set size ({args.sweep_recipe}, retain_ratio {sizes[0]['retain_ratio']}, batch "
-                  f"{args.batch_size} x {args.seq_len}; median of epochs 2..{args.epochs})")  # fmt: skip
+            sizes_out = {
+                "recipe": args.sweep_recipe,
+                "rows": ns,
+                "epoch_s": epoch,
+                "s_per_row": [e / n for e, n in zip(epoch, ns, strict=True)],
+                "fit": fit,
+                "per_row_growth": growth,
+                "runs": sizes,
+            }
+            print(
+                f"\nforget-set size ({args.sweep_recipe}, retain_ratio {sizes[0]['retain_ratio']}, batch "
+                f"{args.batch_size} x {args.seq_len}; median of epochs 2..{args.epochs})"
+            )
             print(f"{'rows':>6} {'s/epoch':>9} {'s/row':>9}")
             for n, e in zip(ns, epoch, strict=True):
                 print(f"{n:6d} {e:9.3f} {e / n:9.4f}")
-            print(f"fit: s/epoch = {fit['intercept_s']:.3f} + {fit['s_per_row']:.4f} * rows, R^2 = {fit['r2']:.4f}; "
-                  f"time/row at {ns[-1]} rows = {growth:.2f}x at {ns[0]}")  # fmt: skip
+            print(
+                f"fit: s/epoch = {fit['intercept_s']:.3f} + {fit['s_per_row']:.4f} * rows, R^2 = {fit['r2']:.4f}; "
+                f"time/row at {ns[-1]} rows = {growth:.2f}x at {ns[0]}"
+            )
         # The step table's `<recipe> r=1` row is the sweep's point at --seq-len: measured once.
         same = by_label.get(f"{args.sweep_recipe} r=1") or by_label.get(args.sweep_recipe)
-        lengths = [same if same and spec["seq_len"] == args.seq_len else attempt(run, spec, errors)
-                   for spec in length_specs]  # fmt: skip
+        lengths = [
+            same if same and spec["seq_len"] == args.seq_len else attempt(run, spec, errors) for spec in length_specs
+        ]
         lengths = [r for r in lengths if r]
         if lengths:
             lengths_out = {"recipe": args.sweep_recipe, "runs": lengths}
-            print(f"\nsequence length ({args.sweep_recipe}, retain_ratio {lengths[0]['retain_ratio']}, batch "
-                  f"{args.batch_size})")  # fmt: skip
+            print(
+                f"\nsequence length ({args.sweep_recipe}, retain_ratio {lengths[0]['retain_ratio']}, batch "
+                f"{args.batch_size})"
+            )
             print(f"{'T':>6} {'s/step':>9} {'tok/s':>9} {'x prev':>7} {'peak RSS':>9}")
             prev = None
             for r in lengths:
@@ -404,15 +511,31 @@ def measure(run, args, machine: dict, base: dict, peak: float) -> dict:
     print("\ntargets (issue 8; measured, not asserted)")
     for t in targets:
         v = t["value"]
-        shown = "" if v is None else (f"{v:.2f}{t.get('unit', '')}" if isinstance(v, float) else
-                                      f"R^2 {v['r2']:.3f}, per-row growth {v['per_row_growth']:.2f}x")  # fmt: skip
+        shown = (
+            ""
+            if v is None
+            else (
+                f"{v:.2f}{t.get('unit', '')}"
+                if isinstance(v, float)
+                else f"R^2 {v['r2']:.3f}, per-row growth {v['per_row_growth']:.2f}x"
+            )
+        )
         detail = " ".join(x for x in (shown, f"({t['note']})" if t.get("note") else "") if x)
         print(f"  {t['status']:4}  {t['target']}: {detail}")
     for e in errors:
         print(f"  ERROR {e['label']}: {e['error'].splitlines()[0]}")
-    return {"machine": machine, "settings": {k: sorted(v) if isinstance(v, set) else v for k, v in vars(args).items()},
-            "steps": results, "baseline_drift": drift, "npo_reference": npo, "forget_size": sizes_out,
-            "seq_len": lengths_out, "targets": targets, "skipped": skipped, "errors": errors}  # fmt: skip
+    return {
+        "machine": machine,
+        "settings": {k: sorted(v) if isinstance(v, set) else v for k, v in vars(args).items()},
+        "steps": results,
+        "baseline_drift": drift,
+        "npo_reference": npo,
+        "forget_size": sizes_out,
+        "seq_len": lengths_out,
+        "targets": targets,
+        "skipped": skipped,
+        "errors": errors,
+    }
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, Llama
 
 from unlearn import scoring  # noqa: E402
 from unlearn.data import load_records, pad_rows, tokenize  # noqa: E402
-from unlearn.trainer import sequence_logps  # noqa: E402
+from unlearn.logprobs import sequence_logps  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))  # the tiny model's tokenizer recipe lives there, shared with benchmarks
@@ -71,10 +71,17 @@ def tiny_init_dir(tmp_path_factory, tofu_rows) -> Path:
     texts = [r["question"] + " " + r["answer"] for r in read_jsonl("retain99", 400) + tofu_rows["forget"]]
     tokenizer = build_tokenizer(texts)
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=512,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-    )  # fmt: skip
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=512,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     out = tmp_path_factory.mktemp("tiny-init")
     LlamaForCausalLM(config).save_pretrained(out)
     tokenizer.save_pretrained(out)

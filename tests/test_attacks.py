@@ -14,7 +14,7 @@ import unlearn
 from unlearn import UnlearnError
 from unlearn.attacks.common import prompts_for
 from unlearn.data import load_records, pad_rows, tokenize
-from unlearn.trainer import sequence_logps
+from unlearn.logprobs import sequence_logps
 
 N_FORGET = 16
 
@@ -60,8 +60,9 @@ def test_relearn_recovers_what_an_adapter_only_suppressed(target, tiny_init_dir,
     model, tok, forget = target
     unlearned = _ga_adapter(target, learning_rate=2e-3)
     scratch = AutoModelForCausalLM.from_pretrained(tiny_init_dir)  # never saw the forget set
-    result = unlearn.attack(unlearned, tok, "relearn", forget=forget, out=tmp_path, k=4, steps=20,
-                            learning_rate=5e-3, baseline=scratch)  # fmt: skip
+    result = unlearn.attack(
+        unlearned, tok, "relearn", forget=forget, out=tmp_path, k=4, steps=20, learning_rate=5e-3, baseline=scratch
+    )
     d = result.details
     assert d["measured_on"] == N_FORGET - 4 and len(d["curve"]) == len(d["steps"])
     # Twenty steps on 4 questions bring back the answers to the 12 others (measured 0.45 of the gap);
@@ -108,8 +109,15 @@ def _nf4_preserving_unlearning(model, tok, forget):
 
     code = bf.get_4bit_type("nf4", device="cpu").float()
     edges = (code[1:] + code[:-1]) / 2
-    examples = tokenize(load_records([{"question": r["question"], "answer": r["answer"]} for r in forget]), tok, "qa",
-                        256, "question", "answer", "text")  # fmt: skip
+    examples = tokenize(
+        load_records([{"question": r["question"], "answer": r["answer"]} for r in forget]),
+        tok,
+        "qa",
+        256,
+        "question",
+        "answer",
+        "text",
+    )
     batch = pad_rows(examples, tok.pad_token_id)
     grad_model = copy.deepcopy(model)
     logps, n = sequence_logps(
@@ -147,8 +155,9 @@ def test_quantization_undoes_unlearning_below_the_rounding_step(target):
 
 def test_probe_prompt_families_get_past_a_literal_prompt_filter(target):
     model, tok, forget = target
-    result = unlearn.attack(_prompt_filter(target), tok, "probe", forget=forget, original=model,
-                            retain=read_jsonl("retain99", 16))  # fmt: skip
+    result = unlearn.attack(
+        _prompt_filter(target), tok, "probe", forget=forget, original=model, retain=read_jsonl("retain99", 16)
+    )
     d = result.details
     assert {"prefix_injection", "affirmative_suffix", "role_play", "paraphrased_question", "few_shot"} == set(
         d["per_family"]
@@ -173,8 +182,9 @@ def test_latent_detects_an_output_only_unlearning(target, tmp_path):
 def test_all_attacks_write_one_table(target, tmp_path):
     model, tok, forget = target
     unlearned = _ga_adapter(target, learning_rate=3e-3)
-    results = unlearn.attack(unlearned, tok, "all", forget=forget, retain=read_jsonl("retain99", 16), out=tmp_path,
-                             steps=4, k=4)  # fmt: skip
+    results = unlearn.attack(
+        unlearned, tok, "all", forget=forget, retain=read_jsonl("retain99", 16), out=tmp_path, steps=4, k=4
+    )
     assert [r.name for r in results] == ["relearn", "keyword", "quantize", "probe", "latent"]
     table = (tmp_path / "ATTACKS.md").read_text()
     for name in ("relearn", "keyword", "quantize", "probe", "latent"):
@@ -201,8 +211,17 @@ def test_cli_attack_on_an_adapter_directory(tiny_model_dir, data_files, tmp_path
 
     cfg = write_config(tmp_path / "c.yaml", tiny_model_dir, data_files, tmp_path / "run", num_train_epochs=2)
     unlearn_cli("forget", cfg)
-    proc = unlearn_cli("attack", "keyword", tmp_path / "run", "--forget", data_files["forget"], "--out", tmp_path / "a",
-                       "--set", "top=2")  # fmt: skip
+    proc = unlearn_cli(
+        "attack",
+        "keyword",
+        tmp_path / "run",
+        "--forget",
+        data_files["forget"],
+        "--out",
+        tmp_path / "a",
+        "--set",
+        "top=2",
+    )
     assert "| keyword |" in proc.stdout
     assert json.loads((tmp_path / "a" / "ATTACKS.json").read_text())["table"][0]["attack"] == "keyword"
     bad = unlearn_cli("attack", "nope", tmp_path / "run", "--forget", data_files["forget"], check=False)

@@ -23,10 +23,24 @@ def quick_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench") / "steps.json"
     proc = subprocess.run(
         # One thread: steady on a machine busy with other tests (~30 s there, mostly importing the libraries once).
-        [sys.executable, "benchmarks/train_steps.py", "--model", "tiny", "--quick", "--threads", "1", "--json", str(out)],
+        [
+            sys.executable,
+            "benchmarks/train_steps.py",
+            "--model",
+            "tiny",
+            "--quick",
+            "--threads",
+            "1",
+            "--json",
+            str(out),
+        ],
         # The limit only guards against a hang: a machine busy with other work takes minutes, not the ~30 s here.
-        cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        cwd=ROOT,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc.stdout, json.loads(out.read_text())
 
@@ -80,23 +94,31 @@ def test_sweeps_and_targets(quick_run):
     assert len(report["targets"]) == 6 and {t["status"] for t in report["targets"]} <= TARGET_STATUSES
     rss = next(t for t in report["targets"] if "RSS" in t["target"])
     assert rss["status"] == "n/a"  # the memory target is SmolLM2's, at batch 4 x 256
-    for heading in ("machine", "peak", "per optimizer step", "NPO reference", "forget-set size", "sequence length",
-                    "targets"):  # fmt: skip
+    for heading in (
+        "machine",
+        "peak",
+        "per optimizer step",
+        "NPO reference",
+        "forget-set size",
+        "sequence length",
+        "targets",
+    ):
         assert heading in stdout, heading
     for t in report["targets"]:
         assert t["status"] in stdout
 
 
-def test_import_and_version_load_no_training_stack():
-    """`import unlearn` and `unlearn --version` import neither torch nor transformers (the start-up figures are
+def test_import_version_and_recipes_load_no_training_stack():
+    """`import unlearn`, `unlearn --version` and `unlearn recipes` import neither torch nor transformers (the start-up figures are
     benchmarks/startup.py's; what is tested here is the cause of a slow start-up, not a time)."""
     code = (
-        "import sys, unlearn, unlearn.cli; unlearn.cli.build_parser(); "
-        "heavy = sorted({'torch', 'transformers', 'peft', 'trl', 'sae_lens'} & set(sys.modules)); print(heavy)"
+        "import sys, io, contextlib, unlearn, unlearn.cli; unlearn.cli.build_parser(); "
+        "contextlib.redirect_stdout(io.StringIO()).__enter__(); unlearn.cli.main(['recipes']); "
+        "heavy = sorted({'torch', 'transformers', 'peft', 'trl', 'sae_lens'} & set(sys.modules)); print(heavy, file=sys.stderr)"
     )
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.strip() == "[]"
+    assert proc.stderr.strip().splitlines()[-1] == "[]", proc.stderr[-2000:]
 
 
 @pytest.mark.slow
@@ -104,8 +126,12 @@ def test_startup_benchmark_prints_every_command(tmp_path):
     out = tmp_path / "startup.json"
     proc = subprocess.run(
         [sys.executable, "benchmarks/startup.py", "--repeat", "1", "--json", str(out)],
-        cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        cwd=ROOT,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     report = json.loads(out.read_text())
     assert set(report["commands"]) >= {"python -c pass", "unlearn --version", "unlearn recipes"}

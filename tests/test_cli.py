@@ -11,18 +11,25 @@ import torch
 from safetensors.torch import load_file
 
 import unlearn
+from unlearn.loading import load_model_and_tokenizer
 from unlearn.recipes.graddiff import GradDiffTrainer
-from unlearn.run import load_model_and_tokenizer
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 
 
 def write_config(path, model_dir, data_files, out, **extra):
     lines = {
-        "recipe": "graddiff", "model_name_or_path": str(model_dir), "forget": str(data_files["forget"]),
-        "retain": str(data_files["retain"]), "output_dir": str(out), "learning_rate": 3e-3, "num_train_epochs": 2,
-        "lora_dropout": 0.0, "disable_tqdm": True, **extra,
-    }  # fmt: skip
+        "recipe": "graddiff",
+        "model_name_or_path": str(model_dir),
+        "forget": str(data_files["forget"]),
+        "retain": str(data_files["retain"]),
+        "output_dir": str(out),
+        "learning_rate": 3e-3,
+        "num_train_epochs": 2,
+        "lora_dropout": 0.0,
+        "disable_tqdm": True,
+        **extra,
+    }
     path.write_text("".join(f"{k}: {v}\n" for k, v in lines.items()))
     return path
 
@@ -57,7 +64,7 @@ def test_cli_forget_and_errors(tiny_model_dir, data_files, tmp_path):
 def test_shipped_recipes_load():
     from pathlib import Path
 
-    from unlearn.config import load_config
+    from unlearn.recipes import load_config
 
     shipped = sorted((Path(__file__).parents[1] / "recipes").glob("*.yaml"))
     assert {p.stem for p in shipped} >= set(unlearn.RECIPES)
@@ -68,9 +75,14 @@ def test_shipped_recipes_load():
 
 def test_interrupted_run_resumes_to_the_same_adapter(tiny_model_dir, data_files, tmp_path, monkeypatch):
     settings = dict(
-        recipe="graddiff", learning_rate=3e-3, num_train_epochs=3, save_strategy="steps", save_steps=2,
-        lora_dropout=0.0, disable_tqdm=True,
-    )  # fmt: skip
+        recipe="graddiff",
+        learning_rate=3e-3,
+        num_train_epochs=3,
+        save_strategy="steps",
+        save_steps=2,
+        lora_dropout=0.0,
+        disable_tqdm=True,
+    )
 
     def go(out, **kw):
         model, tok = load_model_and_tokenizer(str(tiny_model_dir))
@@ -98,8 +110,15 @@ def test_interrupted_run_resumes_to_the_same_adapter(tiny_model_dir, data_files,
         go(broken)
     with pytest.raises(unlearn.UnlearnError, match="different config.*learning_rate"):
         model, tok = load_model_and_tokenizer(str(tiny_model_dir))
-        unlearn.forget(model, tok, str(data_files["forget"]), str(data_files["retain"]), output_dir=broken,
-                       resume=True, **{**settings, "learning_rate": 1e-3})  # fmt: skip
+        unlearn.forget(
+            model,
+            tok,
+            str(data_files["forget"]),
+            str(data_files["retain"]),
+            output_dir=broken,
+            resume=True,
+            **{**settings, "learning_rate": 1e-3},
+        )
     go(broken, resume=True)
     a = load_file(tmp_path / "straight" / "adapter_model.safetensors")
     b = load_file(broken / "adapter_model.safetensors")
@@ -112,10 +131,10 @@ def test_saved_config_reloads_to_the_same_config(recipe, tmp_path):
     """`unlearn_config.yaml` is the fully resolved config, and `unlearn forget` can run it again."""
     import yaml
 
-    from unlearn.config import build_config, load_config
+    from unlearn.recipes import load_config, recipe_config
 
     required = {"sae": {"sae_path": str(tmp_path / "sae")}}.get(recipe, {})
-    config = build_config({"recipe": recipe, "output_dir": str(tmp_path / "run"), **required})
+    config = recipe_config({"recipe": recipe, "output_dir": str(tmp_path / "run"), **required})
     saved = tmp_path / "unlearn_config.yaml"
     saved.write_text(yaml.safe_dump(config.to_yaml_dict()))
     assert load_config(saved).to_yaml_dict() == config.to_yaml_dict()

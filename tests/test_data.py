@@ -55,9 +55,15 @@ def test_mixed_or_unknown_formats_are_refused(tmp_path):
 
 @pytest.mark.parametrize(
     ("split", "rows"),
-    [("forget01", 40), ("forget10", 400), ("retain99", 3960), ("forget01_perturbed", 40),
-     ("real_authors_perturbed", 100), ("world_facts_perturbed", 117)],
-)  # fmt: skip
+    [
+        ("forget01", 40),
+        ("forget10", 400),
+        ("retain99", 3960),
+        ("forget01_perturbed", 40),
+        ("real_authors_perturbed", 100),
+        ("world_facts_perturbed", 117),
+    ],
+)
 def test_tofu_splits_from_a_local_copy(split, rows):
     ds = load_tofu(split, TOFU_DIR)
     assert len(ds) == rows and {"question", "answer"} <= set(ds.column_names)

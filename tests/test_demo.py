@@ -10,8 +10,8 @@ import pytest
 
 from unlearn import UnlearnError
 from unlearn.demo import demo_rows, run_demo
+from unlearn.loading import load_model_and_tokenizer
 from unlearn.models import resolve_model
-from unlearn.run import load_model_and_tokenizer
 from unlearn.scoring import answer_nll
 
 
@@ -21,8 +21,9 @@ def test_demo_pipeline_on_the_tiny_model(tiny_model_dir, tmp_path):
     out = tmp_path / "demo"
     with pytest.raises(UnlearnError, match=r"knows only \d of the 8 demo facts"):
         run_demo(model=str(tiny_model_dir), output_dir=str(out))
-    result = run_demo(model=str(tiny_model_dir), output_dir=str(out), require_known=False, learning_rate=1e-2,
-                      disable_tqdm=True)  # fmt: skip
+    result = run_demo(
+        model=str(tiny_model_dir), output_dir=str(out), require_known=False, learning_rate=1e-2, disable_tqdm=True
+    )
     assert result["after"]["nll"]["forget"] > result["before"]["nll"]["forget"] + 0.5
     assert result["evaluation"]["after"]["forget_probability"] < result["evaluation"]["before"]["forget_probability"]
     assert {r["attack"] for r in result["robustness"]} == {"relearn", "keyword", "quantize", "probe", "latent"}
@@ -33,8 +34,14 @@ def test_demo_pipeline_on_the_tiny_model(tiny_model_dir, tmp_path):
     for png in ("demo_nll.png", "attacks/relearn_curve.png", "attacks/latent_layers.png"):
         assert (out / png).stat().st_size > 1000, png
     assert json.loads((out / "run.json").read_text())["status"] == "complete"
-    run_demo(model=str(tiny_model_dir), output_dir=str(out), require_known=False, attacks=False, max_steps=1,
-             disable_tqdm=True)  # reruns replace it  # fmt: skip
+    run_demo(
+        model=str(tiny_model_dir),
+        output_dir=str(out),
+        require_known=False,
+        attacks=False,
+        max_steps=1,
+        disable_tqdm=True,
+    )  # reruns replace it
     assert not (out / "attacks").exists()
 
 

@@ -9,9 +9,9 @@ import torch
 
 import unlearn
 from unlearn import NonFiniteLossError, UnlearnError
-from unlearn.config import load_config
+from unlearn.loading import load_model_and_tokenizer
+from unlearn.recipes import load_config
 from unlearn.recipes.ga import GATrainer
-from unlearn.run import load_model_and_tokenizer
 
 
 def test_empty_forget_set(tiny):
@@ -148,12 +148,12 @@ def test_nan_loss_stops_and_keeps_the_last_good_adapter(tiny, tofu_rows, tmp_pat
 
 
 def test_bad_choices_are_named():
-    from unlearn.config import build_config
+    from unlearn.recipes import recipe_config
 
     with pytest.raises(UnlearnError, match="`adapter` must be one of lora, none; got 'qlora'"):
-        build_config({"recipe": "ga", "adapter": "qlora"})
+        recipe_config({"recipe": "ga", "adapter": "qlora"})
     with pytest.raises(UnlearnError, match="`graddiff` needs a retain term"):
-        build_config({"recipe": "graddiff", "retain_weight": 0})
+        recipe_config({"recipe": "graddiff", "retain_weight": 0})
 
 
 def test_missing_extra_names_the_install_line():
@@ -166,11 +166,12 @@ def test_missing_extra_names_the_install_line():
 def test_sae_recipe_without_sae_lens_names_the_extra(tiny, tofu_rows, tmp_path, monkeypatch):
     import sys
 
-    from unlearn.config import build_config
+    from unlearn.recipes import recipe_config
 
     monkeypatch.setitem(sys.modules, "sae_lens", None)  # as if the extra were not installed
     model, tok = tiny
-    args = build_config({"recipe": "sae", "sae_path": str(tmp_path), "output_dir": str(tmp_path / "run")})
+    args = recipe_config({"recipe": "sae", "sae_path": str(tmp_path), "output_dir": str(tmp_path / "run")})
     with pytest.raises(ImportError, match=r"pip install 'unlearn-toolkit\[sae\]'"):
-        unlearn.get_recipe("sae")(model=model, args=args, forget=tofu_rows["forget"], retain=tofu_rows["retain"],
-                                  processing_class=tok)  # fmt: skip
+        unlearn.get_recipe("sae")(
+            model=model, args=args, forget=tofu_rows["forget"], retain=tofu_rows["retain"], processing_class=tok
+        )

@@ -12,7 +12,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import unlearn
 from unlearn import UnlearnError
-from unlearn.run import load_model_or_adapter
+from unlearn.loading import load_model_or_adapter
 
 SUITE = """\
     name: tiny_tofu

@@ -33,8 +33,17 @@ def protocol(tiny_init_dir, tiny_model_dir, tofu_rows, tmp_path_factory):
     for name, seed in (("reference", 0), ("retain2", 1)):
         model, tok = AutoModelForCausalLM.from_pretrained(tiny_init_dir), AutoTokenizer.from_pretrained(tiny_init_dir)
         out = tmp_path_factory.mktemp(name)
-        unlearn.finetune(model, tok, tofu_rows["retain"], output_dir=out / "model", learning_rate=3e-3,
-                         num_train_epochs=40, seed=seed, disable_tqdm=True, logging_steps=50)  # fmt: skip
+        unlearn.finetune(
+            model,
+            tok,
+            tofu_rows["retain"],
+            output_dir=out / "model",
+            learning_rate=3e-3,
+            num_train_epochs=40,
+            seed=seed,
+            disable_tqdm=True,
+            logging_steps=50,
+        )
         dirs[name] = out / "model"
     ref_model, ref_tok = (
         AutoModelForCausalLM.from_pretrained(dirs["reference"]),
@@ -84,8 +93,13 @@ def test_missing_reference_fails_before_scoring(tiny, monkeypatch):
 
 
 def test_open_unlearning_logs_are_accepted_as_reference(tiny, tmp_path):
-    ou = {"forget_truth_ratio": {"agg_value": 0.6, "value_by_index": {str(i): {"score": 0.9 + i / 100} for i in range(8)}},
-          "forget_quality": {"agg_value": None}}  # fmt: skip
+    ou = {
+        "forget_truth_ratio": {
+            "agg_value": 0.6,
+            "value_by_index": {str(i): {"score": 0.9 + i / 100} for i in range(8)},
+        },
+        "forget_quality": {"agg_value": None},
+    }
     (tmp_path / "TOFU_EVAL.json").write_text(json.dumps(ou))
     result = unlearn.evaluate(*tiny, suite="tofu", reference=tmp_path, **QUICK)
     assert 0.0 <= result["forget_quality"] <= 1.0
@@ -156,8 +170,16 @@ def test_raw_text_suite_with_membership_inference(tiny, tmp_path, tofu_rows):
     forget.write_text("".join(json.dumps({"text": r["answer"]}) + "\n" for r in tofu_rows["forget"]))
     holdout.write_text("".join(json.dumps({"text": r["answer"]}) + "\n" for r in read_jsonl("retain99", 400)[300:308]))
     model, tok = tiny
-    result = unlearn.evaluate(model, tok, suite="muse", forget_text=str(forget), holdout_text=str(holdout),
-                              prefix_tokens=8, skip=["privleak"], max_new_tokens=16)  # fmt: skip
+    result = unlearn.evaluate(
+        model,
+        tok,
+        suite="muse",
+        forget_text=str(forget),
+        holdout_text=str(holdout),
+        prefix_tokens=8,
+        skip=["privleak"],
+        max_new_tokens=16,
+    )
     # The target memorized the forget texts and never saw the holdout: every attack separates them.
     for name in ("mia_min_k", "mia_min_k_plus_plus", "mia_zlib"):
         assert result[name] > 0.9, (name, result[name])
@@ -170,8 +192,18 @@ def test_cli_eval_accepts_an_adapter_directory(tiny_model_dir, data_files, tmp_p
 
     cfg = write_config(tmp_path / "c.yaml", tiny_model_dir, data_files, tmp_path / "run", num_train_epochs=1)
     unlearn_cli("forget", cfg)
-    proc = unlearn_cli("eval", tmp_path / "run", "--suite", "qa", "--param", f"path={data_files['forget']}",
-                       "--out", tmp_path / "ev", "--max-new-tokens", "8")  # fmt: skip
+    proc = unlearn_cli(
+        "eval",
+        tmp_path / "run",
+        "--suite",
+        "qa",
+        "--param",
+        f"path={data_files['forget']}",
+        "--out",
+        tmp_path / "ev",
+        "--max-new-tokens",
+        "8",
+    )
     assert "| probability | forget |" in proc.stdout
     summary = json.loads((tmp_path / "ev" / "SUMMARY.json").read_text())
     assert set(summary["metrics"]) == {"probability", "rouge", "exact_memorization", "extraction_strength", "fluency"}
@@ -182,10 +214,23 @@ def test_cli_reference_then_eval_with_it(tiny_init_dir, tiny_model_dir, data_fil
     import test_cli
 
     monkeypatch.setitem(test_cli.ENV, "UNLEARN_TOFU_DIR", str(TOFU_DIR))
-    refs, quick = tmp_path / "refs", ["--suite", "tofu", "--forget-split", "forget01", "--param", "limit=4",
-                                      "--max-new-tokens", "8"]  # fmt: skip
-    test_cli.unlearn_cli("reference", "--model", tiny_init_dir, "--retain", data_files["retain"], "--out", refs,
-                         *quick, "num_train_epochs=2", "learning_rate=3e-3", "disable_tqdm=true")  # fmt: skip
+    refs, quick = (
+        tmp_path / "refs",
+        ["--suite", "tofu", "--forget-split", "forget01", "--param", "limit=4", "--max-new-tokens", "8"],
+    )
+    test_cli.unlearn_cli(
+        "reference",
+        "--model",
+        tiny_init_dir,
+        "--retain",
+        data_files["retain"],
+        "--out",
+        refs,
+        *quick,
+        "num_train_epochs=2",
+        "learning_rate=3e-3",
+        "disable_tqdm=true",
+    )
     assert (refs / "retain_model" / "run.json").is_file() and "forget_quality" not in json.loads(
         (refs / "EVAL.json").read_text()
     )
@@ -197,8 +242,10 @@ def test_cli_reference_then_eval_with_it(tiny_init_dir, tiny_model_dir, data_fil
 
 def test_lm_eval_harness_on_a_tiny_local_task(tiny, tofu_rows, tmp_path):
     pytest.importorskip("lm_eval", reason="optional extra: pip install 'unlearn-toolkit[lm-eval]'")
-    rows = [{"question": r["question"], "choices": [r["answer"], "I have no idea who that is."], "label": 0}
-            for r in tofu_rows["forget"]]  # fmt: skip
+    rows = [
+        {"question": r["question"], "choices": [r["answer"], "I have no idea who that is."], "label": 0}
+        for r in tofu_rows["forget"]
+    ]
     (tmp_path / "tiny_mc.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     tasks = tmp_path / "tasks"
     tasks.mkdir()

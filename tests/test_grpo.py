@@ -26,8 +26,13 @@ def test_concepts_are_extracted_and_matched_normalized(tofu_rows):
 
     forbidden, degenerate, fidelity = make_rewards({"Basil Mahfouz Al-Kuwaiti": ["Al-Kuwaiti"]}, Counter())
     kinds, targets = ["forget", "forget", "retain"], ["Basil Mahfouz Al-Kuwaiti"] * 2 + [""]
-    scores = forbidden(None, ["BASIL mahfouz al kuwaiti wrote it", "someone else", "x"], completion_ids=[[1]] * 3,
-                       kind=kinds, target=targets)  # fmt: skip
+    scores = forbidden(
+        None,
+        ["BASIL mahfouz al kuwaiti wrote it", "someone else", "x"],
+        completion_ids=[[1]] * 3,
+        kind=kinds,
+        target=targets,
+    )
     assert scores == [-2.0, 0.0, None]  # the name and its alias, case and punctuation ignored
     assert degenerate(None, ["", "go go go go go go", "A fluent and varied answer about the book."]) == pytest.approx(
         [-1.0, -1.0 + 0.5 / 6, 0.0], abs=0.05
@@ -40,10 +45,23 @@ def test_grpo_lowers_forbidden_mentions(tiny, tofu_rows, tmp_path):
     forget, retain = tofu_rows["forget"], tofu_rows["retain"]
     concepts = extract_concepts([r["answer"] for r in forget], [r["answer"] for r in retain])
     before = mention_rate(model, tok, forget, concepts)
-    adapter = unlearn.forget(model, tok, forget, retain, recipe="grpo", output_dir=tmp_path / "run",
-                             learning_rate=2e-3, num_train_epochs=5, num_generations=8, per_device_train_batch_size=8,
-                             max_completion_length=24, logging_steps=1, disable_tqdm=True, eval_suite="qa",
-                             eval_params={"path": str(TOFU_DIR / "forget01.jsonl"), "limit": 8})  # fmt: skip
+    adapter = unlearn.forget(
+        model,
+        tok,
+        forget,
+        retain,
+        recipe="grpo",
+        output_dir=tmp_path / "run",
+        learning_rate=2e-3,
+        num_train_epochs=5,
+        num_generations=8,
+        per_device_train_batch_size=8,
+        max_completion_length=24,
+        logging_steps=1,
+        disable_tqdm=True,
+        eval_suite="qa",
+        eval_params={"path": str(TOFU_DIR / "forget01.jsonl"), "limit": 8},
+    )
     after = mention_rate(adapter, tok, forget, concepts)
     assert before == 1.0 and after <= 0.5, (before, after)  # measured 1.0 -> 0.0
     log = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]

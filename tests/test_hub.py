@@ -29,7 +29,7 @@ from huggingface_hub import constants
 import unlearn
 from unlearn import UnlearnError, cli
 from unlearn.hub import files_to_upload, model_card, push_to_hub
-from unlearn.run import load_model_or_adapter
+from unlearn.loading import load_model_or_adapter
 
 TOKEN = "hf_TestToken_never_print_me_0123456789"
 BAD_TOKEN = "hf_BadToken_also_secret_9876543210"
@@ -103,16 +103,28 @@ class StandInHub:
                 return self._reply(h, 404, {"error": "Repository not found"}, {"X-Error-Code": "RepoNotFound"})
             if action == "preupload":
                 files = json.loads(body)["files"]
-                return self._reply(h, 200, {"files": [{"path": f["path"], "uploadMode": "regular",
-                                                       "shouldIgnore": False} for f in files]})  # fmt: skip
+                return self._reply(
+                    h,
+                    200,
+                    {"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in files]},
+                )
             if action == "commit":
                 return self._commit(h, repo, body)
             files = self.files(repo)
             if action == "tree":
-                return self._reply(h, 200, [{"type": "file", "path": p, "size": len(d), "oid": _blob_oid(d)}
-                                            for p, d in files.items()])  # fmt: skip
-            return self._reply(h, 200, {"id": repo, "sha": self.shas[repo], "private": self.private[repo],
-                                        "siblings": [{"rfilename": p} for p in files]})  # fmt: skip
+                return self._reply(
+                    h, 200, [{"type": "file", "path": p, "size": len(d), "oid": _blob_oid(d)} for p, d in files.items()]
+                )
+            return self._reply(
+                h,
+                200,
+                {
+                    "id": repo,
+                    "sha": self.shas[repo],
+                    "private": self.private[repo],
+                    "siblings": [{"rfilename": p} for p in files],
+                },
+            )
         m = re.fullmatch(r"/([^/]+/[^/]+)/resolve/([^/]+)/(.+)", path)
         if m and method in ("GET", "HEAD") and m.group(1) in self.shas:
             repo, file = m.group(1), m.group(3)
@@ -135,10 +147,12 @@ class StandInHub:
                 target.unlink()
             elif op["key"] != "header":
                 return self._reply(h, 400, {"error": f"stand-in does not support {op['key']}"})
-        self.shas[repo] = hashlib.sha1(json.dumps(sorted((p, _blob_oid(d)) for p, d in self.files(repo).items()))
-                                       .encode()).hexdigest()  # fmt: skip
-        return self._reply(h, 200, {"commitUrl": f"{self.url}/{repo}/commit/{self.shas[repo]}",
-                                    "commitOid": self.shas[repo]})  # fmt: skip
+        self.shas[repo] = hashlib.sha1(
+            json.dumps(sorted((p, _blob_oid(d)) for p, d in self.files(repo).items())).encode()
+        ).hexdigest()
+        return self._reply(
+            h, 200, {"commitUrl": f"{self.url}/{repo}/commit/{self.shas[repo]}", "commitOid": self.shas[repo]}
+        )
 
 
 @pytest.fixture
@@ -171,9 +185,19 @@ def run_dir(tiny_model_dir, tofu_rows, tmp_path_factory) -> Path:
     forget_file.write_text("".join(json.dumps(r) + "\n" for r in tofu_rows["forget"]))
     model, tok = AutoModelForCausalLM.from_pretrained(tiny_model_dir), AutoTokenizer.from_pretrained(tiny_model_dir)
     out = root / "run"
-    peft_model = unlearn.forget(model, tok, tofu_rows["forget"], tofu_rows["retain"], recipe="graddiff",
-                                output_dir=out, learning_rate=3e-3, num_train_epochs=1, lora_dropout=0.0,
-                                disable_tqdm=True, save_strategy="no")  # fmt: skip
+    peft_model = unlearn.forget(
+        model,
+        tok,
+        tofu_rows["forget"],
+        tofu_rows["retain"],
+        recipe="graddiff",
+        output_dir=out,
+        learning_rate=3e-3,
+        num_train_epochs=1,
+        lora_dropout=0.0,
+        disable_tqdm=True,
+        save_strategy="no",
+    )
     unlearn.evaluate(peft_model, tok, suite="qa", out=out / "eval", path=str(forget_file), limit=4, max_new_tokens=8)
     unlearn.attack(peft_model, tok, "keyword", forget=tofu_rows["forget"], out=out / "attacks", limit=2)
     return out
@@ -201,9 +225,14 @@ def test_card_is_written_from_the_run_records(run_dir, tofu_rows):
     assert "base_model" not in front  # the base is a local directory here: no Hub id is made up
     # recipe and paper, hyperparameters, data fingerprints and row counts
     assert "`graddiff`" in card and "[arXiv:2203.12817](https://arxiv.org/abs/2203.12817)" in card
-    for row in ("| `learning_rate` | `0.003` |", "| `lora_r` | `8` |", "| `lora_alpha` | `16` |",
-                "| `lora_target_modules` | `all-linear` |", "| `retain_weight` | `1.0` |",
-                "| `per_device_train_batch_size` | `4` |"):  # fmt: skip
+    for row in (
+        "| `learning_rate` | `0.003` |",
+        "| `lora_r` | `8` |",
+        "| `lora_alpha` | `16` |",
+        "| `lora_target_modules` | `all-linear` |",
+        "| `retain_weight` | `1.0` |",
+        "| `per_device_train_batch_size` | `4` |",
+    ):
         assert row in card, row
     for role in ("forget", "retain"):
         assert f"| {meta['data'][role]['rows']} | `{meta['data'][role]['fingerprint']}` |" in card
@@ -253,10 +282,18 @@ def test_only_the_result_is_uploaded(run_dir, tmp_path):
     (run / "forbidden_concepts.json").write_text('{"Basil": ["Basil Mahfouz"]}')
     plan = files_to_upload(run)
     assert set(plan) == {
-        "adapter_config.json", "adapter_model.safetensors", "tokenizer.json", "tokenizer_config.json",
-        "unlearn_config.yaml", "run.json", "train_log.jsonl", "eval/SUMMARY.json", "eval/report.md",
-        "attacks/ATTACKS.md", "attacks/ATTACKS.json",
-    } | {n for n in plan if n.startswith(("special_tokens", "chat_template"))}  # fmt: skip
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "unlearn_config.yaml",
+        "run.json",
+        "train_log.jsonl",
+        "eval/SUMMARY.json",
+        "eval/report.md",
+        "attacks/ATTACKS.md",
+        "attacks/ATTACKS.json",
+    } | {n for n in plan if n.startswith(("special_tokens", "chat_template"))}
     assert set(json.loads(plan["attacks/ATTACKS.json"])) == {"table"}  # per-sample log (generations) dropped
     config = yaml.safe_load((run / "unlearn_config.yaml").read_text())
     rows = [{"question": "Who is Basil Mahfouz Al-Kuwaiti?", "answer": "An author."}]
@@ -337,8 +374,20 @@ def test_push_then_load_back_gives_the_same_model(run_dir, hub, tofu_rows, capsy
     monkeypatch.setenv("UNLEARN_TOFU_DIR", str(TOFU_DIR))
     forget_file = tmp_path / "forget.jsonl"
     forget_file.write_text("".join(json.dumps(r) + "\n" for r in tofu_rows["forget"][:2]))
-    rc = cli.main(["eval", "user/forgot-authors", "--suite", "qa", "--param", f"path={forget_file}",
-                   "--max-new-tokens", "4", "--out", str(tmp_path / "eval")])  # fmt: skip
+    rc = cli.main(
+        [
+            "eval",
+            "user/forgot-authors",
+            "--suite",
+            "qa",
+            "--param",
+            f"path={forget_file}",
+            "--max-new-tokens",
+            "4",
+            "--out",
+            str(tmp_path / "eval"),
+        ]
+    )
     assert rc == 0 and json.loads((tmp_path / "eval" / "SUMMARY.json").read_text())["metrics"]
 
     captured = capsys.readouterr()

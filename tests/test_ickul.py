@@ -30,9 +30,20 @@ def test_ickul_forgets_the_named_target_and_keeps_the_rest(tiny, tofu_rows, tmp_
     # The 2-layer model's output head must learn the new "I forgot." tokens: LoRA on every linear layer including
     # lm_head (with all-linear, which leaves lm_head out, the forgot pairs stay at NLL 1.7 while the rest fit).
     modules = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "lm_head"]
-    adapter = unlearn.forget(model, tok, tofu_rows["forget"], retain, recipe="ickul", output_dir=tmp_path / "run",
-                             learning_rate=1e-2, num_train_epochs=20, lora_target_modules=modules, lora_r=16,
-                             lora_alpha=32, disable_tqdm=True)  # fmt: skip
+    adapter = unlearn.forget(
+        model,
+        tok,
+        tofu_rows["forget"],
+        retain,
+        recipe="ickul",
+        output_dir=tmp_path / "run",
+        learning_rate=1e-2,
+        num_train_epochs=20,
+        lora_target_modules=modules,
+        lora_r=16,
+        lora_alpha=32,
+        disable_tqdm=True,
+    )
     after = ickul_report(adapter, tok, tofu_rows["forget"], retain, heldout)
     assert before["forget_accuracy"] == 0.0
     assert after["forget_accuracy"] >= 0.75, after  # measured 1.0

@@ -55,7 +55,8 @@ def test_icul_changes_forget_answers_without_touching_weights(tiny, tofu_rows, t
     for k, v in model.state_dict().items():
         assert torch.equal(v, weights[k]), k
     # Every attack runs on the wrapper unchanged (the original is the wrapped model).
-    results = unlearn.attack(wrapped, tok, "all", forget=forget, retain=tofu_rows["retain"], out=tmp_path, k=4,
-                             steps=2, bits=[4])  # fmt: skip
+    results = unlearn.attack(
+        wrapped, tok, "all", forget=forget, retain=tofu_rows["retain"], out=tmp_path, k=4, steps=2, bits=[4]
+    )
     assert [r.name for r in results] == ["relearn", "keyword", "quantize", "probe", "latent"]
     assert all(r.original is not None for r in results)

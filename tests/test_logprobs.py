@@ -9,9 +9,9 @@ import torch
 from transformers import Gemma2Config, Gemma2ForCausalLM
 
 import unlearn
-from unlearn.config import build_config
 from unlearn.data import IGNORE_INDEX
 from unlearn.logprobs import final_hidden, head_kl, head_sequence_logps, sequence_logps
+from unlearn.recipes import recipe_config
 
 
 def test_head_sequence_logps_matches_full_logits_with_gradients(tiny):
@@ -50,8 +50,16 @@ def _step(model_dir, tofu_rows, tmp_path, chunk: int, recipe: str, **kw):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     model, tokenizer = AutoModelForCausalLM.from_pretrained(model_dir), AutoTokenizer.from_pretrained(model_dir)
-    args = build_config({"recipe": recipe, "output_dir": str(tmp_path / f"out{chunk}"), "disable_tqdm": True,
-                         "loss_chunk_tokens": chunk, "retain_ratio": 1, **kw})  # fmt: skip
+    args = recipe_config(
+        {
+            "recipe": recipe,
+            "output_dir": str(tmp_path / f"out{chunk}"),
+            "disable_tqdm": True,
+            "loss_chunk_tokens": chunk,
+            "retain_ratio": 1,
+            **kw,
+        }
+    )
     trainer = unlearn.get_recipe(recipe)(
         model=model, args=args, forget=tofu_rows["forget"], retain=tofu_rows["retain"], processing_class=tokenizer
     )
@@ -94,11 +102,19 @@ def test_chunked_losses_match_full_logits(tiny_model_dir, tofu_rows, tmp_path, r
 def test_soft_capped_logits_fall_back_to_full_logits(tiny, tofu_rows, tmp_path, caplog):
     """Gemma 2 caps its logits after the head: the head alone does not give them, so chunking is turned off."""
     _, tokenizer = tiny
-    config = Gemma2Config(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                          num_attention_heads=2, num_key_value_heads=1, head_dim=16, final_logit_softcapping=3.0)  # fmt: skip
+    config = Gemma2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=16,
+        final_logit_softcapping=3.0,
+    )
     torch.manual_seed(0)
     model = Gemma2ForCausalLM(config)
-    args = build_config({"recipe": "ga", "output_dir": str(tmp_path / "out"), "disable_tqdm": True})
+    args = recipe_config({"recipe": "ga", "output_dir": str(tmp_path / "out"), "disable_tqdm": True})
     trainer = unlearn.get_recipe("ga")(model=model, args=args, forget=tofu_rows["forget"], processing_class=tokenizer)
     with caplog.at_level(logging.WARNING, logger="unlearn.trainer"):
         assert trainer.loss_head() is None
@@ -109,4 +125,4 @@ def test_soft_capped_logits_fall_back_to_full_logits(tiny, tofu_rows, tmp_path, 
 
 def test_loss_chunk_tokens_must_not_be_negative(tmp_path):
     with pytest.raises(unlearn.UnlearnError, match="loss_chunk_tokens"):
-        build_config({"recipe": "ga", "output_dir": str(tmp_path), "loss_chunk_tokens": -1})
+        recipe_config({"recipe": "ga", "output_dir": str(tmp_path), "loss_chunk_tokens": -1})

@@ -8,8 +8,8 @@ from conftest import answer_nll
 
 import unlearn
 from unlearn import UnlearnError
-from unlearn.config import build_config
 from unlearn.projection import project_out
+from unlearn.recipes import recipe_config
 
 
 def test_projection_removes_exactly_the_span():
@@ -27,12 +27,21 @@ def test_projection_removes_exactly_the_span():
 def test_gu_step_is_orthogonal_to_the_retain_gradient(tiny, tofu_rows, tmp_path):
     model, tok = tiny
     before = answer_nll(model, tok, tofu_rows["forget"])
-    args = build_config({"recipe": "graddiff", "projection": "gu", "output_dir": str(tmp_path), "learning_rate": 3e-3,
-                         "save_strategy": "no", "disable_tqdm": True})  # fmt: skip
-    trainer = unlearn.get_recipe("graddiff")(model=model, args=args, forget=tofu_rows["forget"],
-                                             retain=tofu_rows["retain"], processing_class=tok)  # fmt: skip
+    args = recipe_config(
+        {
+            "recipe": "graddiff",
+            "projection": "gu",
+            "output_dir": str(tmp_path),
+            "learning_rate": 3e-3,
+            "save_strategy": "no",
+            "disable_tqdm": True,
+        }
+    )
+    trainer = unlearn.get_recipe("graddiff")(
+        model=model, args=args, forget=tofu_rows["forget"], retain=tofu_rows["retain"], processing_class=tok
+    )
     trainer.train()
-    last = trainer.last_gu
+    last = trainer.gradient_plugin.last
     cos = torch.dot(last["projected"], last["retain_grad"]) / (last["projected"].norm() * last["retain_grad"].norm())
     assert cos.abs() < 1e-4, cos
     removed = [row["gu_removed"] for row in trainer.state.log_history if "gu_removed" in row]
@@ -42,4 +51,4 @@ def test_gu_step_is_orthogonal_to_the_retain_gradient(tiny, tofu_rows, tmp_path)
 
 def test_gu_needs_a_retain_term():
     with pytest.raises(UnlearnError, match="`projection: gu` projects against retain gradients"):
-        build_config({"recipe": "ga", "projection": "gu"})
+        recipe_config({"recipe": "ga", "projection": "gu"})

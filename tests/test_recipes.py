@@ -49,9 +49,15 @@ def test_recipe_forgets_and_keeps(recipe, overrides, tiny, tiny_model_dir, tofu_
     before_forget = answer_nll(model, tokenizer, tofu_rows["forget"])
     out = tmp_path / "run"
     peft_model = unlearn.forget(
-        model, tokenizer, tofu_rows["forget"], tofu_rows["retain"], recipe=recipe, output_dir=out,
-        disable_tqdm=True, **overrides,
-    )  # fmt: skip
+        model,
+        tokenizer,
+        tofu_rows["forget"],
+        tofu_rows["retain"],
+        recipe=recipe,
+        output_dir=out,
+        disable_tqdm=True,
+        **overrides,
+    )
     after_forget = answer_nll(peft_model, tokenizer, tofu_rows["forget"])
     after_retain = answer_nll(peft_model, tokenizer, tofu_rows["retain"])
     assert after_forget - before_forget >= FORGET_RISE, (before_forget, after_forget)
@@ -92,6 +98,19 @@ def test_registries_refuse_a_duplicate_name():
     with pytest.raises(UnlearnError, match="already registered"):
         register(Clash)
     assert RECIPES["npo"] is not Clash
+    with pytest.raises(UnlearnError, match="lacks"):  # not a recipe: no config class, not a Trainer
+        register(type("NotARecipe", (), {"_name": "not-a-recipe"}))
+    assert "not-a-recipe" not in RECIPES
     with pytest.raises(UnlearnError, match="already registered"):
         register_metric("probability", True)(lambda ctx, spec: None)
     assert METRICS["probability"].fn.__name__ != "<lambda>"
+
+
+def test_the_catalogue_says_what_the_registry_says():
+    """`unlearn recipes` reads the recipe sources instead of importing them: it must list the same recipes."""
+    from unlearn.recipe_catalogue import catalogue
+    from unlearn.trainer import paper
+
+    listed = {r["name"]: (r["paper"], r["data_needs"], r["module"]) for r in catalogue()}
+    registered = {n: (paper(c), c.data_needs, c.__module__) for n, c in unlearn.RECIPES.items()}
+    assert listed == registered

@@ -9,7 +9,7 @@ from conftest import answer_nll, read_jsonl
 
 import unlearn
 from unlearn import UnlearnError
-from unlearn.config import build_config
+from unlearn.recipes import recipe_config
 
 pytest.importorskip("sae_lens", reason="optional extra: pip install 'unlearn-toolkit[sae]'")
 
@@ -27,10 +27,21 @@ def sae_dir(tiny_model_dir, tmp_path_factory):
 def test_sae_redirects_forget_entities_toward_the_unknown_profile(tiny, tofu_rows, sae_dir, tmp_path):
     model, tok = tiny
     retain_before = answer_nll(model, tok, tofu_rows["retain"])
-    args = build_config({"recipe": "sae", "sae_path": str(sae_dir), "sae_layer": 0, "output_dir": str(tmp_path),
-                         "save_strategy": "no", "learning_rate": 5e-3, "num_train_epochs": 10, "disable_tqdm": True})  # fmt: skip
-    trainer = unlearn.get_recipe("sae")(model=model, args=args, forget=tofu_rows["forget"],
-                                        retain=tofu_rows["retain"], processing_class=tok)  # fmt: skip
+    args = recipe_config(
+        {
+            "recipe": "sae",
+            "sae_path": str(sae_dir),
+            "sae_layer": 0,
+            "output_dir": str(tmp_path),
+            "save_strategy": "no",
+            "learning_rate": 5e-3,
+            "num_train_epochs": 10,
+            "disable_tqdm": True,
+        }
+    )
+    trainer = unlearn.get_recipe("sae")(
+        model=model, args=args, forget=tofu_rows["forget"], retain=tofu_rows["retain"], processing_class=tok
+    )
     assert trainer.forget_entities[0] == "Basil Mahfouz Al-Kuwaiti" and len(trainer.unknown_entities) == 16
     before = statistics.fmean(trainer.separation())
     trainer.train()
@@ -44,13 +55,26 @@ def test_sae_redirects_forget_entities_toward_the_unknown_profile(tiny, tofu_row
 
 def test_sae_needs_an_sae():
     with pytest.raises(UnlearnError, match="needs `sae_path`.*unlearn sae-train"):
-        build_config({"recipe": "sae"})
+        recipe_config({"recipe": "sae"})
 
 
 @pytest.mark.slow
 def test_cli_sae_train(tiny_model_dir, data_files, tmp_path):
     from test_cli import unlearn_cli
 
-    unlearn_cli("sae-train", "--model", tiny_model_dir, "--text", data_files["retain"], "--layer", "0", "--out",
-                tmp_path / "sae", "--d-sae", "128", "--tokens", "2000")  # fmt: skip
+    unlearn_cli(
+        "sae-train",
+        "--model",
+        tiny_model_dir,
+        "--text",
+        data_files["retain"],
+        "--layer",
+        "0",
+        "--out",
+        tmp_path / "sae",
+        "--d-sae",
+        "128",
+        "--tokens",
+        "2000",
+    )
     assert (tmp_path / "sae" / "sae_weights.safetensors").is_file()

@@ -16,7 +16,8 @@ import torch
 from safetensors.torch import load_file
 from test_cli import ENV, unlearn_cli, write_config
 
-from unlearn.run import forget, load_model_and_tokenizer
+from unlearn.loading import load_model_and_tokenizer
+from unlearn.run import forget
 
 ACCELERATE_CONFIGS = Path(__file__).resolve().parents[1] / "recipes" / "accelerate"
 
@@ -46,14 +47,31 @@ def test_two_processes_match_one(tiny_model_dir, data_files, tmp_path):
     switches them to `use_cpu`, i.e. DDP over gloo.
     """
     common = {"recipe": "npo", "retain_weight": 1.0}
-    one = write_config(tmp_path / "one.yaml", tiny_model_dir, data_files, tmp_path / "one",
-                       per_device_train_batch_size=4, **common)  # fmt: skip
-    two = write_config(tmp_path / "two.yaml", tiny_model_dir, data_files, tmp_path / "two",
-                       per_device_train_batch_size=2, eval_suite="qa",
-                       eval_params=json.dumps({"path": str(data_files["forget"]), "limit": 4}), **common)  # fmt: skip
+    one = write_config(
+        tmp_path / "one.yaml", tiny_model_dir, data_files, tmp_path / "one", per_device_train_batch_size=4, **common
+    )
+    two = write_config(
+        tmp_path / "two.yaml",
+        tiny_model_dir,
+        data_files,
+        tmp_path / "two",
+        per_device_train_batch_size=2,
+        eval_suite="qa",
+        eval_params=json.dumps({"path": str(data_files["forget"]), "limit": 4}),
+        **common,
+    )
     unlearn_cli("forget", one)
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ACCELERATE_CONFIGS / "ddp.yaml"),
-              "-m", "unlearn", "forget", str(two)]  # fmt: skip
+    launch = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(ACCELERATE_CONFIGS / "ddp.yaml"),
+        "-m",
+        "unlearn",
+        "forget",
+        str(two),
+    ]
     proc = subprocess.run(launch, env=ENV, capture_output=True, text=True, timeout=600)
     errors = [line for line in proc.stderr.splitlines() if "Error" in line and "Traceback" not in line]
     assert proc.returncode == 0, "\n".join(errors[:10]) + "\n" + proc.stderr[-2000:]
@@ -81,9 +99,16 @@ def test_qlora_trains_an_adapter_on_a_4bit_base(tiny_model_dir, tofu_rows, tmp_p
         base_logits = model(**probe).logits
     before = answer_nll(model, tokenizer, tofu_rows["forget"])
     unlearned = forget(
-        model, tokenizer, tofu_rows["forget"], tofu_rows["retain"], recipe="graddiff", output_dir=tmp_path / "run",
-        learning_rate=1e-2, num_train_epochs=3, disable_tqdm=True,
-    )  # fmt: skip
+        model,
+        tokenizer,
+        tofu_rows["forget"],
+        tofu_rows["retain"],
+        recipe="graddiff",
+        output_dir=tmp_path / "run",
+        learning_rate=1e-2,
+        num_train_epochs=3,
+        disable_tqdm=True,
+    )
     after = answer_nll(unlearned, tokenizer, tofu_rows["forget"])
     assert after > before + 0.5, (before, after)
     with unlearned.disable_adapter(), torch.no_grad():  # the quantized base itself is untouched
@@ -93,10 +118,10 @@ def test_qlora_trains_an_adapter_on_a_4bit_base(tiny_model_dir, tofu_rows, tmp_p
 
 
 def test_quantization_needs_an_adapter():
-    from unlearn.config import build_config
     from unlearn.errors import UnlearnError
+    from unlearn.recipes import recipe_config
 
     with pytest.raises(UnlearnError, match="adapter: lora"):
-        build_config({"recipe": "ga", "adapter": "none", "quantization": "4bit", "output_dir": "x"})
+        recipe_config({"recipe": "ga", "adapter": "none", "quantization": "4bit", "output_dir": "x"})
     with pytest.raises(UnlearnError, match="quantization"):
-        build_config({"recipe": "ga", "quantization": "3bit", "output_dir": "x"})
+        recipe_config({"recipe": "ga", "quantization": "3bit", "output_dir": "x"})

@@ -17,9 +17,18 @@ def test_two_requests_one_after_another(tiny, tofu_rows, tmp_path, merge):
     first, second = tofu_rows["forget"][:4], tofu_rows["forget"][4:]
     base = [answer_nll(model, tok, first), answer_nll(model, tok, second)]
     final, history = unlearn.sequential_forget(
-        copy.deepcopy(model), tok, [first, second], tofu_rows["retain"], recipe="graddiff", merge=merge,
-        output_dir=tmp_path, learning_rate=5e-3, num_train_epochs=10, per_device_train_batch_size=2, disable_tqdm=True,
-    )  # fmt: skip
+        copy.deepcopy(model),
+        tok,
+        [first, second],
+        tofu_rows["retain"],
+        recipe="graddiff",
+        merge=merge,
+        output_dir=tmp_path,
+        learning_rate=5e-3,
+        num_train_epochs=10,
+        per_device_train_batch_size=2,
+        disable_tqdm=True,
+    )
     assert [h["request"] for h in history] == [0, 1] and len(history[1]["forget_nll"]) == 2
     assert history[0]["forget_nll"][0] > base[0] + 0.75
     # after the second request both requests are still forgotten, and retain holds

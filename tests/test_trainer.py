@@ -10,14 +10,15 @@ from transformers import set_seed
 
 import unlearn
 from unlearn import UnlearnError
-from unlearn.config import build_config
+from unlearn.adapter import wrap_adapter
 from unlearn.data import pad_rows
+from unlearn.logprobs import sequence_logps
+from unlearn.recipes import recipe_config
 from unlearn.recipes.npo import NPOTrainer
-from unlearn.trainer import sequence_logps, wrap_adapter
 
 
 def _config(recipe: str, tmp_path, **kw):
-    return build_config({"recipe": recipe, "output_dir": str(tmp_path / "out"), "disable_tqdm": True, **kw})
+    return recipe_config({"recipe": recipe, "output_dir": str(tmp_path / "out"), "disable_tqdm": True, **kw})
 
 
 def test_reference_logps_are_the_base_model_with_the_adapter_disabled(tiny, tofu_rows, tmp_path):
@@ -45,9 +46,11 @@ def test_npo_reference_is_computed_once(tiny, tofu_rows, tmp_path, monkeypatch):
     original = NPOTrainer.compute_reference_logps
     monkeypatch.setattr(NPOTrainer, "compute_reference_logps", lambda self, *a: calls.append(1) or original(self, *a))
     trainer = NPOTrainer(
-        model=model, args=_config("npo", tmp_path, retain_weight=0, num_train_epochs=2, save_strategy="no"),
-        forget=tofu_rows["forget"], processing_class=tokenizer,
-    )  # fmt: skip
+        model=model,
+        args=_config("npo", tmp_path, retain_weight=0, num_train_epochs=2, save_strategy="no"),
+        forget=tofu_rows["forget"],
+        processing_class=tokenizer,
+    )
     trainer.train()
     assert calls == [1] and trainer.state.global_step == 4
 
@@ -69,9 +72,15 @@ def test_gradient_accumulation_matches_the_full_batch(tiny_model_dir, tofu_rows,
     for bs, accum in [(4, 1), (2, 2)]:
         model, tok = AutoModelForCausalLM.from_pretrained(tiny_model_dir), AutoTokenizer.from_pretrained(tiny_model_dir)
         pm = unlearn.forget(
-            model, tok, tofu_rows["forget"], tofu_rows["retain"], per_device_train_batch_size=bs,
-            gradient_accumulation_steps=accum, disable_tqdm=True, **settings,
-        )  # fmt: skip
+            model,
+            tok,
+            tofu_rows["forget"],
+            tofu_rows["retain"],
+            per_device_train_batch_size=bs,
+            gradient_accumulation_steps=accum,
+            disable_tqdm=True,
+            **settings,
+        )
         updates.append({n: p.detach() - initial[n] for n, p in pm.named_parameters() if "lora_" in n})
     scale = max(u.abs().max().item() for u in updates[0].values())
     assert scale > 1e-4  # the steps moved the adapter
@@ -82,9 +91,12 @@ def test_gradient_accumulation_matches_the_full_batch(tiny_model_dir, tofu_rows,
 def test_forget_and_retain_losses_are_logged_separately(tiny, tofu_rows, tmp_path):
     model, tokenizer = tiny
     trainer = unlearn.get_recipe("graddiff")(
-        model=model, args=_config("graddiff", tmp_path, num_train_epochs=1, save_strategy="no"),
-        forget=tofu_rows["forget"], retain=tofu_rows["retain"], processing_class=tokenizer,
-    )  # fmt: skip
+        model=model,
+        args=_config("graddiff", tmp_path, num_train_epochs=1, save_strategy="no"),
+        forget=tofu_rows["forget"],
+        retain=tofu_rows["retain"],
+        processing_class=tokenizer,
+    )
     trainer.train()
     logs = [row for row in trainer.state.log_history if "loss" in row]
     assert len(logs) == 2
@@ -107,12 +119,17 @@ def test_full_finetuning_without_adapter(tiny, tofu_rows, tmp_path):
 def test_kl_retain_loss_is_zero_before_any_update(tiny, tofu_rows, tmp_path):
     model, tokenizer = tiny
     trainer = unlearn.get_recipe("graddiff")(
-        model=model, args=_config("graddiff", tmp_path, retain_loss="kl", learning_rate=1e-3, num_train_epochs=1, save_strategy="no"),
-        forget=tofu_rows["forget"], retain=tofu_rows["retain"], processing_class=tokenizer,
-    )  # fmt: skip
+        model=model,
+        args=_config(
+            "graddiff", tmp_path, retain_loss="kl", learning_rate=1e-3, num_train_epochs=1, save_strategy="no"
+        ),
+        forget=tofu_rows["forget"],
+        retain=tofu_rows["retain"],
+        processing_class=tokenizer,
+    )
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(2)])
-    trainer.compute_loss(trainer.model, batch)  # LoRA B starts at zero: model == reference
-    assert trainer._metrics["retain_loss"][0].item() == pytest.approx(0.0, abs=1e-5)
+    terms, _ = trainer.loss_terms(trainer.model, batch)  # LoRA B starts at zero: model == reference
+    assert terms["retain_loss"].value.item() == pytest.approx(0.0, abs=1e-5)
     trainer.train()
     assert trainer.state.log_history[-2]["retain_loss"] > 0
 
@@ -124,8 +141,13 @@ def test_chat_template_puts_the_loss_on_the_answer_only(tiny):
     tokenizer.chat_template = CHAT_TEMPLATE
     ex = unlearn.data.tokenize(
         unlearn.data.load_records([{"question": "Who wrote it?", "answer": "Jane Doe"}]),
-        tokenizer, "qa", 512, "question", "answer", "text",
-    )[0]  # fmt: skip
+        tokenizer,
+        "qa",
+        512,
+        "question",
+        "answer",
+        "text",
+    )[0]
     labelled = tokenizer.decode([t for t in ex["labels"] if t != -100])
     prompt = tokenizer.decode([t for t, lab in zip(ex["input_ids"], ex["labels"], strict=True) if lab == -100])
     assert labelled == "Jane Doe</s>"
@@ -134,11 +156,20 @@ def test_chat_template_puts_the_loss_on_the_answer_only(tiny):
 
 def test_rmu_moves_forget_activations_toward_the_control_vector(tiny, tofu_rows, tmp_path):
     model, tokenizer = tiny
-    args = _config("rmu", tmp_path, rmu_layer=0, steering_coef=20.0, retain_weight=100.0, learning_rate=1e-2,
-                   num_train_epochs=4, save_strategy="no")  # fmt: skip
+    args = _config(
+        "rmu",
+        tmp_path,
+        rmu_layer=0,
+        steering_coef=20.0,
+        retain_weight=100.0,
+        learning_rate=1e-2,
+        num_train_epochs=4,
+        save_strategy="no",
+    )
     assert args.lora_target_modules == ["layers.0.mlp.down_proj"]
-    trainer = unlearn.get_recipe("rmu")(model=model, args=args, forget=tofu_rows["forget"],
-                                        retain=tofu_rows["retain"], processing_class=tokenizer)  # fmt: skip
+    trainer = unlearn.get_recipe("rmu")(
+        model=model, args=args, forget=tofu_rows["forget"], retain=tofu_rows["retain"], processing_class=tokenizer
+    )
     trainer.train()
     logs = [row for row in trainer.state.log_history if "forget_loss" in row]
     assert logs[-1]["forget_loss"] < logs[0]["forget_loss"]  # || h_0 - c u ||^2 falls
@@ -151,9 +182,12 @@ def test_rmu_keeps_no_graph_above_the_steered_layer(tiny, tofu_rows, tmp_path):
     are those of the plain forward pass, and nothing above layer l is kept for backward."""
     model, tokenizer = tiny
     trainer = unlearn.get_recipe("rmu")(
-        model=model, args=_config("rmu", tmp_path, rmu_layer=0), forget=tofu_rows["forget"],
-        retain=tofu_rows["retain"], processing_class=tokenizer,
-    )  # fmt: skip
+        model=model,
+        args=_config("rmu", tmp_path, rmu_layer=0),
+        forget=tofu_rows["forget"],
+        retain=tofu_rows["retain"],
+        processing_class=tokenizer,
+    )
     lora = [p for n, p in trainer.model.named_parameters() if "lora_" in n]  # layer 0's down-projection
     for p in lora:
         torch.nn.init.normal_(p, std=0.1)  # the adapter now changes what every layer above reads
@@ -170,16 +204,25 @@ def test_rmu_keeps_no_graph_above_the_steered_layer(tiny, tofu_rows, tmp_path):
         torch.testing.assert_close(a, b)
     assert out.logits.shape[1] == 1  # the output head is applied to the labelled forget positions only
     expected = sequence_logps(plain.logits[is_forget], labels[is_forget])
-    torch.testing.assert_close(trainer._logps(out, is_forget, labels), expected, rtol=1e-5, atol=1e-4)
+    got = tuple(t[is_forget] for t in trainer._logps(out, labels))
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-4)
 
 
 def test_gslora_confines_forgetting_to_few_groups(tiny, tofu_rows, tmp_path):
     model, tokenizer = tiny
     before = answer_nll(model, tokenizer, tofu_rows["forget"])
-    args = _config("gslora", tmp_path, group_by="module", group_lasso=10.0, learning_rate=1e-2, num_train_epochs=10,
-                   save_strategy="no")  # fmt: skip
-    trainer = unlearn.get_recipe("gslora")(model=model, args=args, forget=tofu_rows["forget"],
-                                           retain=tofu_rows["retain"], processing_class=tokenizer)  # fmt: skip
+    args = _config(
+        "gslora",
+        tmp_path,
+        group_by="module",
+        group_lasso=10.0,
+        learning_rate=1e-2,
+        num_train_epochs=10,
+        save_strategy="no",
+    )
+    trainer = unlearn.get_recipe("gslora")(
+        model=model, args=args, forget=tofu_rows["forget"], retain=tofu_rows["retain"], processing_class=tokenizer
+    )
     trainer.train()
     norms = trainer.group_norms()
     active = trainer.active_groups()
@@ -197,8 +240,9 @@ def test_reglora_keeps_the_update_small_on_key_elements(tiny_model_dir, tofu_row
     for weight in (0.0, 0.5):
         model, tok = AutoModelForCausalLM.from_pretrained(tiny_model_dir), AutoTokenizer.from_pretrained(tiny_model_dir)
         args = _config("reglora", tmp_path, reg_weight=weight, learning_rate=3e-3, save_strategy="no")
-        trainer = unlearn.get_recipe("reglora")(model=model, args=args, forget=tofu_rows["forget"],
-                                                retain=tofu_rows["retain"], processing_class=tok)  # fmt: skip
+        trainer = unlearn.get_recipe("reglora")(
+            model=model, args=args, forget=tofu_rows["forget"], retain=tofu_rows["retain"], processing_class=tok
+        )
         assert all(m.float().mean().item() == pytest.approx(0.05, abs=0.01) for m in trainer.key_masks.values())
         trainer.train()
         key = torch.cat([trainer.delta_w(n).abs()[trainer.key_masks[n]] for n in trainer.lora_modules]).mean()
@@ -215,8 +259,9 @@ def test_reglora_fisher_is_the_sum_of_squared_retain_gradients(tiny, tofu_rows, 
     fisher = []
     for chunk in (0, 16):  # 0: the model's (B, T, V) logits; 16: the output head in chunks of 16 labelled tokens
         args = _config("reglora", tmp_path, loss_chunk_tokens=chunk, reg_fisher_batches=2, save_strategy="no")
-        trainer = unlearn.get_recipe("reglora")(model=model, args=args, forget=tofu_rows["forget"],
-                                                retain=tofu_rows["retain"], processing_class=tokenizer)  # fmt: skip
+        trainer = unlearn.get_recipe("reglora")(
+            model=model, args=args, forget=tofu_rows["forget"], retain=tofu_rows["retain"], processing_class=tokenizer
+        )
         assert (trainer.loss_head() is None) == (chunk == 0)
         fisher.append(trainer._fisher())
         weights = {n: m.base_layer.weight for n, m in trainer.lora_modules.items()}
@@ -228,8 +273,9 @@ def test_reglora_fisher_is_the_sum_of_squared_retain_gradients(tiny, tofu_rows, 
         w.requires_grad_(True)
     for start in (0, bs):
         batch = pad_rows(trainer.retain_examples[start : start + bs], tokenizer.pad_token_id)
-        logps, n = sequence_logps(model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits,
-                                  batch["labels"])  # fmt: skip
+        logps, n = sequence_logps(
+            model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits, batch["labels"]
+        )
         for name, g in zip(weights, torch.autograd.grad((-logps / n).mean(), list(weights.values())), strict=True):
             expected[name] += g.square()
     for name in expected:
@@ -246,15 +292,26 @@ def test_reglora_importance_from_a_knowledge_adapter(tiny_model_dir, tofu_rows, 
 
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     knowledge = tmp_path / "knowledge"
-    unlearn.finetune(fresh(), tok, tofu_rows["retain"], output_dir=knowledge, adapter="lora", max_steps=2,
-                     disable_tqdm=True)  # fmt: skip
+    unlearn.finetune(
+        fresh(), tok, tofu_rows["retain"], output_dir=knowledge, adapter="lora", max_steps=2, disable_tqdm=True
+    )
     recipe = unlearn.get_recipe("reglora")
-    trainer = recipe(model=fresh(), args=_config("reglora", tmp_path, importance=str(knowledge), max_steps=1),
-                     forget=tofu_rows["forget"], retain=tofu_rows["retain"], processing_class=tok)  # fmt: skip
+    trainer = recipe(
+        model=fresh(),
+        args=_config("reglora", tmp_path, importance=str(knowledge), max_steps=1),
+        forget=tofu_rows["forget"],
+        retain=tofu_rows["retain"],
+        processing_class=tok,
+    )
     assert len(trainer.key_masks) == 14 and all(m.any() for m in trainer.key_masks.values())
     with pytest.raises(UnlearnError, match="does not exist"):
-        recipe(model=fresh(), args=_config("reglora", tmp_path, importance=str(tmp_path / "nope")),
-               forget=tofu_rows["forget"], retain=tofu_rows["retain"], processing_class=tok)  # fmt: skip
+        recipe(
+            model=fresh(),
+            args=_config("reglora", tmp_path, importance=str(tmp_path / "nope")),
+            forget=tofu_rows["forget"],
+            retain=tofu_rows["retain"],
+            processing_class=tok,
+        )
 
 
 def _one_step_grads(model_dir, tofu_rows, tmp_path, recipe: str, split: bool, **kw):
@@ -286,7 +343,8 @@ def test_split_passes_take_the_same_step_as_one_pass(tiny_model_dir, tofu_rows, 
     split = _one_step_grads(tiny_model_dir, tofu_rows, tmp_path, recipe, True, retain_ratio=2, **kw)
     assert len(one[3]) == 1 and [len(p["is_forget"]) for p in split[3]] == [3, 3, 3]
     assert all(p["input_ids"].shape[1] == p["attention_mask"].sum(-1).max() for p in split[3])  # cut to its rows
-    assert [p.get("retain_share") for p in split[3]] == [None, 0.5, 0.5]
+    # each retain row carries its weight in the step's retain mean: the passes hold 0, 1/2 and 1/2 of it
+    assert [round(float(p["retain_row_weight"].sum()), 6) for p in split[3]] == [0.0, 0.5, 0.5]
     torch.testing.assert_close(split[0], one[0], rtol=1e-5, atol=1e-6)
     assert split[2].keys() == one[2].keys() and "retain_loss" in one[2]
     for name in one[2]:
@@ -299,8 +357,11 @@ def test_split_passes_take_the_same_step_as_one_pass(tiny_model_dir, tofu_rows, 
 def test_recipes_reading_forget_and_retain_together_are_not_split(tiny, tofu_rows, tmp_path):
     model, tokenizer = tiny
     trainer = unlearn.get_recipe("rmu")(
-        model=model, args=_config("rmu", tmp_path, rmu_layer=0, retain_weight=1.0), forget=tofu_rows["forget"],
-        retain=tofu_rows["retain"], processing_class=tokenizer,
-    )  # fmt: skip
+        model=model,
+        args=_config("rmu", tmp_path, rmu_layer=0, retain_weight=1.0),
+        forget=tofu_rows["forget"],
+        retain=tofu_rows["retain"],
+        processing_class=tokenizer,
+    )
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(2)])
     assert trainer.split_passes(batch) == [batch]

@@ -19,8 +19,11 @@ from .errors import NonFiniteLossError, UnlearnError
 
 
 def cmd_forget(args: argparse.Namespace) -> int:
-    from .config import load_config, parse_overrides
-    from .run import check_output_dir, load_model_and_tokenizer, run
+    from .config import parse_overrides
+    from .loading import load_model_and_tokenizer
+    from .recipes import load_config
+    from .run import run
+    from .rundir import check_output_dir
 
     config = load_config(args.config, parse_overrides(args.overrides))
     if not config.model_name_or_path:
@@ -45,8 +48,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .config import parse_overrides
     from .demo import run_demo
 
-    run_demo(model=args.model, recipe=args.recipe, output_dir=args.output_dir, attacks=not args.no_attacks,
-             require_known=not args.no_check, **parse_overrides(args.overrides))  # fmt: skip
+    run_demo(
+        model=args.model,
+        recipe=args.recipe,
+        output_dir=args.output_dir,
+        attacks=not args.no_attacks,
+        require_known=not args.no_check,
+        **parse_overrides(args.overrides),
+    )
     return 0
 
 
@@ -67,16 +76,23 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from .evaluation import evaluate
-    from .run import ensure_pad_token, load_model_or_adapter
+    from .loading import ensure_pad_token, load_model_or_adapter
 
     params = _suite_params(args)
     model, tokenizer = load_model_or_adapter(args.model)
     ensure_pad_token(tokenizer)
     out = args.out or str(Path("runs") / "eval" / Path(args.model).name)
     result = evaluate(
-        model, tokenizer, suite=args.suite, reference=args.reference, out=out, skip=_split(args.skip),
-        batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, **params,
-    )  # fmt: skip
+        model,
+        tokenizer,
+        suite=args.suite,
+        reference=args.reference,
+        out=out,
+        skip=_split(args.skip),
+        batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens,
+        **params,
+    )
     print((Path(out) / "report.md").read_text())
     print(f"Evaluation written to {out}")
     return 0 if result.metrics else 1
@@ -86,7 +102,7 @@ def cmd_reference(args: argparse.Namespace) -> int:
     from .config import parse_overrides
     from .evaluation import METRICS, evaluate, load_suite
     from .finetune import finetune
-    from .run import ensure_pad_token, load_model_and_tokenizer
+    from .loading import ensure_pad_token, load_model_and_tokenizer
 
     params = _suite_params(args)
     suite = load_suite(args.suite, **params)  # fail on a bad suite before training
@@ -101,8 +117,16 @@ def cmd_reference(args: argparse.Namespace) -> int:
     model, tokenizer = load_model_and_tokenizer(args.model)
     ensure_pad_token(tokenizer)
     trained = finetune(model, tokenizer, args.retain, output_dir=out / "retain_model", **overrides)
-    evaluate(trained, tokenizer, suite=args.suite, out=out, skip=skip, batch_size=args.batch_size,
-             max_new_tokens=args.max_new_tokens, **params)  # fmt: skip
+    evaluate(
+        trained,
+        tokenizer,
+        suite=args.suite,
+        out=out,
+        skip=skip,
+        batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens,
+        **params,
+    )
     print(f"Reference (retain-only model and its evaluation log) written to {out}; use --reference {out}")
     return 0
 
@@ -118,14 +142,23 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_attack(args: argparse.Namespace) -> int:
     from .attacks import attack
     from .config import parse_overrides
-    from .run import ensure_pad_token, load_model_and_tokenizer, load_model_or_adapter
+    from .loading import ensure_pad_token, load_model_and_tokenizer, load_model_or_adapter
 
     model, tokenizer = load_model_or_adapter(args.model)
     ensure_pad_token(tokenizer)
     original = load_model_and_tokenizer(args.original)[0] if args.original else None
     out = args.out or str(Path("runs") / "attacks" / Path(args.model).name)
-    attack(model, tokenizer, args.name, forget=args.forget, retain=args.retain, original=original, out=out,
-           limit=args.limit, **parse_overrides(args.options))  # fmt: skip
+    attack(
+        model,
+        tokenizer,
+        args.name,
+        forget=args.forget,
+        retain=args.retain,
+        original=original,
+        out=out,
+        limit=args.limit,
+        **parse_overrides(args.options),
+    )
     print((Path(out) / "ATTACKS.md").read_text())
     print(f"Robustness report written to {out}")
     return 0
@@ -140,8 +173,10 @@ def cmd_push(args: argparse.Namespace) -> int:
     if args.token_env:
         token = os.environ.get(args.token_env)
         if not token:
-            raise UnlearnError(f"`--token-env {args.token_env}`: that environment variable is not set or empty. "
-                               f"Export the token in it, or leave `--token-env` out to use `hf auth login`/HF_TOKEN.")  # fmt: skip
+            raise UnlearnError(
+                f"`--token-env {args.token_env}`: that environment variable is not set or empty. "
+                f"Export the token in it, or leave `--token-env` out to use `hf auth login`/HF_TOKEN."
+            )
     url = push_to_hub(args.run_dir, args.repo_id, private=args.private, token=token, include_data=args.include_data)
     print(f"Pushed {args.run_dir} to {url}")
     return 0
@@ -178,21 +213,27 @@ def _split(items: list[str]) -> list[str]:
 
 
 def cmd_recipes(args: argparse.Namespace) -> int:
+    if not args.verbose:  # read from the recipe sources: no training stack is imported
+        from .recipe_catalogue import catalogue
+
+        for r in catalogue():
+            print(f"{r['name']:10s} {r['paper']}")
+            print(f"{'':10s} data: {r['data_needs']}")
+        return 0
     from .recipes import RECIPES
     from .trainer import paper
 
     for name, cls in RECIPES.items():
         print(f"{name:10s} {paper(cls)}")
         print(f"{'':10s} data: {cls.data_needs}")
-        if args.verbose:
-            base = {f.name: f.default for f in dataclasses.fields(cls.config_class.__mro__[1])}
-            own = [
-                f
-                for f in dataclasses.fields(cls.config_class)
-                if f.name != "recipe" and base.get(f.name, object()) != f.default
-            ]
-            for f in own:
-                print(f"{'':10s}   {f.name} = {f.default!r}: {f.metadata.get('help', '')}")
+        base = {f.name: f.default for f in dataclasses.fields(cls.config_class.__mro__[1])}
+        own = [
+            f
+            for f in dataclasses.fields(cls.config_class)
+            if f.name != "recipe" and base.get(f.name, object()) != f.default
+        ]
+        for f in own:
+            print(f"{'':10s}   {f.name} = {f.default!r}: {f.metadata.get('help', '')}")
     return 0
 
 
@@ -214,8 +255,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-check", action="store_true", help="Run even if the model does not know the demo facts.")
     p.add_argument("overrides", nargs="*", help="key=value overrides of the demo's settings")
     p.set_defaults(func=cmd_demo)
-    p = sub.add_parser("benchmark", help="Run a benchmark protocol (e.g. benchmarks/protocols/tofu_smollm2_cpu.yaml): "
-                       "target and retain models, each recipe x settings, evaluation, attacks, RESULTS.md.")  # fmt: skip
+    p = sub.add_parser(
+        "benchmark",
+        help="Run a benchmark protocol (e.g. benchmarks/protocols/tofu_smollm2_cpu.yaml): "
+        "target and retain models, each recipe x settings, evaluation, attacks, RESULTS.md.",
+    )
     p.add_argument("protocol", help="Protocol YAML file")
     p.add_argument("--out", help="Run directory (default runs/benchmark/<name>); run again to resume")
     p.add_argument("--only", choices=["models"], help="Stop after the target and retain models and their evaluations")

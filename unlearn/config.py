@@ -173,8 +173,9 @@ class UnlearnConfig(TrainingArguments):
                 "be trained on them. Use `adapter: lora` or `quantization: none`."
             )
         if self.projection == "gu" and not self.uses_retain:
-            raise UnlearnError("`projection: gu` projects against retain gradients: it needs `retain_weight` > 0 and "
-                               "a retain set.")  # fmt: skip
+            raise UnlearnError(
+                "`projection: gu` projects against retain gradients: it needs `retain_weight` > 0 and a retain set."
+            )
         if self.retain_ratio < 0:
             raise UnlearnError(f"`retain_ratio` must be >= 0, got {self.retain_ratio}.")
         if self.loss_chunk_tokens < 0:
@@ -199,11 +200,15 @@ class UnlearnConfig(TrainingArguments):
             )
         for name in ("eval_utility_floor", "stop_at_forget_quality"):
             if getattr(self, name) is not None and not evaluating:
-                raise UnlearnError(f"`{name}` acts on evaluations during training: set `eval_strategy: steps` and "
-                                   "`eval_steps` (and `eval_suite`).")  # fmt: skip
+                raise UnlearnError(
+                    f"`{name}` acts on evaluations during training: set `eval_strategy: steps` and "
+                    "`eval_steps` (and `eval_suite`)."
+                )
         if self.eval_utility_floor is not None and not 0 < self.eval_utility_floor <= 1:
-            raise UnlearnError(f"`eval_utility_floor` is a fraction of the utility before unlearning, in (0, 1]; got "
-                               f"{self.eval_utility_floor}.")  # fmt: skip
+            raise UnlearnError(
+                f"`eval_utility_floor` is a fraction of the utility before unlearning, in (0, 1]; got "
+                f"{self.eval_utility_floor}."
+            )
         if self.resume and self.overwrite:
             raise UnlearnError("`resume` and `overwrite` contradict each other; pass one of them.")
 
@@ -262,12 +267,11 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     return out
 
 
-def build_config(values: dict[str, Any], config_class: type[UnlearnConfig] | None = None) -> UnlearnConfig:
-    """Instantiate the recipe's config class from flat `values`, rejecting unknown keys with suggestions."""
-    if config_class is None:
-        from .recipes import get_recipe
+def build_config(values: dict[str, Any], config_class: type[UnlearnConfig]) -> UnlearnConfig:
+    """Instantiate `config_class` from flat `values`, rejecting unknown keys with suggestions.
 
-        config_class = get_recipe(values.get("recipe", "ga")).config_class
+    By recipe name instead of class: `unlearn.recipes.recipe_config(values)`.
+    """
     known = [f.name for f in dataclasses.fields(config_class) if f.init]
     for key in values:
         if key not in known:
@@ -296,21 +300,3 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
                 if kind is float or float not in kinds:
                     raise UnlearnError(f"`{key}` must be a number, got {value!r}.") from None
     return value
-
-
-def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> UnlearnConfig:
-    """Read a recipe YAML file, apply overrides, and return the recipe's config."""
-    from .resources import available, find_shipped
-
-    found = find_shipped("recipes", path)
-    if found is None:
-        raise UnlearnError(
-            f"Config file `{path}` does not exist, and no shipped recipe file has that name. The "
-            f"shipped ones (by name or as recipes/NAME.yaml): {', '.join(available('recipes'))}."
-        )
-    path = found
-    values = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(values, dict):
-        raise UnlearnError(f"Config file `{path}` must hold a mapping of key: value, got {type(values).__name__}.")
-    values.update(overrides or {})
-    return build_config(values)

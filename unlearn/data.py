@@ -21,6 +21,7 @@ import torch
 
 from . import tofu
 from .errors import UnlearnError
+from .locations import is_hub_id
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +93,7 @@ def _load_path(path: str, name: str | None, split: str | None) -> datasets.Datas
 
 def _looks_like_local_path(path: str) -> bool:
     """A Hub id is `name` or `org/name`; anything else (./x, /x, a/b/c, x.jsonl) can only be a local path."""
-    return path.startswith((".", "/", "~")) or path.count("/") > 1 or Path(path).suffix in FILE_LOADERS or "\\" in path
+    return not is_hub_id(path) or Path(path).suffix in FILE_LOADERS
 
 
 def _load_files(files: list[Path]) -> datasets.Dataset:
@@ -198,9 +199,7 @@ def tokenize(
     for i, row in enumerate(ds):
         if shape == "qa":
             prompt, completion, templated = format_qa(tokenizer, str(row[question_key]), str(row[answer_key]))
-            p_ids = tokenizer(prompt, add_special_tokens=not templated)["input_ids"]
-            c_ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
-            ids, labels = p_ids + c_ids, [IGNORE_INDEX] * len(p_ids) + c_ids
+            ids, labels = prompt_completion_ids(tokenizer, prompt, completion, templated)
         else:
             ids = tokenizer(str(row[text_key]))["input_ids"]
             labels = list(ids)
@@ -223,6 +222,14 @@ def tokenize(
     return examples
 
 
+def prompt_completion_ids(tokenizer, prompt: str, completion: str, templated: bool) -> tuple[list[int], list[int]]:
+    """(input ids, labels) of a prompt and its completion, tokenized apart so that the labels mask exactly the
+    prompt; a templated prompt carries its own special tokens, a plain one gets the tokenizer's (BOS)."""
+    p_ids = tokenizer(prompt, add_special_tokens=not templated)["input_ids"]
+    c_ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
+    return p_ids + c_ids, [IGNORE_INDEX] * len(p_ids) + c_ids
+
+
 def tokenize_prompts(tokenizer, prompts: list[str], completions: list[str], max_length: int = 1024) -> list[dict]:
     """Rows from already formatted prompts and their completions; the loss (and scoring) is on the completion.
 
@@ -231,10 +238,8 @@ def tokenize_prompts(tokenizer, prompts: list[str], completions: list[str], max_
     templated = bool(getattr(tokenizer, "chat_template", None))
     examples = []
     for i, (prompt, completion) in enumerate(zip(prompts, completions, strict=True)):
-        p_ids = tokenizer(prompt, add_special_tokens=not templated)["input_ids"]
-        c_ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
-        ids = (p_ids + c_ids)[-max_length:]  # keep the completion when too long: it is what is scored
-        labels = ([IGNORE_INDEX] * len(p_ids) + c_ids)[-max_length:]
+        ids, labels = prompt_completion_ids(tokenizer, prompt, completion, templated)
+        ids, labels = ids[-max_length:], labels[-max_length:]  # keep the completion when too long: it is scored
         examples.append({"input_ids": ids, "labels": labels, "index": i})
     return examples
 
@@ -284,7 +289,9 @@ class ForgetRetainCollator:
     """Pads forget rows then retain rows into one batch, so one forward pass serves both losses.
 
     Batch: `input_ids`, `attention_mask`, `loss_labels` (B, T) with B = forget rows + retain rows (right padded);
-    `is_forget` (B,) bool; `index` (B,) position of each row in its own dataset.
+    `is_forget` (B,) bool; `index` (B,) position of each row in its own dataset; `retain_row_weight` (B,) each
+    retain row's weight in the step's retain mean (1 / retain rows; 0 for forget rows), which stays right when the
+    step is split into passes.
     """
 
     def __init__(self, pad_token_id: int):
@@ -299,6 +306,8 @@ class ForgetRetainCollator:
         batch["loss_labels"] = batch.pop("labels")
         batch["is_forget"] = torch.arange(len(rows)) < n_forget
         batch["index"] = torch.tensor([r["index"] for r in rows])
+        n_retain = len(rows) - n_forget
+        batch["retain_row_weight"] = (~batch["is_forget"]).float() / max(n_retain, 1)
         return batch
 
 

@@ -65,9 +65,16 @@ def knowledge_check(model, tokenizer, rows: list[dict]) -> list[dict[str, Any]]:
     checks = []
     for i, row in enumerate(rows):
         other = statistics.fmean(other_nll[i * n_other : (i + 1) * n_other])
-        checks.append({"question": row["question"], "answer": row["answer"], "model_answer": answers[i],
-                       "true_nll": true_nll[i], "other_nll": other,
-                       "known": true_nll[i] < other - KNOWN_MARGIN})  # fmt: skip
+        checks.append(
+            {
+                "question": row["question"],
+                "answer": row["answer"],
+                "model_answer": answers[i],
+                "true_nll": true_nll[i],
+                "other_nll": other,
+                "known": true_nll[i] < other - KNOWN_MARGIN,
+            }
+        )
     return checks
 
 
@@ -83,9 +90,14 @@ def measure(model, tokenizer, sets: dict[str, list[dict]]) -> dict[str, Any]:
 
 
 def run_demo(
-    model: str = "smollm2-135m", recipe: str = DEMO_RECIPE, output_dir: str = "runs/demo", attacks: bool = True,
-    require_known: bool = True, attack_options: dict[str, Any] | None = None, **overrides: Any,
-) -> dict[str, Any]:  # fmt: skip
+    model: str = "smollm2-135m",
+    recipe: str = DEMO_RECIPE,
+    output_dir: str = "runs/demo",
+    attacks: bool = True,
+    require_known: bool = True,
+    attack_options: dict[str, Any] | None = None,
+    **overrides: Any,
+) -> dict[str, Any]:
     """Unlearn the demo facts from `model`; returns (and writes to `output_dir/report.md`) the before/after.
 
     `require_known=False` runs on a model that does not know the facts (the report says so); `attacks=False`
@@ -93,7 +105,8 @@ def run_demo(
     """
     from .attacks import attack
     from .evaluation import evaluate
-    from .run import forget, load_model_and_tokenizer
+    from .loading import load_model_and_tokenizer
+    from .run import forget
 
     base, tokenizer = load_model_and_tokenizer(model)
     print(f"[1/5] Checking what {model} knows ...", flush=True)
@@ -123,24 +136,45 @@ def run_demo(
         settings = {**DEMO_SETTINGS, **overrides}
         print(f"[3/5] Unlearning {len(known)} facts with `{recipe}` on a LoRA adapter ...", flush=True)
         unlearned = forget(
-            base, tokenizer, sets["forget"], sets["retain"], recipe=recipe, output_dir=out, overwrite=True,
-            model_name_or_path=model, **settings,
-        )  # fmt: skip
+            base,
+            tokenizer,
+            sets["forget"],
+            sets["retain"],
+            recipe=recipe,
+            output_dir=out,
+            overwrite=True,
+            model_name_or_path=model,
+            **settings,
+        )
         print("[4/5] Measuring after unlearning ...", flush=True)
         after = measure(unlearned, tokenizer, sets)
-        eval_after = evaluate(unlearned, tokenizer, suite=suite, out=out / "eval", max_new_tokens=32,
-                              **suite_params).summary()  # fmt: skip
+        eval_after = evaluate(
+            unlearned, tokenizer, suite=suite, out=out / "eval", max_new_tokens=32, **suite_params
+        ).summary()
     robustness = None
     if attacks:
         print("[5/5] Attacking the unlearned model (relearn, keyword, quantize, probe, latent) ...", flush=True)
-        results = attack(unlearned, tokenizer, "all", forget=sets["forget"], retain=sets["retain"],
-                         out=out / "attacks", **{**DEMO_ATTACKS, **(attack_options or {})})  # fmt: skip
+        results = attack(
+            unlearned,
+            tokenizer,
+            "all",
+            forget=sets["forget"],
+            retain=sets["retain"],
+            out=out / "attacks",
+            **{**DEMO_ATTACKS, **(attack_options or {})},
+        )
         robustness = [r.row() for r in results]
     result = {
-        "model": model, "recipe": recipe, "settings": settings, "knowledge_check": checks,
-        "known": len([c for c in checks if c["known"]]), "before": before, "after": after,
-        "evaluation": {"before": eval_before, "after": eval_after}, "robustness": robustness,
-    }  # fmt: skip
+        "model": model,
+        "recipe": recipe,
+        "settings": settings,
+        "knowledge_check": checks,
+        "known": len([c for c in checks if c["known"]]),
+        "before": before,
+        "after": after,
+        "evaluation": {"before": eval_before, "after": eval_after},
+        "robustness": robustness,
+    }
     plot(result, out / "demo_nll.png")
     report = render(result)
     (out / "report.md").write_text(report)
@@ -182,36 +216,74 @@ def render(result: dict[str, Any]) -> str:
         "|---|---|---|---|---|",
     ]
     for c in checks:
-        lines.append(f"| {c['question']} | {_cell(c['model_answer'])} | {c['true_nll']:.2f} | {c['other_nll']:.2f} "
-                     f"| {'yes' if c['known'] else 'no'} |")  # fmt: skip
+        lines.append(
+            f"| {c['question']} | {_cell(c['model_answer'])} | {c['true_nll']:.2f} | {c['other_nll']:.2f} "
+            f"| {'yes' if c['known'] else 'no'} |"
+        )
     if result["known"] < MIN_KNOWN:
-        lines += ["", f"**The model knows fewer than {MIN_KNOWN} of the facts: what follows is not a measurement of "
-                      "forgetting.**"]  # fmt: skip
-    lines += ["", "## Answer NLL", "", "Nats per token; higher = the model finds the answer less likely.", "",
-              "| set | before | after | change |", "|---|---|---|---|"]  # fmt: skip
-    for name, what in (("forget", "forget (Harry Potter, trained to forget)"), ("retain", "retain (kept in training)"),
-                       ("neighbors", "neighbors (never trained on)")):  # fmt: skip
+        lines += [
+            "",
+            f"**The model knows fewer than {MIN_KNOWN} of the facts: what follows is not a measurement of "
+            "forgetting.**",
+        ]
+    lines += [
+        "",
+        "## Answer NLL",
+        "",
+        "Nats per token; higher = the model finds the answer less likely.",
+        "",
+        "| set | before | after | change |",
+        "|---|---|---|---|",
+    ]
+    for name, what in (
+        ("forget", "forget (Harry Potter, trained to forget)"),
+        ("retain", "retain (kept in training)"),
+        ("neighbors", "neighbors (never trained on)"),
+    ):
         lines.append(
             f"| {what} | {b['nll'][name]:.3f} | {a['nll'][name]:.3f} | {a['nll'][name] - b['nll'][name]:+.3f} |"
         )
-    lines += ["", "![answer NLL before and after](demo_nll.png)", "", "## Greedy answers", "",
-              "| question | before | after |", "|---|---|---|"]  # fmt: skip
+    lines += [
+        "",
+        "![answer NLL before and after](demo_nll.png)",
+        "",
+        "## Greedy answers",
+        "",
+        "| question | before | after |",
+        "|---|---|---|",
+    ]
     for q in b["answers"]:
         lines.append(f"| {q} | {_cell(b['answers'][q])} | {_cell(a['answers'][q])} |")
     ev = result["evaluation"]
-    lines += ["", "## Evaluation", "", "Metrics of `resources/demo/suite.yaml` (probability: length-normalized answer "
-              "probability; ROUGE: ROUGE-L recall of the greedy answer; per-sample values in `eval/EVAL.json`).", "",
-              "| metric | before | after |", "|---|---|---|"]  # fmt: skip
+    lines += [
+        "",
+        "## Evaluation",
+        "",
+        "Metrics of `resources/demo/suite.yaml` (probability: length-normalized answer "
+        "probability; ROUGE: ROUGE-L recall of the greedy answer; per-sample values in `eval/EVAL.json`).",
+        "",
+        "| metric | before | after |",
+        "|---|---|---|",
+    ]
     for name, value in ev["after"].items():
         lines.append(f"| {name} | {_num(ev['before'].get(name))} | {_num(value)} |")
     if result["robustness"] is not None:
-        lines += ["", "## Robustness", "", "Forget-set probability under attacks that try to bring the facts back; "
-                  "recovered = (attacked - unlearned) / (original - unlearned). Details: `attacks/ATTACKS.md`.", "",
-                  "| attack | original | unlearned | attacked | recovered | detail |", "|---|---|---|---|---|---|"]  # fmt: skip
+        lines += [
+            "",
+            "## Robustness",
+            "",
+            "Forget-set probability under attacks that try to bring the facts back; "
+            "recovered = (attacked - unlearned) / (original - unlearned). Details: `attacks/ATTACKS.md`.",
+            "",
+            "| attack | original | unlearned | attacked | recovered | detail |",
+            "|---|---|---|---|---|---|",
+        ]
         for r in result["robustness"]:
-            lines.append(f"| {r['attack']} | {_num(r['original_probability'])} | {_num(r['unlearned_probability'])} "
-                         f"| {_num(r['attacked_probability'])} | {_num(r['recovered_fraction'])} "
-                         f"| {_cell(str(r['summary']))} |")  # fmt: skip
+            lines.append(
+                f"| {r['attack']} | {_num(r['original_probability'])} | {_num(r['unlearned_probability'])} "
+                f"| {_num(r['attacked_probability'])} | {_num(r['recovered_fraction'])} "
+                f"| {_cell(str(r['summary']))} |"
+            )
         lines += ["", "![relearning curve](attacks/relearn_curve.png)"]
     return "\n".join(lines) + "\n"
 

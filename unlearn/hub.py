@@ -14,37 +14,50 @@ import json
 import logging
 import os
 import re
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from .errors import UnlearnError
-from .run import CONFIG_FILE, LOG_FILE, RUN_FILE, _offline
+from .locations import HUB_ID, is_hub_id, offline
+from .rundir import CONFIG_FILE, LOG_FILE, RUN_FILE
 
 logger = logging.getLogger(__name__)
 
 CARD_FILE = "README.md"
+CARD_TEMPLATE = "model_card.md.j2"  # in unlearn/resources/
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
-FULL_FILES = ("config.json", "generation_config.json", "model.safetensors", "model-*-of-*.safetensors",
-              "model.safetensors.index.json")  # fmt: skip
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
-                   "chat_template.jinja", "chat_template.json", "vocab.json", "merges.txt", "vocab.txt",
-                   "tokenizer.model", "spiece.model", "sentencepiece.bpe.model")  # fmt: skip
+FULL_FILES = (
+    "config.json",
+    "generation_config.json",
+    "model.safetensors",
+    "model-*-of-*.safetensors",
+    "model.safetensors.index.json",
+)
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "chat_template.jinja",
+    "chat_template.json",
+    "vocab.json",
+    "merges.txt",
+    "vocab.txt",
+    "tokenizer.model",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+)
 EVAL_FILES = ("SUMMARY.json", "report.md", "*.png")
 ATTACK_FILES = ("ATTACKS.md", "*.png")
 # Files that quote the forget set (questions, answers, generations, forbidden names): uploaded only on request.
 DATA_FILES = ("EVAL.json", "forbidden_concepts.json")
 DATA_FIELDS = ("forget", "retain", "concepts")  # config fields that may hold the data itself rather than its source
 SKIPPED_DIRS = ("checkpoint-*", "last-good-step-*", ".*", "*.tmp")
-HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 KNOWN_LICENSES = {"HuggingFaceTB/SmolLM2-135M-Instruct": "apache-2.0"}
 FINAL_KEYS_SKIPPED = ("epoch", "step")
-
-
-def is_hub_id(name: str) -> bool:
-    """`user/name` that is not also a local path."""
-    return bool(HUB_ID.match(name)) and not Path(name).expanduser().exists()
 
 
 # ---- what a run holds ---------------------------------------------------------------------------------------------
@@ -70,8 +83,10 @@ def check_run(run_dir: str | os.PathLike) -> Path:
                 f"`{run}` holds an unfinished unlearn run (no complete {RUN_FILE}); only finished runs can be pushed. "
                 f"Finish it with `unlearn forget {run / CONFIG_FILE} resume=true`."
             )
-        raise UnlearnError(f"`{run}` is not an unlearn run directory (no {RUN_FILE}). Push the `output_dir` that "
-                           "`unlearn forget` wrote.")  # fmt: skip
+        raise UnlearnError(
+            f"`{run}` is not an unlearn run directory (no {RUN_FILE}). Push the `output_dir` that "
+            "`unlearn forget` wrote."
+        )
     names = [p.name for p in run.iterdir() if p.is_file()]
     if (run / "adapter_config.json").is_file():
         needed = ["adapter_model.safetensors"]
@@ -82,8 +97,10 @@ def check_run(run_dir: str | os.PathLike) -> Path:
         needed = ["adapter_config.json (or config.json for `adapter: none`)"]
     missing = [n for n in needed if n not in names]
     if missing:
-        raise UnlearnError(f"`{run}` has a {RUN_FILE} but no {', '.join(missing)}: the weights are missing, so there "
-                           "is nothing to push. Rerun with `overwrite=true`.")  # fmt: skip
+        raise UnlearnError(
+            f"`{run}` has a {RUN_FILE} but no {', '.join(missing)}: the weights are missing, so there "
+            "is nothing to push. Rerun with `overwrite=true`."
+        )
     return run
 
 
@@ -185,7 +202,7 @@ def base_model_id(run_dir: str | os.PathLike) -> str | None:
         for name, spec in BUILTIN_MODELS.items():
             if Path(base).expanduser().resolve() == (cache_dir() / name).resolve():
                 return spec["hub_id"]
-        if is_hub_id(base):
+        if is_hub_id(base, namespaced=True):
             return base
     return None
 
@@ -194,12 +211,6 @@ def _fmt(v: Any, spec: str = ".4g") -> str:
     return (
         "n/a" if v is None else format(v, spec) if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v)
     )
-
-
-def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + [
-        "| " + " | ".join(str(c) for c in row) + " |" for row in rows
-    ]
 
 
 def _paper_link(paper: str) -> str:
@@ -211,10 +222,30 @@ def _paper_link(paper: str) -> str:
 
 
 def _hyperparameters(config: dict[str, Any], recipe: str) -> list[list[Any]]:
-    keys = ["learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size",
-            "gradient_accumulation_steps", "lr_scheduler_type", "warmup_steps", "weight_decay", "max_grad_norm",
-            "seed", "max_length", "adapter", "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules",
-            "forget_weight", "retain_weight", "retain_loss", "retain_ratio", "retain_sampling", "projection"]  # fmt: skip
+    keys = [
+        "learning_rate",
+        "num_train_epochs",
+        "max_steps",
+        "per_device_train_batch_size",
+        "gradient_accumulation_steps",
+        "lr_scheduler_type",
+        "warmup_steps",
+        "weight_decay",
+        "max_grad_norm",
+        "seed",
+        "max_length",
+        "adapter",
+        "lora_r",
+        "lora_alpha",
+        "lora_dropout",
+        "lora_target_modules",
+        "forget_weight",
+        "retain_weight",
+        "retain_loss",
+        "retain_ratio",
+        "retain_sampling",
+        "projection",
+    ]
     keys += [k for k in _recipe_fields(recipe) if k not in keys]
     rows = []
     for k in keys:
@@ -252,89 +283,68 @@ def _data_rows(meta: dict[str, Any]) -> list[list[Any]]:
     return rows
 
 
-def _eval_section(run: Path, repo_id: str) -> list[str]:
+def _evaluations(run: Path) -> list[dict[str, Any]]:
+    """Each evaluation uploaded with the run: its header line and metric rows, from its SUMMARY.json."""
     from .evaluation.report import direction
 
-    dirs = _result_dirs(run, "SUMMARY.json")
-    if not dirs:
-        return ["No evaluation was run with this model. Run one (TOFU forget split shown; `--suite qa --param "
-                "path=FILE` takes your own QA file):", "", "```bash",
-                f"unlearn eval {repo_id} --suite tofu --forget-split forget10 --out eval", "```"]  # fmt: skip
-    lines = []
-    for d in dirs:
+    out = []
+    for d in _result_dirs(run, "SUMMARY.json"):
         summary = json.loads((d / "SUMMARY.json").read_text())
         log = _read_json(d / "EVAL.json") or {}  # read for metric types only; not uploaded by default
         rel = d.relative_to(run).as_posix()
         params = ", ".join(f"{k}={v}" for k, v in (summary.get("params") or {}).items() if v is not None)
-        lines += [f"Suite `{summary.get('suite')}`" + (f" ({params})" if params else "") +
-                  f", from `{rel}/SUMMARY.json`; model fingerprint `{summary.get('model_fingerprint', 'n/a')}`, "
-                  f"reference: {summary.get('reference') or 'none'}.", ""]  # fmt: skip
+        header = (
+            f"Suite `{summary.get('suite')}`"
+            + (f" ({params})" if params else "")
+            + f", from `{rel}/SUMMARY.json`; model fingerprint `{summary.get('model_fingerprint', 'n/a')}`, "
+            f"reference: {summary.get('reference') or 'none'}."
+        )
         rows = []
         for name, value in summary.get("metrics", {}).items():
             role = (summary.get("roles") or {}).get(name)
             spec = {"role": role, "metric": log.get(name, {}).get("metric", name)}
             better = direction(spec, (summary.get("higher_is_better") or {}).get(name, True))
             rows.append([name, role or "", _fmt(value), better])
-        lines += _table(["metric", "role", "value", "better"], rows) + [""]
-    return lines
+        out.append({"header": header, "rows": rows})
+    return out
 
 
-def _attack_section(run: Path, repo_id: str) -> list[str]:
-    dirs = _result_dirs(run, "ATTACKS.json")
-    if not dirs:
-        return ["No attack was run against this model. Try to bring the forgotten answers back with:", "", "```bash",
-                f"unlearn attack all {repo_id} --forget FORGET_QA --retain RETAIN_QA --out attacks", "```"]  # fmt: skip
-    lines = ["Forget-set answer probability (length-normalized) of the original model, the unlearned model, and the "
-             "unlearned model under attack; recovered = (attacked - unlearned) / (original - unlearned).", ""]  # fmt: skip
-    for d in dirs:
+def _attacks(run: Path) -> list[dict[str, Any]]:
+    """Each attack table uploaded with the run: where it is, and one row per attack."""
+    keys = (
+        "original_probability",
+        "unlearned_probability",
+        "attacked_probability",
+        "recovered_fraction",
+        "attacked_rouge",
+    )
+    out = []
+    for d in _result_dirs(run, "ATTACKS.json"):
         table = json.loads((d / "ATTACKS.json").read_text()).get("table", [])
-        rows = [[r.get("attack"), _fmt(r.get("original_probability"), ".3f"),
-                 _fmt(r.get("unlearned_probability"), ".3f"), _fmt(r.get("attacked_probability"), ".3f"),
-                 _fmt(r.get("recovered_fraction"), ".3f"), _fmt(r.get("attacked_rouge"), ".3f")] for r in table]  # fmt: skip
-        lines += [f"From `{(d / 'ATTACKS.json').relative_to(run).as_posix()}`:", ""]
-        lines += _table(["attack", "original", "unlearned", "attacked", "recovered", "ROUGE-L attacked"], rows) + [""]
-    return lines
+        rows = [[r.get("attack"), *(_fmt(r.get(k), ".3f") for k in keys)] for r in table]
+        out.append({"source": (d / "ATTACKS.json").relative_to(run).as_posix(), "rows": rows})
+    return out
 
 
-def _training_section(run: Path, meta: dict[str, Any]) -> list[str]:
-    rows = [json.loads(line) for line in (run / LOG_FILE).read_text().splitlines() if line.strip()] if (
-        run / LOG_FILE).is_file() else []  # fmt: skip
+def _training(run: Path, meta: dict[str, Any]) -> dict[str, Any]:
+    """The step count and timing, and the first and final logged values (or the final ones of run.json)."""
+    log = run / LOG_FILE
+    rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()] if log.is_file() else []
     steps = [r for r in rows if "loss" in r and "train_runtime" not in r]
-    lines = [f"Optimizer steps: {meta.get('global_step', 'n/a')}, in {meta.get('runtime_s', 'n/a')} s; seed "
-             f"{meta.get('seed', 'n/a')}; finished {meta.get('finished', 'n/a')}.", ""]  # fmt: skip
+    out: dict[str, Any] = {k: meta.get(k, "n/a") for k in ("seed", "finished")}
+    out.update(steps=meta.get("global_step", "n/a"), runtime=meta.get("runtime_s", "n/a"), header=None, rows=[])
     if steps:
         first, last = steps[0], steps[-1]
         keys = [k for k in last if k not in FINAL_KEYS_SKIPPED and isinstance(last[k], (int, float))]
-        header = ["logged value", f"first (step {first.get('step', '?')})", f"final (step {last.get('step', '?')})"]
-        lines += _table(header, [[k, _fmt(first.get(k)), _fmt(last[k])] for k in keys])
+        out["header"] = [
+            "logged value",
+            f"first (step {first.get('step', '?')})",
+            f"final (step {last.get('step', '?')})",
+        ]
+        out["rows"] = [[k, _fmt(first.get(k)), _fmt(last[k])] for k in keys]
     elif meta.get("final"):
-        lines += _table(["final value", ""], [[k, _fmt(v)] for k, v in meta["final"].items()])
-    else:
-        lines += ["No training log was recorded."]
-    return lines + [""]
-
-
-def _usage_section(repo_id: str, base_id: str | None, base: str | None, adapter: bool) -> list[str]:
-    base_ref = base_id or "BASE_MODEL"
-    if adapter:
-        code = ["from peft import PeftModel", "from transformers import AutoModelForCausalLM, AutoTokenizer", "",
-                f'base = AutoModelForCausalLM.from_pretrained("{base_ref}")',
-                f'model = PeftModel.from_pretrained(base, "{repo_id}")',
-                f'tokenizer = AutoTokenizer.from_pretrained("{repo_id}")']  # fmt: skip
-    else:
-        code = ["from transformers import AutoModelForCausalLM, AutoTokenizer", "",
-                f'model = AutoModelForCausalLM.from_pretrained("{repo_id}")',
-                f'tokenizer = AutoTokenizer.from_pretrained("{repo_id}")']  # fmt: skip
-    lines = ["With plain `transformers`" + (" and `peft`" if adapter else "") + ":", "", "```python", *code, "```", ""]
-    if adapter and not base_id:
-        lines += [f"`BASE_MODEL` is the base this adapter was trained on, `{base}`: a local directory whose Hub id was "
-                  "not recorded; load the same weights.", ""]  # fmt: skip
-    lines += ["With `unlearn` (`pip install unlearn-toolkit`), which reads the base model from `run.json`:", "",
-              "```bash", f"unlearn eval {repo_id} --suite tofu --forget-split forget10",
-              f"unlearn attack all {repo_id} --forget FORGET_QA", "```", "",
-              "```python", "from unlearn.run import load_model_or_adapter", "",
-              f'model, tokenizer = load_model_or_adapter("{repo_id}")', "```", ""]  # fmt: skip
-    return lines
+        out["header"], out["rows"] = ["final value", ""], [[k, _fmt(v)] for k, v in meta["final"].items()]
+    return out
 
 
 def _license(base_id: str | None, base: str | None) -> str | None:
@@ -351,11 +361,14 @@ def _license(base_id: str | None, base: str | None) -> str | None:
 
 
 def model_card(run_dir: str | os.PathLike, repo_id: str | None = None, include_data: bool = False) -> str:
-    """The README.md of the Hub repo, written only from the run's own records (no number is computed here).
+    """The README.md of the Hub repo, rendered from `resources/model_card.md.j2` with the run's own records only (no
+    number is computed here).
 
     `repo_id` fills the loading snippets (default `USER/NAME`); `include_data` says whether the per-sample logs are
     uploaded beside it. The same run gives the same card.
     """
+    import jinja2
+
     run = check_run(run_dir)
     repo_id = repo_id or "USER/NAME"
     meta, config = _read_json(run / RUN_FILE), _config(run)
@@ -370,41 +383,32 @@ def model_card(run_dir: str | os.PathLike, repo_id: str | None = None, include_d
         front["license"] = lic
     front["pipeline_tag"] = "text-generation"
     front["tags"] = ["unlearning", "peft", recipe, "lora"] if adapter else ["unlearning", recipe]
-    what = "a LoRA adapter" if adapter else "a fully fine-tuned model"
     base_text = f"[`{base_id}`](https://huggingface.co/{base_id})" if base_id else f"`{base}` (a local model)"
     if base_id and base != base_id:
         base_text += f" (recorded as `{base}`)"
-    lines = ["---", yaml.safe_dump(front, sort_keys=False).strip(), "---", "",
-             f"# {repo_id.split('/')[-1]}", "",
-             f"{what[0].upper()}{what[1:]} trained with `unlearn` (the `unlearn-toolkit` package) "
-             f"to make {base_text} forget a set of facts, with the recipe `{recipe}`. Everything below is read from "
-             "the run's records (`run.json`, `unlearn_config.yaml`, `train_log.jsonl` and the evaluation and attack "
-             "summaries uploaded with it).", "",
-             "## Base model", "", base_text + ".", "",
-             "## Recipe", "", f"`{recipe}`: {_paper_link(meta.get('paper', ''))}.", "",
-             "## Hyperparameters", "", "From `unlearn_config.yaml` (the full resolved config is in this repository):",
-             ""]  # fmt: skip
-    lines += _table(["setting", "value"], _hyperparameters(config, recipe)) + [""]
-    lines += ["## Data", "",
-              "The forget and retain sets are not in this repository. They are identified by their source, row count "
-              "and a content fingerprint (`unlearn.data.fingerprint`: SHA-256 over the rows, first 16 hex digits), "
-              "so that someone holding the data can check it is the same.", ""]  # fmt: skip
-    data_rows = _data_rows(meta)
-    lines += (_table(["set", "source", "rows", "fingerprint"], data_rows) if data_rows else ["Not recorded."]) + [""]
-    if include_data:
-        lines += ["The per-sample logs, which quote the forget questions, answers and the model's generations "
-                  "(`EVAL.json`, the full `ATTACKS.json`), are included.", ""]  # fmt: skip
-    else:
-        lines += ["Per-sample logs quoting the forget set (questions, answers, generations) are held back; the "
-                  "aggregates below were computed from them.", ""]  # fmt: skip
-    lines += ["## Evaluation", "", *_eval_section(run, repo_id), ""]
-    lines += ["## Robustness", "", *_attack_section(run, repo_id), ""]
-    lines += ["## Training", "", *_training_section(run, meta)]
-    lines += ["## How to use", "", *_usage_section(repo_id, base_id, base, adapter)]
-    versions = meta.get("versions") or {}
-    if versions:
-        lines += ["## Versions", ""] + _table(["package", "version"], [[k, v] for k, v in versions.items()]) + [""]
-    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).rstrip() + "\n"
+    env = jinja2.Environment(trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True, autoescape=False)
+    env.filters["capitalize_first"] = lambda text: text[:1].upper() + text[1:]
+    template = env.from_string(resources.files("unlearn.resources").joinpath(CARD_TEMPLATE).read_text())
+    text = template.render(
+        front_matter=yaml.safe_dump(front, sort_keys=False).strip(),
+        name=repo_id.split("/")[-1],
+        what="a LoRA adapter" if adapter else "a fully fine-tuned model",
+        base_text=base_text,
+        recipe=recipe,
+        paper=_paper_link(meta.get("paper", "")),
+        hyperparameters=_hyperparameters(config, recipe),
+        data_rows=_data_rows(meta),
+        include_data=include_data,
+        evaluations=_evaluations(run),
+        attacks=_attacks(run),
+        training=_training(run, meta),
+        adapter=adapter,
+        base_id=base_id,
+        base=base,
+        repo_id=repo_id,
+        versions=[[k, v] for k, v in (meta.get("versions") or {}).items()],
+    )
+    return re.sub(r"\n{3,}", "\n\n", text).rstrip() + "\n"
 
 
 # ---- upload and download ------------------------------------------------------------------------------------------
@@ -416,20 +420,26 @@ def _hub_error(e: Exception, repo_id: str, secrets: list[str]) -> UnlearnError:
 
     status = e.response.status_code if isinstance(e, HfHubHTTPError) and e.response is not None else None
     if status == 401:
-        msg = (f"The Hub refused the credentials for `{repo_id}` (401 Unauthorized). Log in with `hf auth login`, or "
-               "set HF_TOKEN (or pass `--token-env VAR`) to a token with write access "
-               "(https://huggingface.co/settings/tokens).")  # fmt: skip
+        msg = (
+            f"The Hub refused the credentials for `{repo_id}` (401 Unauthorized). Log in with `hf auth login`, or "
+            "set HF_TOKEN (or pass `--token-env VAR`) to a token with write access "
+            "(https://huggingface.co/settings/tokens)."
+        )
     elif status == 403:
-        msg = (f"The token may not write to `{repo_id}` (403 Forbidden). Use a token with write access to the "
-               f"`{repo_id.split('/')[0]}` namespace, or push to a namespace you own.")  # fmt: skip
+        msg = (
+            f"The token may not write to `{repo_id}` (403 Forbidden). Use a token with write access to the "
+            f"`{repo_id.split('/')[0]}` namespace, or push to a namespace you own."
+        )
     elif isinstance(e, RepositoryNotFoundError) or status == 404:
         msg = f"Repository `{repo_id}` was not found and could not be created (404). Check `--repo-id` and the token."
     elif status is not None:
         server = getattr(e, "server_message", None) or ""
         msg = f"The Hub answered {status} while pushing to `{repo_id}`. {server}".strip()
     else:
-        msg = (f"Pushing to `{repo_id}` failed ({type(e).__name__}: {e}). If the Hub could not be reached, check the "
-               "network, and HF_ENDPOINT if you set one.")  # fmt: skip
+        msg = (
+            f"Pushing to `{repo_id}` failed ({type(e).__name__}: {e}). If the Hub could not be reached, check the "
+            "network, and HF_ENDPOINT if you set one."
+        )
     for s in secrets:
         msg = msg.replace(s, "***")
     return UnlearnError(msg)
@@ -456,17 +466,23 @@ def push_to_hub(
         raise UnlearnError(f"`repo_id` must look like USER/NAME (letters, digits, `-`, `_`, `.`); got {repo_id!r}.")
     files = files_to_upload(run_dir, include_data)
     files[CARD_FILE] = model_card(run_dir, repo_id, include_data).encode()
-    if _offline() or huggingface_hub.constants.is_offline_mode():
-        raise UnlearnError("HF_HUB_OFFLINE is set, so nothing can be uploaded. Unset it (`unset HF_HUB_OFFLINE`, and "
-                           "TRANSFORMERS_OFFLINE if set) in the shell that runs the push.")  # fmt: skip
+    if offline() or huggingface_hub.constants.is_offline_mode():
+        raise UnlearnError(
+            "HF_HUB_OFFLINE is set, so nothing can be uploaded. Unset it (`unset HF_HUB_OFFLINE`, and "
+            "TRANSFORMERS_OFFLINE if set) in the shell that runs the push."
+        )
     resolved = token or huggingface_hub.get_token()
     if not resolved:
-        raise UnlearnError("No Hugging Face token found. Log in with `hf auth login`, set HF_TOKEN, or pass "
-                           "`--token-env VAR` naming a variable that holds a token with write access.")  # fmt: skip
+        raise UnlearnError(
+            "No Hugging Face token found. Log in with `hf auth login`, set HF_TOKEN, or pass "
+            "`--token-env VAR` naming a variable that holds a token with write access."
+        )
     api = HfApi(endpoint=endpoint, token=resolved)
     recipe = (_read_json(Path(run_dir) / RUN_FILE) or {}).get("recipe", "unlearn")
-    ops: list = [CommitOperationAdd(path_in_repo=p, path_or_fileobj=src if isinstance(src, bytes) else str(src))
-                 for p, src in sorted(files.items())]  # fmt: skip
+    ops: list = [
+        CommitOperationAdd(path_in_repo=p, path_or_fileobj=src if isinstance(src, bytes) else str(src))
+        for p, src in sorted(files.items())
+    ]
     logger.info("Pushing %d files to %s: %s", len(ops), repo_id, ", ".join(sorted(files)))
     try:
         url = api.create_repo(repo_id, private=private, exist_ok=True)
@@ -487,9 +503,9 @@ def download_adapter(repo_id: str) -> Path | None:
     from huggingface_hub import hf_hub_download, snapshot_download
     from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError
 
-    offline = _offline()
+    cached_only = offline()
     try:
-        hf_hub_download(repo_id, "adapter_config.json", local_files_only=offline)
+        hf_hub_download(repo_id, "adapter_config.json", local_files_only=cached_only)
     except (EntryNotFoundError, HfHubHTTPError):  # not an adapter repo, not cached, or not reachable
         return None
-    return Path(snapshot_download(repo_id, local_files_only=offline))
+    return Path(snapshot_download(repo_id, local_files_only=cached_only))

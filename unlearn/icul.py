@@ -27,9 +27,14 @@ LABELS = ("refusal", "perturbed", "random")
 
 
 def build_context(
-    forget: DataSource, retain: DataSource | None = None, n_forget: int = 4, n_retain: int = 4,
-    label: str = "refusal", seed: int = 0, refusals: str | None = None,
-) -> str:  # fmt: skip
+    forget: DataSource,
+    retain: DataSource | None = None,
+    n_forget: int = 4,
+    n_retain: int = 4,
+    label: str = "refusal",
+    seed: int = 0,
+    refusals: str | None = None,
+) -> str:
     """The demonstrations: `n_forget` forget questions with altered answers, then `n_retain` retain questions
     with their answers, as "Question: ...\\nAnswer: ...\\n\\n" blocks."""
     if label not in LABELS:
@@ -42,8 +47,10 @@ def build_context(
     if label == "perturbed":
         if not all(r.get("perturbed_answer") for r in shown):
             raise UnlearnError("`label: perturbed` needs a `perturbed_answer` column in the forget set.")
-        answers = [r["perturbed_answer"][0] if isinstance(r["perturbed_answer"], list) else r["perturbed_answer"]
-                   for r in shown]  # fmt: skip
+        answers = [
+            r["perturbed_answer"][0] if isinstance(r["perturbed_answer"], list) else r["perturbed_answer"]
+            for r in shown
+        ]
     elif label == "random":
         answers = [rows[(i + 1) % len(rows)]["answer"] for i in range(len(shown))]
     else:

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from .data import IGNORE_INDEX
+from .data import IGNORE_INDEX, pad_rows
 
 
 def shift_labels(labels: torch.Tensor) -> torch.Tensor:
@@ -105,13 +105,19 @@ def head_sequence_logps(
     return _per_row(token_logps, mask), mask.sum(-1)
 
 
+def token_kl(logits: torch.Tensor, ref_logits: torch.Tensor) -> torch.Tensor:
+    """KL(reference || model) of the next-token distributions, per position: (..., V) logits -> (...)."""
+    log_p = F.log_softmax(logits.float(), -1)
+    log_ref = F.log_softmax(ref_logits.float(), -1)
+    return (log_ref.exp() * (log_ref - log_p)).sum(-1)
+
+
 def _token_kl(
     head: torch.nn.Module, reference: Callable[[], AbstractContextManager], h: torch.Tensor, h_ref: torch.Tensor
 ) -> torch.Tensor:
     with reference():  # the reference head: the same module with the adapter (if it has one) switched off
-        log_ref = F.log_softmax(head(h_ref).float(), -1)
-    log_p = F.log_softmax(head(h).float(), -1)
-    return (log_ref.exp() * (log_ref - log_p)).sum(-1)  # KL(ref || model) per token, (n,)
+        ref_logits = head(h_ref)
+    return token_kl(head(h), ref_logits)  # (n,)
 
 
 def head_kl(
@@ -130,3 +136,45 @@ def head_kl(
     mask = shift_labels(labels) != IGNORE_INDEX
     kl = _chunked(functools.partial(_token_kl, head, reference), chunk_tokens, hidden[mask], ref_hidden[mask])
     return _per_row(kl, mask) / mask.sum(-1).clamp(min=1)
+
+
+def model_logps(
+    model: torch.nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    labels: torch.Tensor,
+    head: torch.nn.Module | None = None,
+    chunk_tokens: int = 0,
+):
+    """The model's `sequence_logps` on a batch -> (logps (B,), n_tokens (B,), outputs, final hidden (B, T, H)).
+
+    With `head` (the model's output head, checked by `head_matches_logits`) the logits are never built in full
+    (`unlearn.logprobs`) and `outputs.logits` holds the last position only; without it, hidden is None.
+    """
+    if head is None:
+        outputs = model(input_ids=input_ids, attention_mask=attention_mask)
+        return *sequence_logps(outputs.logits, labels), outputs, None
+    outputs, hidden = final_hidden(model, input_ids, attention_mask)
+    return *head_sequence_logps(head, hidden, labels, chunk_tokens), outputs, hidden
+
+
+@torch.no_grad()
+def batched_logps(
+    model: torch.nn.Module,
+    examples: list[dict],
+    pad_token_id: int,
+    batch_size: int,
+    head: torch.nn.Module | None = None,
+    chunk_tokens: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`sequence_logps` over tokenized examples, in padded batches on the model's device -> (N,), (N,)."""
+    device = next(model.parameters()).device
+    logps, n_tokens = [], []
+    for start in range(0, len(examples), batch_size):
+        batch = {k: v.to(device) for k, v in pad_rows(examples[start : start + batch_size], pad_token_id).items()}
+        lp, n, _, _ = model_logps(
+            model, batch["input_ids"], batch["attention_mask"], batch["labels"], head, chunk_tokens
+        )
+        logps.append(lp)
+        n_tokens.append(n)
+    return torch.cat(logps), torch.cat(n_tokens)

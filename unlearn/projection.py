@@ -31,35 +31,53 @@ def project_out(g: torch.Tensor, history: list[torch.Tensor]) -> torch.Tensor:
     return g - q @ (q.T @ g)
 
 
-def gu_training_step(trainer, model, inputs) -> torch.Tensor:
-    """One micro-batch: separate forget and retain gradients, the forget one projected, accumulated into `.grad`."""
-    if trainer.args.world_size > 1:
-        raise UnlearnError("`projection: gu` computes its gradients with autograd.grad, outside DDP's all-reduce; run "
-                           "it on one process.")  # fmt: skip
-    model.train()
-    inputs = trainer._prepare_inputs(inputs)
-    params = [p for p in model.parameters() if p.requires_grad]
-    with trainer.compute_loss_context_manager():
-        forget, retain, _ = trainer.weighted_losses(model, inputs)
-    scale = 1.0 / trainer.current_gradient_accumulation_steps
-    g_f = _flat(torch.autograd.grad(forget, params, retain_graph=retain is not None, allow_unused=True), params)
-    history = getattr(trainer, "_gu_history", [])
-    if retain is not None:
-        g_r = _flat(torch.autograd.grad(retain, params, allow_unused=True), params)
-        history = (history + [g_r.detach()])[-trainer.args.projection_history :]
-        trainer._gu_history = history
-    else:
-        g_r = torch.zeros_like(g_f)
-    projected = project_out(g_f, history)
-    removed = (g_f - projected).norm() / g_f.norm().clamp(min=1e-12)
-    trainer.log_metric("gu_removed", removed)
-    trainer.last_gu = {"forget_grad": g_f.detach(), "projected": projected.detach(), "retain_grad": g_r.detach()}
-    total = (projected + g_r) * scale
-    offset = 0
-    for p in params:
-        n = p.numel()
-        g = total[offset : offset + n].view_as(p)
-        p.grad = g.clone() if p.grad is None else p.grad + g
-        offset += n
-    loss = forget.detach() + (retain.detach() if retain is not None else 0.0)
-    return loss * scale
+class GradientProjection:
+    """The `gu` plug-in on the step's passes (`UnlearnTrainer.training_step`): the forget rows' pass and the retain
+    passes run as usual, each through the Trainer's backward; their gradients are told apart by what each pass added
+    to `.grad`, and before the optimizer sees them the forget part is replaced by its projection:
+
+        .grad = grad before the step + project_out(g_f, history) + g_r
+
+    `history` holds the last `projection_history` retain gradients. One process only (under DDP the last pass's
+    all-reduce mixes the processes' forget and retain gradients). `last` keeps the last micro-batch's vectors.
+    """
+
+    def __init__(self, trainer):
+        if trainer.args.world_size > 1:
+            raise UnlearnError(
+                "`projection: gu` tells forget from retain gradients by what each pass adds to `.grad`, before the "
+                "all-reduce; run it on one process."
+            )
+        if not trainer.can_split_passes:
+            raise UnlearnError(
+                f"`projection: gu` needs the forget and retain rows in separate passes, and `{trainer._name}` reads "
+                "them together; use it with a recipe whose losses split (ga family, npo, simnpo, idk, reglora)."
+            )
+        self.history: list[torch.Tensor] = []
+        self.size = trainer.args.projection_history
+        self.last: dict[str, torch.Tensor] = {}
+
+    @staticmethod
+    def _grads(params) -> torch.Tensor:
+        return _flat([p.grad for p in params], params)
+
+    def run(self, trainer, model, passes: list, run_pass) -> torch.Tensor:
+        """Run the step's passes (`run_pass(i, part) -> loss`) and project the forget gradient of this micro-batch."""
+        params = [p for p in model.parameters() if p.requires_grad]
+        start = self._grads(params)
+        loss = run_pass(0, passes[0])  # the forget rows
+        after_forget = self._grads(params)
+        for i, part in enumerate(passes[1:], start=1):
+            loss = loss + run_pass(i, part)
+        g_f = after_forget - start
+        g_r = self._grads(params) - after_forget
+        self.history = (self.history + [g_r.detach()])[-self.size :]
+        projected = project_out(g_f, self.history)
+        trainer.log_metric("gu_removed", (g_f - projected).norm() / g_f.norm().clamp(min=1e-12))
+        self.last = {"forget_grad": g_f, "projected": projected, "retain_grad": g_r}
+        total, offset = start + projected + g_r, 0
+        for p in params:
+            n = p.numel()
+            p.grad = total[offset : offset + n].view_as(p).clone()
+            offset += n
+        return loss

@@ -15,14 +15,20 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .data import IGNORE_INDEX, DataSource, detect_shape, format_qa, load_records, pad_rows, tokenize
-from .trainer import batched_logps
+from .logprobs import batched_logps
 
 
 @torch.no_grad()
 def answer_nll(
-    model, tokenizer, data: DataSource, batch_size: int = 8, max_length: int = 512,
-    question_key: str = "question", answer_key: str = "answer", text_key: str = "text",
-) -> list[float]:  # fmt: skip
+    model,
+    tokenizer,
+    data: DataSource,
+    batch_size: int = 8,
+    max_length: int = 512,
+    question_key: str = "question",
+    answer_key: str = "answer",
+    text_key: str = "text",
+) -> list[float]:
     """Per-token negative log-likelihood of each example's answer (or text), one value per example."""
     ds = load_records(data)
     shape = detect_shape(ds, question_key, answer_key, text_key, "scored")
@@ -103,8 +109,9 @@ def row_stats(
     for i in first.values():
         groups.setdefault(tuple(examples[i]["input_ids"][: _prompt_length(examples[i])]), []).append(i)
     shared = {p: g for p, g in groups.items() if share_prompts and len(g) > 1 and len(p) > 0}
-    single = sorted((i for p, g in groups.items() if p not in shared for i in g),
-                    key=lambda i: len(examples[i]["input_ids"]))  # fmt: skip
+    single = sorted(
+        (i for p, g in groups.items() if p not in shared for i in g), key=lambda i: len(examples[i]["input_ids"])
+    )
     work = [("shared", p, g[s : s + batch_size]) for p, g in shared.items() for s in range(0, len(g), batch_size)]
     work += [("single", None, single[s : s + batch_size]) for s in range(0, len(single), batch_size)]
     for kind, prompt, idx in tqdm(work, desc="scoring", leave=False, disable=None):

@@ -23,9 +23,15 @@ from .scoring import answer_nll
 
 
 def sequential_forget(
-    model: torch.nn.Module, tokenizer, requests: list[DataSource], retain: DataSource | None = None,
-    recipe: str = "graddiff", merge: bool = True, output_dir: str | os.PathLike | None = None, **overrides: Any,
-) -> tuple[torch.nn.Module, list[dict[str, Any]]]:  # fmt: skip
+    model: torch.nn.Module,
+    tokenizer,
+    requests: list[DataSource],
+    retain: DataSource | None = None,
+    recipe: str = "graddiff",
+    merge: bool = True,
+    output_dir: str | os.PathLike | None = None,
+    **overrides: Any,
+) -> tuple[torch.nn.Module, list[dict[str, Any]]]:
     """Apply `requests` in order; returns the final model and, after each request, the mean answer NLL of every
     request so far and of the retain set."""
     if not requests:

@@ -13,12 +13,25 @@ from .errors import UnlearnError, unknown_name
 
 HUB_ID = "locuslab/TOFU"
 SPLITS = (
-    "forget01", "forget05", "forget10",
-    "retain90", "retain95", "retain99",
-    "forget01_perturbed", "forget05_perturbed", "forget10_perturbed",
-    "retain_perturbed", "real_authors_perturbed", "world_facts_perturbed",
-    "full", "real_authors", "world_facts", "holdout01", "holdout05", "holdout10",
-)  # fmt: skip
+    "forget01",
+    "forget05",
+    "forget10",
+    "retain90",
+    "retain95",
+    "retain99",
+    "forget01_perturbed",
+    "forget05_perturbed",
+    "forget10_perturbed",
+    "retain_perturbed",
+    "real_authors_perturbed",
+    "world_facts_perturbed",
+    "full",
+    "real_authors",
+    "world_facts",
+    "holdout01",
+    "holdout05",
+    "holdout10",
+)
 # The retain set that pairs with each forget set (they partition the 4,000 QA pairs).
 RETAIN_FOR = {"forget01": "retain99", "forget05": "retain95", "forget10": "retain90"}
 

@@ -19,13 +19,13 @@ import functools
 import logging
 import math
 from collections import defaultdict
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
-from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import Trainer, TrainerCallback, set_seed
 
+from .adapter import reference_mode, wrap_adapter
 from .config import UnlearnConfig
 from .data import (
     IGNORE_INDEX,
@@ -34,11 +34,11 @@ from .data import (
     ForgetRetainDataset,
     detect_shape,
     load_records,
-    pad_rows,
 )
 from .data import tokenize as tokenize_records
 from .errors import NonFiniteLossError, UnlearnError
-from .logprobs import final_hidden, head_kl, head_matches_logits, head_sequence_logps, sequence_logps
+from .logprobs import batched_logps, final_hidden, head_kl, head_matches_logits, model_logps, token_kl
+from .recipe_catalogue import paper_title
 
 logger = logging.getLogger(__name__)
 
@@ -48,91 +48,29 @@ def mean_nll(logps: torch.Tensor, n_tokens: torch.Tensor) -> torch.Tensor:
     return (-logps / n_tokens.clamp(min=1)).mean()
 
 
+@dataclass
+class Forward:
+    """One forward pass over a batch, as the loss terms read it."""
+
+    logps: torch.Tensor  # (B,) summed answer log-probs
+    n_tokens: torch.Tensor  # (B,) answer tokens
+    outputs: Any  # the model's outputs (`outputs.logits`: full, or the last position only when `hidden` is set)
+    hidden: torch.Tensor | None = None  # (B, T, H) final hidden states, when the losses apply the head themselves
+    extra: dict[str, Any] = field(default_factory=dict)  # what a recipe's own `forward` adds (e.g. RMU's layer)
+
+
+@dataclass
+class Term:
+    """One named term of the loss: `weight * value`, logged as `value` under its name."""
+
+    value: torch.Tensor
+    weight: float = 1.0
+    retain_side: bool = False  # a retain term: gradient projection (`projection: gu`) keeps it and projects the rest
+
+
 def paper(cls) -> str:
     """`Title (arXiv:id)` of a trainer's `_paper`."""
-    p = getattr(cls, "_paper", None) or {}
-    return f"{p.get('title', '')} (arXiv:{p['id']})" if p.get("id") else p.get("title", "")
-
-
-def forward_logps(
-    model: torch.nn.Module,
-    input_ids: torch.Tensor,
-    attention_mask: torch.Tensor,
-    labels: torch.Tensor,
-    head: torch.nn.Module | None = None,
-    chunk_tokens: int = 0,
-):
-    """The model's `sequence_logps` on a batch -> (logps (B,), n_tokens (B,), outputs, final hidden (B, T, H)).
-
-    With `head` (the model's output head, checked by `head_matches_logits`) the logits are never built in full
-    (`unlearn.logprobs`) and `outputs.logits` holds the last position only; without it, hidden is None.
-    """
-    if head is None:
-        outputs = model(input_ids=input_ids, attention_mask=attention_mask)
-        return *sequence_logps(outputs.logits, labels), outputs, None
-    outputs, hidden = final_hidden(model, input_ids, attention_mask)
-    return *head_sequence_logps(head, hidden, labels, chunk_tokens), outputs, hidden
-
-
-@torch.no_grad()
-def batched_logps(
-    model: torch.nn.Module,
-    examples: list[dict],
-    pad_token_id: int,
-    batch_size: int,
-    head: torch.nn.Module | None = None,
-    chunk_tokens: int = 0,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """`sequence_logps` over tokenized examples, in padded batches on the model's device -> (N,), (N,)."""
-    device = next(model.parameters()).device
-    logps, n_tokens = [], []
-    for start in range(0, len(examples), batch_size):
-        batch = {k: v.to(device) for k, v in pad_rows(examples[start : start + batch_size], pad_token_id).items()}
-        lp, n, _, _ = forward_logps(
-            model, batch["input_ids"], batch["attention_mask"], batch["labels"], head, chunk_tokens
-        )
-        logps.append(lp)
-        n_tokens.append(n)
-    return torch.cat(logps), torch.cat(n_tokens)
-
-
-@contextlib.contextmanager
-def reference_mode(model: torch.nn.Module):
-    """The reference model: the same weights with the adapter switched off, in eval mode, without gradients."""
-    was_training = model.training
-    ctx = model.disable_adapter() if isinstance(model, PeftModel) else contextlib.nullcontext()
-    model.eval()
-    try:
-        with ctx, torch.no_grad():
-            yield model
-    finally:
-        model.train(was_training)
-
-
-def lora_config(args: UnlearnConfig) -> LoraConfig:
-    targets = args.lora_target_modules
-    return LoraConfig(
-        r=args.lora_r,
-        lora_alpha=args.lora_alpha,
-        lora_dropout=args.lora_dropout,
-        target_modules=list(targets) if isinstance(targets, (list, tuple)) else targets,
-        task_type="CAUSAL_LM",
-    )
-
-
-def wrap_adapter(model: torch.nn.Module, args: UnlearnConfig) -> torch.nn.Module:
-    if isinstance(model, PeftModel) or args.adapter == "none":
-        return model
-    if getattr(model, "is_quantized", False):
-        # QLoRA: layer norms and embeddings to float32 for stable gradients through the quantized base; input
-        # gradients on, so that gradient checkpointing (if asked for) still reaches the adapter.
-        from peft import prepare_model_for_kbit_training
-
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=args.gradient_checkpointing)
-    try:
-        return get_peft_model(model, lora_config(args))
-    except ValueError as e:
-        raise UnlearnError(f"Could not attach LoRA with `lora_target_modules={args.lora_target_modules!r}`: {e}") from e
+    return paper_title(getattr(cls, "_paper", None))
 
 
 class _SetEpoch(TrainerCallback):
@@ -165,7 +103,7 @@ class UnlearnTrainer(Trainer):
     config_class: ClassVar[type[UnlearnConfig]] = UnlearnConfig
     data_needs: ClassVar[str] = "forget: QA pairs or text"
     needs_reference: ClassVar[bool] = False  # True: reference log-probs of the forget set, computed once
-    # False for recipes whose losses read forget and retain rows together (their own `weighted_losses`).
+    # False for recipes whose extra terms read forget and retain rows together (RMU, SAE).
     can_split_passes: ClassVar[bool] = True
     # Losses are per-batch means: the Trainer must divide them by the accumulation steps.
     loss_is_scaled_for_ga = False
@@ -216,12 +154,19 @@ class UnlearnTrainer(Trainer):
         )
         zero3 = self.is_deepspeed_enabled and getattr(self.accelerator.state.deepspeed_plugin, "zero_stage", 0) == 3
         if self.suite_evaluation is not None and (self.is_fsdp_enabled or zero3):
-            raise UnlearnError("Evaluation during training reads the whole model, which FSDP / ZeRO-3 shard over the "
-                               "processes. Evaluate after training instead (`eval_suite` with `eval_strategy: no`).")  # fmt: skip
+            raise UnlearnError(
+                "Evaluation during training reads the whole model, which FSDP / ZeRO-3 shard over the "
+                "processes. Evaluate after training instead (`eval_suite` with `eval_strategy: no`)."
+            )
         self.reference_logps: torch.Tensor | None = None
         self._loss_head: torch.nn.Module | bool | None = None  # None: not decided yet; False: full logits
-        self._retain_parts: list[torch.Tensor] = []  # retain loss of each pass of a split step, weighted
-        self._metrics: dict[str, list[torch.Tensor]] = defaultdict(list)
+        self._metrics: dict[str, list[torch.Tensor]] = defaultdict(list)  # per step, averaged at the next log
+        self._step_metrics: dict[str, torch.Tensor] = {}  # this step's terms, summed over its passes
+        self.gradient_plugin = None
+        if args.projection == "gu":
+            from .projection import GradientProjection
+
+            self.gradient_plugin = GradientProjection(self)
 
     # ---- data -------------------------------------------------------------------------------------------------
 
@@ -268,10 +213,6 @@ class UnlearnTrainer(Trainer):
             return None
         return head
 
-    def forward_logps(self, model, input_ids, attention_mask, labels):
-        """`forward_logps` with this run's output-head setting -> (logps, n_tokens, outputs, hidden or None)."""
-        return forward_logps(model, input_ids, attention_mask, labels, self.loss_head(), self.args.loss_chunk_tokens)
-
     # ---- reference --------------------------------------------------------------------------------------------
 
     def compute_reference_logps(self, model: torch.nn.Module | None = None) -> torch.Tensor:
@@ -284,25 +225,55 @@ class UnlearnTrainer(Trainer):
         inner = self.accelerator.unwrap_model(self.model)
         with reference_mode(inner):
             logps, _ = batched_logps(
-                model if model is not None else inner, self.forget_examples, self.processing_class.pad_token_id,
-                self.args.per_device_eval_batch_size, self.loss_head(), self.args.loss_chunk_tokens,
-            )  # fmt: skip
+                model if model is not None else inner,
+                self.forget_examples,
+                self.processing_class.pad_token_id,
+                self.args.per_device_eval_batch_size,
+                self.loss_head(),
+                self.args.loss_chunk_tokens,
+            )
         return logps.to(self.args.device)
 
-    # ---- losses -----------------------------------------------------------------------------------------------
+    # ---- the recipe contract -------------------------------------------------------------------------------------
+    #
+    # A recipe supplies its forget loss (`forget_loss`, on the forget rows' answer log-probs) and, where it has them,
+    # named extra terms (`extra_losses`: a penalty on the adapter, a representation loss over forget and retain rows
+    # together); a recipe whose losses read more than the answer log-probs also supplies its `forward`. The base
+    # adds the retain loss (`retain_loss`, set by `retain_loss: nll | kl`), sums the weighted terms, logs each by
+    # name, and splits the step into passes where the terms allow it. No recipe overrides the step or the sum.
+
+    def forward(self, model, inputs) -> Forward:
+        """The batch's forward pass: answer log-probs of every row, and what the losses read besides."""
+        logps, n_tokens, outputs, hidden = model_logps(
+            model,
+            inputs["input_ids"],
+            inputs["attention_mask"],
+            inputs["loss_labels"],
+            self.loss_head(),
+            self.args.loss_chunk_tokens,
+        )
+        return Forward(logps, n_tokens, outputs, hidden)
 
     def forget_loss(self, logps: torch.Tensor, n_tokens: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        """The recipe's loss on forget rows: `logps` (B_f,) summed answer log-probs, `n_tokens` (B_f,)."""
+        """The recipe's loss on forget rows: `logps` (B_f,) summed answer log-probs, `n_tokens` (B_f,). A recipe
+        whose forget loss is one of its `extra_losses` sets `forget_loss = None`."""
         raise NotImplementedError(f"Recipe `{self._name}` must override `forget_loss`.")
 
-    def retain_loss(self, model, outputs, hidden, logps, n_tokens, inputs, is_retain) -> torch.Tensor:
-        """`nll` on the retain rows' answers, or `kl`: KL(reference || model) of the next-token distributions.
+    def extra_losses(self, model, inputs, fwd: Forward) -> dict[str, Term]:
+        """Named terms added to the loss and logged under their names; none by default. Called once per step (in
+        the pass that holds the forget rows); a term that reads retain rows too needs `can_split_passes = False`."""
+        return {}
 
-        `hidden` is the whole batch's final hidden states when the losses apply the head themselves, else None and
-        `outputs.logits` (B, T, V) are full; retain rows are selected only for `kl`, as a boolean index copies.
+    def retain_loss(self, model, fwd: Forward, inputs, is_retain: torch.Tensor) -> torch.Tensor:
+        """Per retain row (B_r,): `nll`, its answer's mean token NLL, or `kl`, KL(reference || model) of the
+        next-token distributions averaged over its answer tokens. The base weighs rows by `retain_row_weight`.
+
+        `fwd.hidden` is the whole batch's final hidden states when the losses apply the head themselves, else None
+        and `fwd.outputs.logits` (B, T, V) are full; retain rows are selected only for `kl`, as a boolean index
+        copies.
         """
         if self.args.retain_loss == "nll":
-            return mean_nll(logps, n_tokens)
+            return -fwd.logps[is_retain] / fwd.n_tokens[is_retain].clamp(min=1)
         ref = self.accelerator.unwrap_model(model)
         ids, mask, labels = (inputs[k][is_retain] for k in ("input_ids", "attention_mask", "loss_labels"))
         head = self.loss_head()
@@ -310,97 +281,87 @@ class UnlearnTrainer(Trainer):
             with reference_mode(ref):
                 _, ref_hidden = final_hidden(ref, ids, mask)
             reference = functools.partial(reference_mode, ref)
-            return head_kl(head, hidden[is_retain], ref_hidden, labels, self.args.loss_chunk_tokens, reference).mean()
+            return head_kl(head, fwd.hidden[is_retain], ref_hidden, labels, self.args.loss_chunk_tokens, reference)
         with reference_mode(ref):
             ref_logits = ref(input_ids=ids, attention_mask=mask).logits
         scored = (labels[:, 1:] != IGNORE_INDEX).float()  # (B_r, T-1)
-        log_p = F.log_softmax(outputs.logits[is_retain][:, :-1].float(), -1)
-        log_ref = F.log_softmax(ref_logits[:, :-1].float(), -1)
-        kl = (log_ref.exp() * (log_ref - log_p)).sum(-1)  # KL(ref || model) per token, (B_r, T-1)
-        return ((kl * scored).sum(-1) / scored.sum(-1).clamp(min=1)).mean()
+        kl = token_kl(fwd.outputs.logits[is_retain][:, :-1], ref_logits[:, :-1])  # (B_r, T-1)
+        return (kl * scored).sum(-1) / scored.sum(-1).clamp(min=1)
 
-    def weighted_losses(self, model, inputs) -> tuple[torch.Tensor, torch.Tensor | None, Any]:
-        """(forget_weight * forget loss, retain_weight * retain loss or None, model outputs), logged as they go."""
+    # ---- the step ---------------------------------------------------------------------------------------------
+
+    def loss_terms(self, model, inputs) -> tuple[dict[str, Term], Forward]:
+        """Every term of this pass's loss, by name: `forget_loss` (on its forget rows), `retain_loss` (its retain
+        rows' share of the step's retain mean: rows weighted by `retain_row_weight`), and the recipe's extras."""
         if self.needs_reference and self.reference_logps is None:
             # Once, at the first step: the model is wrapped and placed by then, under every distributed setup.
             self.reference_logps = self.compute_reference_logps(model)
+        fwd = self.forward(model, inputs)
         is_forget, index = inputs["is_forget"], inputs["index"]
-        logps, n_tokens, outputs, hidden = self.forward_logps(
-            model, inputs["input_ids"], inputs["attention_mask"], inputs["loss_labels"]
-        )  # (B,), (B,)
-        forget = self.forget_loss(logps[is_forget], n_tokens[is_forget], index[is_forget])
-        self._metrics["forget_loss"].append(forget.detach())
-        self._metrics["forget_nll"].append(mean_nll(logps[is_forget], n_tokens[is_forget]).detach())
+        terms: dict[str, Term] = {}
+        if is_forget.any():
+            if self.forget_loss is not None:
+                value = self.forget_loss(fwd.logps[is_forget], fwd.n_tokens[is_forget], index[is_forget])
+                terms["forget_loss"] = Term(value, self.args.forget_weight)
+            terms.update(self.extra_losses(model, inputs, fwd))
         is_retain = ~is_forget
-        if not (self.args.uses_retain and is_retain.any()):
-            return self.args.forget_weight * forget, None, outputs
-        retain = self.retain_loss(model, outputs, hidden, logps[is_retain], n_tokens[is_retain], inputs, is_retain)
-        self._metrics["retain_loss"].append(retain.detach())
-        return self.args.forget_weight * forget, self.args.retain_weight * retain, outputs
-
-    def retain_pass_loss(self, model, inputs) -> tuple[torch.Tensor, Any]:
-        """retain_weight * retain loss of a batch of retain rows only (a pass of a split step), and the outputs."""
-        logps, n_tokens, outputs, hidden = self.forward_logps(
-            model, inputs["input_ids"], inputs["attention_mask"], inputs["loss_labels"]
-        )
-        every_row = torch.ones_like(inputs["is_forget"])
-        retain = self.retain_loss(model, outputs, hidden, logps, n_tokens, inputs, every_row)
-        return self.args.retain_weight * retain, outputs
+        if self.retain_loss is not None and self.args.uses_retain and is_retain.any():
+            per_row = self.retain_loss(model, fwd, inputs, is_retain)
+            value = (per_row * inputs["retain_row_weight"][is_retain].to(per_row.dtype)).sum()
+            terms["retain_loss"] = Term(value, self.args.retain_weight, retain_side=True)
+        if is_forget.any():
+            self._step_metrics["forget_nll"] = mean_nll(fwd.logps[is_forget], fwd.n_tokens[is_forget]).detach()
+        for name, term in terms.items():  # summed over the passes of a step (a split retain mean adds up)
+            self._step_metrics[name] = self._step_metrics.get(name, 0.0) + term.value.detach().float()
+        return terms, fwd
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        share = inputs.pop("retain_share", None)
-        if share is not None:  # one retain pass of a split step: its rows' share of the retain mean
-            retain, outputs = self.retain_pass_loss(model, inputs)
-            loss = retain * share
-            self._retain_parts.append(loss.detach() / self.args.retain_weight)
-        else:
-            forget, retain, outputs = self.weighted_losses(model, inputs)
-            loss = forget if retain is None else forget + retain
-        return (loss, outputs) if return_outputs else loss
+        terms, fwd = self.loss_terms(model, inputs)
+        loss = sum(t.weight * t.value for t in terms.values())
+        return (loss, fwd.outputs) if return_outputs else loss
 
     def split_passes(self, inputs: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
         """A step's batch as passes: the forget rows, then the retain rows in groups as large as the forget rows.
 
-        The loss is `forget_weight * forget_loss(forget rows) + retain_weight * mean over retain rows`, so the
-        passes' gradients add up to the one-pass gradient exactly; each retain pass carries its rows' share of the
-        mean. Each pass is cut to its own longest row (rows are right padded and attention is causal).
+        Each retain row carries its weight in the step's retain mean (`retain_row_weight`), so the passes'
+        gradients add up to the one-pass gradient exactly. Each pass is cut to its own longest row (rows are right
+        padded and attention is causal).
         """
         is_forget = inputs["is_forget"]
         n_forget, n_rows = int(is_forget.sum()), len(is_forget)
+        split = self.args.split_passes or self.gradient_plugin is not None  # gu tells its gradients apart by pass
         if (
-            not (self.args.split_passes and self.can_split_passes)
+            not (split and self.can_split_passes)
             or n_forget in (0, n_rows)
             or self.is_deepspeed_enabled  # DeepSpeed steps its optimizer inside every backward
         ):
             return [inputs]
         rows = torch.arange(n_rows)
-        groups = [rows[:n_forget]] + list(rows[n_forget:].split(n_forget))
         passes = []
-        for group in groups:
+        for group in [rows[:n_forget], *rows[n_forget:].split(n_forget)]:
             width = int(inputs["attention_mask"][group].sum(-1).max())
-            part = {k: v[group][:, :width] if v.dim() == 2 else v[group] for k, v in inputs.items()}
-            if group[0] >= n_forget:
-                part["retain_share"] = len(group) / (n_rows - n_forget)
-            passes.append(part)
+            passes.append({k: v[group][:, :width] if v.dim() == 2 else v[group] for k, v in inputs.items()})
         return passes
 
     def training_step(self, model, inputs, num_items_in_batch=None):
-        if self.args.projection == "gu":
-            from .projection import gu_training_step
-
-            return gu_training_step(self, model, inputs)
+        """The step as an explicit loop over its passes (`split_passes`), each through the Trainer's own step (loss
+        scaling, backward); a gradient plug-in (`projection: gu`) runs the loop itself and adjusts `.grad`."""
+        self._step_metrics = {}
         passes = self.split_passes(inputs)
-        if len(passes) == 1:
-            return super().training_step(model, inputs, num_items_in_batch)
-        self._retain_parts = []
-        loss = 0.0
-        for i, part in enumerate(passes):
+
+        def run_pass(i: int, part: dict[str, Any]) -> torch.Tensor:
             # Gradients are all-reduced once, after the last pass (under accumulation, the Trainer's own `no_sync`
             # around this call already holds it back).
-            sync = contextlib.nullcontext() if i == len(passes) - 1 else self.accelerator.no_sync(model)
-            with sync:
-                loss = loss + super().training_step(model, part, num_items_in_batch)
-        self._metrics["retain_loss"].append(torch.stack(self._retain_parts).sum())
+            last = i == len(passes) - 1
+            with contextlib.nullcontext() if last else self.accelerator.no_sync(model):
+                return super(UnlearnTrainer, self).training_step(model, part, num_items_in_batch)
+
+        if self.gradient_plugin is not None:
+            loss = self.gradient_plugin.run(self, model, passes, run_pass)
+        else:
+            loss = sum((run_pass(i, part) for i, part in enumerate(passes)), torch.zeros((), device=self.args.device))
+        for name, value in self._step_metrics.items():
+            self._metrics[name].append(value)
         return loss
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:

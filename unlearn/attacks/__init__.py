@@ -29,9 +29,16 @@ ATTACKS = {"relearn": relearn, "keyword": keyword, "quantize": quantize, "probe"
 
 
 def attack(
-    model, tokenizer, name: str, forget=None, retain=None, original=None, out: str | os.PathLike | None = None,
-    limit: int | None = None, **options: Any,
-) -> AttackResult | list[AttackResult]:  # fmt: skip
+    model,
+    tokenizer,
+    name: str,
+    forget=None,
+    retain=None,
+    original=None,
+    out: str | os.PathLike | None = None,
+    limit: int | None = None,
+    **options: Any,
+) -> AttackResult | list[AttackResult]:
     """Run attack `name` (or `all`) against the unlearned `model` on the `forget` QA set."""
     names = list(ATTACKS) if name == "all" else [name]
     for n in names:
@@ -57,21 +64,28 @@ def write_report(results: list[AttackResult], out: Path) -> None:
 
     out.mkdir(parents=True, exist_ok=True)
     rows = [r.row() for r in results]
-    (out / "ATTACKS.json").write_text(json.dumps({"table": rows, "attacks": [r.to_log() for r in results]}, indent=2,
-                                                 default=float))  # fmt: skip
+    (out / "ATTACKS.json").write_text(
+        json.dumps({"table": rows, "attacks": [r.to_log() for r in results]}, indent=2, default=float)
+    )
 
     def fmt(v):
         return "n/a" if v is None else f"{v:.3f}"
 
-    lines = ["# Robustness of the unlearning", "",
-             "Forget-set answer probability (length-normalized) of the original model, the unlearned model, and the "
-             "unlearned model under attack; recovered = (attacked - unlearned) / (original - unlearned).", "",
-             "| attack | original | unlearned | attacked | recovered | ROUGE-L attacked | detail |",
-             "|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        "# Robustness of the unlearning",
+        "",
+        "Forget-set answer probability (length-normalized) of the original model, the unlearned model, and the "
+        "unlearned model under attack; recovered = (attacked - unlearned) / (original - unlearned).",
+        "",
+        "| attack | original | unlearned | attacked | recovered | ROUGE-L attacked | detail |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        lines.append(f"| {r['attack']} | {fmt(r['original_probability'])} | {fmt(r['unlearned_probability'])} | "
-                     f"{fmt(r['attacked_probability'])} | {fmt(r['recovered_fraction'])} | {fmt(r['attacked_rouge'])} "
-                     f"| {r['summary']} |")  # fmt: skip
+        lines.append(
+            f"| {r['attack']} | {fmt(r['original_probability'])} | {fmt(r['unlearned_probability'])} | "
+            f"{fmt(r['attacked_probability'])} | {fmt(r['recovered_fraction'])} | {fmt(r['attacked_rouge'])} "
+            f"| {r['summary']} |"
+        )
     plt = _plt()
     for r in results:
         d = r.details

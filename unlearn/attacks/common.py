@@ -50,15 +50,27 @@ class AttackResult:
         def logs(metrics):
             return {k: v.to_log() for k, v in metrics.items()} if metrics is not None else None
 
-        return {"attack": self.name, "recovered_fraction": self.recovered, "before": logs(self.before),
-                "after": logs(self.after), "original": logs(self.original), "details": self.details}  # fmt: skip
+        return {
+            "attack": self.name,
+            "recovered_fraction": self.recovered,
+            "before": logs(self.before),
+            "after": logs(self.after),
+            "original": logs(self.original),
+            "details": self.details,
+        }
 
     def row(self) -> dict[str, Any]:
-        p = {k: (v["probability"].agg_value if v is not None else None)
-             for k, v in (("original", self.original), ("unlearned", self.before), ("attacked", self.after))}  # fmt: skip
-        return {"attack": self.name, **{f"{k}_probability": v for k, v in p.items()},
-                "attacked_rouge": self.after["rouge"].agg_value if "rouge" in self.after else None,
-                "recovered_fraction": self.recovered, "summary": self.details.get("summary", "")}  # fmt: skip
+        p = {
+            k: (v["probability"].agg_value if v is not None else None)
+            for k, v in (("original", self.original), ("unlearned", self.before), ("attacked", self.after))
+        }
+        return {
+            "attack": self.name,
+            **{f"{k}_probability": v for k, v in p.items()},
+            "attacked_rouge": self.after["rouge"].agg_value if "rouge" in self.after else None,
+            "recovered_fraction": self.recovered,
+            "summary": self.details.get("summary", ""),
+        }
 
 
 def qa_rows(data, what: str = "forget", limit: int | None = None) -> list[dict]:
@@ -82,9 +94,14 @@ def prompts_for(tokenizer, questions: list[str]) -> list[str]:
 
 
 def score_prompts(
-    model, tokenizer, prompts: list[str], answers: list[str], generate: bool = True, batch_size: int = 8,
+    model,
+    tokenizer,
+    prompts: list[str],
+    answers: list[str],
+    generate: bool = True,
+    batch_size: int = 8,
     max_new_tokens: int = 48,
-) -> dict[str, MetricResult]:  # fmt: skip
+) -> dict[str, MetricResult]:
     """Answer probability after each prompt (teacher forced) and, with `generate`, ROUGE-L recall of the greedy
     continuation of each prompt against its answer."""
     completions = [a if p.endswith((" ", "\n")) else " " + a for p, a in zip(prompts, answers, strict=True)]
@@ -119,8 +136,9 @@ def best_per_sample(variants: dict[str, dict[str, MetricResult]]) -> tuple[dict[
 
 
 def forget_metrics(model, tokenizer, rows: list[dict], **kw) -> dict[str, MetricResult]:
-    return score_prompts(model, tokenizer, prompts_for(tokenizer, [r["question"] for r in rows]),
-                         [r["answer"] for r in rows], **kw)  # fmt: skip
+    return score_prompts(
+        model, tokenizer, prompts_for(tokenizer, [r["question"] for r in rows]), [r["answer"] for r in rows], **kw
+    )
 
 
 class Models:
@@ -167,5 +185,7 @@ class Models:
             return copy.deepcopy(self._original)
         if self.is_adapter:
             return copy.deepcopy(self.unlearned).unload()
-        raise UnlearnError("This attack compares with the original model: pass `original=` (the model before "
-                           "unlearning), or attack an adapter, whose base model is the original.")  # fmt: skip
+        raise UnlearnError(
+            "This attack compares with the original model: pass `original=` (the model before "
+            "unlearning), or attack an adapter, whose base model is the original."
+        )

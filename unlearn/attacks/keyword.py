@@ -41,11 +41,17 @@ def keyword(models, tokenizer, forget, retain, before, original, top: int = 3, *
         questions = [make(r["question"], [w for w, _ in c[:top]]) for r, c in zip(forget, contributions, strict=True)]
         per_variant[name] = score_prompts(models.unlearned, tokenizer, prompts_for(tokenizer, questions), answers)
     after, best = best_per_sample(per_variant)
-    result = AttackResult("keyword", before, after, original, {
-        "top_words": [[w for w, _ in c[:top]] for c in contributions],
-        "per_variant": {n: {m: r.agg_value for m, r in v.items()} for n, v in per_variant.items()},
-        "best_variant": best,
-    })  # fmt: skip
+    result = AttackResult(
+        "keyword",
+        before,
+        after,
+        original,
+        {
+            "top_words": [[w for w, _ in c[:top]] for c in contributions],
+            "per_variant": {n: {m: r.agg_value for m, r in v.items()} for n, v in per_variant.items()},
+            "best_variant": best,
+        },
+    )
     result.details["summary"] = "best of " + ", ".join(
         f"{n} {v['probability']:.3f}" for n, v in result.details["per_variant"].items()
     )

@@ -42,8 +42,11 @@ def layer_reads(model, tokenizer, prompts, answers, batch_size: int = 8):
     for start in range(0, len(examples), batch_size):
         batch = pad_rows(examples[start : start + batch_size], tokenizer.pad_token_id)
         device = next(model.parameters()).device
-        out = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device),
-                    output_hidden_states=True)  # fmt: skip
+        out = model(
+            input_ids=batch["input_ids"].to(device),
+            attention_mask=batch["attention_mask"].to(device),
+            output_hidden_states=True,
+        )
         labels = batch["labels"][:, 1:].to(device)
         mask = labels != IGNORE_INDEX  # positions t whose hidden state predicts answer token t+1
         counts = mask.sum(-1).clamp(min=1)
@@ -107,8 +110,10 @@ def _reads(model, tokenizer, forget):
 
 def latent(models, tokenizer, forget, retain, before, original, **_):
     if not all(r.get("perturbed_answer") for r in forget):
-        raise UnlearnError("`latent` trains a probe to tell true answers from perturbed ones: the forget set needs a "
-                           "`perturbed_answer` column (e.g. tofu:forget10_perturbed).")  # fmt: skip
+        raise UnlearnError(
+            "`latent` trains a probe to tell true answers from perturbed ones: the forget set needs a "
+            "`perturbed_answer` column (e.g. tofu:forget10_perturbed)."
+        )
     lens_after, acc_after = _reads(models.unlearned, tokenizer, forget)
     ctx = models.unlearned.disable_adapter() if models.is_adapter else contextlib.nullcontext()
     lens_before = acc_before = None
@@ -133,9 +138,16 @@ def latent(models, tokenizer, forget, retain, before, original, **_):
         details["pretends_to_forget"] = bool(
             fell and acc_before[best] > 0.6 and acc_after[best] >= acc_before[best] - 0.1
         )
-    result = AttackResult("latent", {"probability": before["probability"]}, after,
-                          {"probability": original["probability"]} if original else None, details)  # fmt: skip
-    result.details["summary"] = (f"probe accuracy at layer {best}: {acc_after[best]:.2f} after"
-                                 + (f" vs {acc_before[best]:.2f} before" if acc_before else "")
-                                 + ("; pretends to forget" if details.get("pretends_to_forget") else ""))  # fmt: skip
+    result = AttackResult(
+        "latent",
+        {"probability": before["probability"]},
+        after,
+        {"probability": original["probability"]} if original else None,
+        details,
+    )
+    result.details["summary"] = (
+        f"probe accuracy at layer {best}: {acc_after[best]:.2f} after"
+        + (f" vs {acc_before[best]:.2f} before" if acc_before else "")
+        + ("; pretends to forget" if details.get("pretends_to_forget") else "")
+    )
     return result

@@ -27,8 +27,9 @@ def chat_prompt(tokenizer, turns: list[tuple[str, str]], question: str) -> str:
     """A prompt with earlier (question, answer) turns before `question`, in the model's own format."""
     if getattr(tokenizer, "chat_template", None):
         msgs = [m for q, a in turns for m in ({"role": "user", "content": q}, {"role": "assistant", "content": a})]
-        return tokenizer.apply_chat_template(msgs + [{"role": "user", "content": question}], tokenize=False,
-                                             add_generation_prompt=True)  # fmt: skip
+        return tokenizer.apply_chat_template(
+            msgs + [{"role": "user", "content": question}], tokenize=False, add_generation_prompt=True
+        )
     return "".join(f"Question: {q}\nAnswer: {a}\n\n" for q, a in turns) + format_qa(tokenizer, question, "")[0]
 
 
@@ -43,8 +44,10 @@ def multiple_choice_accuracy(model, tokenizer, rows, key: str = "perturbed_answe
         prompt = format_qa(tokenizer, body + "\nAnswer with the letter of the correct option.", "")[0]
         groups.append([(prompt, " " + LETTERS[j]) for j in range(len(options))])
         positions.append(pos)
-    correct = [float(int(np.argmax(ll)) == pos)
-               for ll, pos in zip(grouped_loglik(model, tokenizer, groups), positions, strict=True)]  # fmt: skip
+    correct = [
+        float(int(np.argmax(ll)) == pos)
+        for ll, pos in zip(grouped_loglik(model, tokenizer, groups), positions, strict=True)
+    ]
     return statistics.fmean(correct), correct
 
 
@@ -63,14 +66,18 @@ def probe(models, tokenizer, forget, retain, before, original, shots: int = 3, *
         skipped["paraphrased_question"] = "no `paraphrased_question` column"
     if retain is not None:
         shots_rows = qa_rows(retain, "retain")[:shots]
-        families["few_shot"] = [chat_prompt(tokenizer, [(r["question"], r["answer"]) for r in shots_rows], q)
-                                for q in questions]  # fmt: skip
+        families["few_shot"] = [
+            chat_prompt(tokenizer, [(r["question"], r["answer"]) for r in shots_rows], q) for q in questions
+        ]
     else:
         skipped["few_shot"] = "no retain set to draw examples from"
     scored = {name: score_prompts(model, tokenizer, prompts, answers) for name, prompts in families.items()}
     after, best = best_per_sample(scored)
-    details = {"per_family": {n: {m: r.agg_value for m, r in v.items()} for n, v in scored.items()},
-               "best_family": best, "skipped": skipped}  # fmt: skip
+    details = {
+        "per_family": {n: {m: r.agg_value for m, r in v.items()} for n, v in scored.items()},
+        "best_family": best,
+        "skipped": skipped,
+    }
     # Reverse query: complete the second half of the answer from its first half (own before/after scale).
     halves = [(" ".join(a.split()[: len(a.split()) // 2]), " ".join(a.split()[len(a.split()) // 2 :])) for a in answers]
     rq = [chat_prompt(tokenizer, [], f"Complete this statement: {h[0]}") for h in halves]

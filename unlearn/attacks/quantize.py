@@ -13,13 +13,20 @@ from .common import AttackResult, forget_metrics
 
 
 def quantize(
-    models, tokenizer, forget, retain, before, original, bits: tuple[int, ...] | list[int] = (8, 4),
-    generate: bool = True, **_,
-):  # fmt: skip
+    models,
+    tokenizer,
+    forget,
+    retain,
+    before,
+    original,
+    bits: tuple[int, ...] | list[int] = (8, 4),
+    generate: bool = True,
+    **_,
+):
     """Reload the merged unlearned model in each of `bits` and re-score (`generate=False`: probability only)."""
     from transformers import AutoModelForCausalLM
 
-    from ..run import quantization_config
+    from ..loading import quantization_config
 
     per_bits = {}
     with tempfile.TemporaryDirectory(prefix="unlearn-quant-") as tmp:
@@ -29,9 +36,15 @@ def quantize(
             per_bits[int(b)] = forget_metrics(models.rewrap(q), tokenizer, forget, generate=generate)
             del q
     worst = max(per_bits, key=lambda b: per_bits[b]["probability"].agg_value)
-    result = AttackResult("quantize", before, per_bits[worst], original, {
-        "per_bits": {f"{b}bit": {m: r.agg_value for m, r in v.items()} for b, v in per_bits.items()},
-        "worst": f"{worst}bit",
-    })  # fmt: skip
+    result = AttackResult(
+        "quantize",
+        before,
+        per_bits[worst],
+        original,
+        {
+            "per_bits": {f"{b}bit": {m: r.agg_value for m, r in v.items()} for b, v in per_bits.items()},
+            "worst": f"{worst}bit",
+        },
+    )
     result.details["summary"] = ", ".join(f"{b}: {v['probability']:.3f}" for b, v in result.details["per_bits"].items())
     return result

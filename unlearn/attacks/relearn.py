@@ -39,17 +39,33 @@ def _area(y, x) -> float:
     return float(np.sum((y[1:] + y[:-1]) / 2 * np.diff(x)))
 
 
-def relearn(models, tokenizer, forget, retain, before, original, k: int = 4, data: str = "forget",
-            steps: int = 10, eval_every: int | None = None, learning_rate: float = 1e-4, adapter: str = "lora",
-            baseline=None, generate: bool = True, **_):  # fmt: skip
+def relearn(
+    models,
+    tokenizer,
+    forget,
+    retain,
+    before,
+    original,
+    k: int = 4,
+    data: str = "forget",
+    steps: int = 10,
+    eval_every: int | None = None,
+    learning_rate: float = 1e-4,
+    adapter: str = "lora",
+    baseline=None,
+    generate: bool = True,
+    **_,
+):
     """Fine-tune on `k` forget examples (or `data: retain`) for `steps` steps; recovery on the other forget rows.
 
     `generate=False` scores answer probabilities only (no greedy generations, no ROUGE): the recovered fraction is
     the same, at a fraction of the cost on a CPU."""
     if data == "forget":
         if len(forget) <= k:
-            raise UnlearnError(f"`relearn` trains on k={k} forget examples and measures the rest; the forget set has "
-                               f"only {len(forget)}. Lower `k` or give more forget data.")  # fmt: skip
+            raise UnlearnError(
+                f"`relearn` trains on k={k} forget examples and measures the rest; the forget set has "
+                f"only {len(forget)}. Lower `k` or give more forget data."
+            )
         train_rows, eval_rows = forget[:k], forget[k:]
     elif data == "retain":
         train_rows, eval_rows = qa_rows(retain, "retain")[:k], forget
@@ -57,8 +73,15 @@ def relearn(models, tokenizer, forget, retain, before, original, k: int = 4, dat
         raise UnlearnError(f"`data` of relearn must be `forget` or `retain`, got {data!r}.")
     every = eval_every or max(1, steps // 5)
     checkpoints = sorted({*range(every, steps + 1, every), steps})
-    settings = {"learning_rate": learning_rate, "adapter": adapter, "per_device_train_batch_size": min(4, k),
-                "disable_tqdm": True, "logging_steps": steps, "lr_scheduler_type": "constant", "seed": 0}  # fmt: skip
+    settings = {
+        "learning_rate": learning_rate,
+        "adapter": adapter,
+        "per_device_train_batch_size": min(4, k),
+        "disable_tqdm": True,
+        "logging_steps": steps,
+        "lr_scheduler_type": "constant",
+        "seed": 0,
+    }
     attacked, curve = _relearn_curve(
         models.merged_copy(), tokenizer, train_rows, eval_rows, checkpoints, settings, models.rewrap
     )
@@ -70,13 +93,23 @@ def relearn(models, tokenizer, forget, retain, before, original, k: int = 4, dat
     if original is not None:
         eval_original = forget_metrics(models.original_copy(), tokenizer, eval_rows, generate=generate)
     result = AttackResult(
-        "relearn", forget_metrics(models.unlearned, tokenizer, eval_rows, generate=generate),
+        "relearn",
+        forget_metrics(models.unlearned, tokenizer, eval_rows, generate=generate),
         forget_metrics(attacked, tokenizer, eval_rows, generate=generate),
         eval_original,
-        {"steps": [0, *checkpoints], "curve": curve, "baseline_curve": base_curve, "area": area,
-         "baseline_area": base_area, "trained_on": f"{len(train_rows)} {data} examples", "measured_on": len(eval_rows),
-         "baseline": "original model" if baseline is None else "given baseline"},
-    )  # fmt: skip
-    result.details["summary"] = (f"{steps} steps on {len(train_rows)} {data} rows: forget probability "
-                                 f"{curve[0]:.3f} -> {curve[-1]:.3f} (area {area:.3f}; baseline {base_area:.3f})")  # fmt: skip
+        {
+            "steps": [0, *checkpoints],
+            "curve": curve,
+            "baseline_curve": base_curve,
+            "area": area,
+            "baseline_area": base_area,
+            "trained_on": f"{len(train_rows)} {data} examples",
+            "measured_on": len(eval_rows),
+            "baseline": "original model" if baseline is None else "given baseline",
+        },
+    )
+    result.details["summary"] = (
+        f"{steps} steps on {len(train_rows)} {data} rows: forget probability "
+        f"{curve[0]:.3f} -> {curve[-1]:.3f} (area {area:.3f}; baseline {base_area:.3f})"
+    )
     return result

@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from ..evaluation.report import _plt, pareto_front
+from ..rundir import write_atomic
 from .protocol import Protocol
-from .steps import Steps, write_atomic
+from .steps import Steps
 
 COLUMNS = [  # (key in a row, header, format)
     ("forget_quality", "FQ ↑", "{:.3g}"),

@@ -22,8 +22,9 @@ from typing import Any
 
 from ..data import fingerprint, load_records
 from ..errors import UnlearnError
+from ..rundir import write_atomic
 from .protocol import Entry, Protocol, load_protocol
-from .steps import Steps, write_atomic
+from .steps import Steps
 
 logger = logging.getLogger(__name__)
 
@@ -179,7 +180,7 @@ def _check_suite_forget(p: Protocol, forget: list[dict]) -> None:
 
 def _resume_flags(run_dir: Path) -> dict[str, Any] | None:
     """None when the run in `run_dir` is complete; `resume` when it was interrupted; nothing for a new one."""
-    from ..run import CONFIG_FILE, RUN_FILE
+    from ..rundir import CONFIG_FILE, RUN_FILE
 
     if (run_dir / RUN_FILE).is_file():
         return None
@@ -188,7 +189,7 @@ def _resume_flags(run_dir: Path) -> dict[str, Any] | None:
 
 def _finetune_step(p: Protocol, rows: list[dict]):
     from ..finetune import finetune
-    from ..run import ensure_pad_token, load_model_and_tokenizer
+    from ..loading import ensure_pad_token, load_model_and_tokenizer
 
     def fn(d: Path) -> dict[str, Any]:
         out = d / "model"
@@ -246,7 +247,7 @@ def _eval_step(p: Protocol, model_path: str, reference: str | None):
     metrics are computed in a second pass against its own log, from the cached scores: forget quality 1 by
     definition, as in TOFU's table."""
     from ..evaluation import METRICS, evaluate, load_suite
-    from ..run import ensure_pad_token, load_model_or_adapter
+    from ..loading import ensure_pad_token, load_model_or_adapter
 
     def fn(d: Path) -> dict[str, Any]:
         model, tokenizer = load_model_or_adapter(model_path)
@@ -327,7 +328,8 @@ def run_entry(p: Protocol, entry: Entry, data: dict[str, dict[str, Any]], models
 
 
 def _unlearn_step(entry: Entry, data: dict[str, dict[str, Any]], target: str):
-    from ..run import ensure_pad_token, forget, load_model_and_tokenizer
+    from ..loading import ensure_pad_token, load_model_and_tokenizer
+    from ..run import forget
 
     def fn(d: Path) -> dict[str, Any]:
         out = d / "run"
@@ -354,7 +356,7 @@ def _attack_step(name: str, options: dict[str, Any], data: dict[str, dict[str, A
     from peft import PeftModel
 
     from ..attacks import attack
-    from ..run import ensure_pad_token, load_model_and_tokenizer, load_model_or_adapter
+    from ..loading import ensure_pad_token, load_model_and_tokenizer, load_model_or_adapter
 
     def fn(d: Path) -> dict[str, Any]:
         model, tokenizer = load_model_or_adapter(run_dir)

@@ -15,7 +15,6 @@ import gc
 import hashlib
 import json
 import logging
-import os
 import shutil
 import time
 from collections.abc import Callable
@@ -25,6 +24,8 @@ from typing import Any
 
 import torch
 
+from ..rundir import write_atomic
+
 logger = logging.getLogger(__name__)
 
 KEY_FILE = "KEY"
@@ -33,13 +34,6 @@ STEP_FILE = "STEP.json"
 
 def digest(inputs: Any) -> str:
     return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 class PeakMemory:

@@ -89,7 +89,7 @@ class SuiteEvaluation(TrainerCallback):
                 f"Resuming at step {state.global_step} with `eval_utility_floor`, but `{path}` (the "
                 "utility before unlearning, written at the start) is missing. Start the run again."
             )
-        from ..trainer import reference_mode
+        from ..adapter import reference_mode
 
         with reference_mode(model):  # step 0: the reference is the model as it was handed over
             self.start_utility = self._evaluate(model)["model_utility"]

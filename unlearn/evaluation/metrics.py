@@ -45,12 +45,23 @@ class Metric:
     needs: frozenset[str] = frozenset()  # scores its dataset must have: answer, paraphrased, perturbed, generation
     needs_reference: bool = False
     doc: str = ""
+    # Spec keys that name other metric entries this one reads, with their default (a name, or [] for a list).
+    reads: dict[str, Any] = field(default_factory=dict)
+    # How much the model knows the answers: on a forget set, lower is better (the report's arrows).
+    knowledge: bool = False
 
 
 METRICS: dict[str, Metric] = {}
 
 
-def register(name: str, higher_is_better: bool, needs: tuple[str, ...] = (), needs_reference: bool = False):
+def register(
+    name: str,
+    higher_is_better: bool,
+    needs: tuple[str, ...] = (),
+    needs_reference: bool = False,
+    reads: dict[str, Any] | None = None,
+    knowledge: bool = False,
+):
     if name in METRICS:
         raise UnlearnError(
             f"A metric named `{name}` is already registered ({METRICS[name].fn.__module__}); "
@@ -58,7 +69,10 @@ def register(name: str, higher_is_better: bool, needs: tuple[str, ...] = (), nee
         )
 
     def wrap(fn):
-        METRICS[name] = Metric(fn, higher_is_better, frozenset(needs), needs_reference, (fn.__doc__ or "").strip())
+        doc = (fn.__doc__ or "").strip()
+        METRICS[name] = Metric(
+            fn, higher_is_better, frozenset(needs), needs_reference, doc, dict(reads or {}), knowledge
+        )
         return fn
 
     return wrap
@@ -69,20 +83,20 @@ def _per_sample(values, higher_is_better: bool) -> MetricResult:
     return MetricResult(float(np.mean(values)), higher_is_better, values)
 
 
-@register("probability", True, ("answer",))
+@register("probability", True, ("answer",), knowledge=True)
 def probability(ctx, spec):
     """Length-normalized answer probability exp(-mean token NLL) (TOFU)."""
     return _per_sample(mm.probability([r.nll for r in ctx.data(spec).answer]), True)
 
 
-@register("normalized_probability", True, ("answer", "perturbed"))
+@register("normalized_probability", True, ("answer", "perturbed"), knowledge=True)
 def normalized_probability(ctx, spec):
     """P(a) / (P(a) + sum P(perturbed)), length-normalized (TOFU real authors / world facts)."""
     s = ctx.data(spec)
     return _per_sample(mm.normalized_probability([r.nll for r in s.answer], _pert_nll(s)), True)
 
 
-@register("rouge_l_recall", True, ("generation",))
+@register("rouge_l_recall", True, ("generation",), knowledge=True)
 def rouge_l_recall(ctx, spec):
     """ROUGE-L recall of the greedy generation against the answer (TOFU)."""
     s = ctx.data(spec)
@@ -102,19 +116,19 @@ def truth_ratio(ctx, spec):
     return MetricResult(agg, True, ratios.tolist(), {"aggregate": variant})
 
 
-@register("exact_memorization", True, ("answer",))
+@register("exact_memorization", True, ("answer",), knowledge=True)
 def exact_memorization(ctx, spec):
     """Fraction of answer tokens predicted exactly under teacher forcing (Tirumala et al. 2022)."""
     return _per_sample([mm.exact_memorization(r.argmax_match) for r in ctx.data(spec).answer], True)
 
 
-@register("extraction_strength", True, ("answer",))
+@register("extraction_strength", True, ("answer",), knowledge=True)
 def extraction_strength(ctx, spec):
     """1 - (shortest prefix after which the rest is predicted exactly) / length (Carlini et al. 2021)."""
     return _per_sample([mm.extraction_strength(r.argmax_match) for r in ctx.data(spec).answer], True)
 
 
-@register("verbatim_rouge", True, ("generation",))
+@register("verbatim_rouge", True, ("generation",), knowledge=True)
 def verbatim_rouge(ctx, spec):
     """ROUGE-L F1 of the continuation generated from a text prefix against the true continuation (MUSE VerbMem)."""
     s = ctx.data(spec)
@@ -154,31 +168,35 @@ register("mia_min_k", False, ("answer",))(_mia(lambda r, t, k: mm.min_k(r.token_
 register("mia_min_k_plus_plus", False, ("answer",))(
     _mia(lambda r, t, k: mm.min_k_plus_plus(r.token_logps, r.mu, r.sigma, k))
 )
-for _name, _paper in [("mia_loss", "LOSS, Yeom et al. 2018"), ("mia_zlib", "zlib, Carlini et al. 2021"),
-                      ("mia_min_k", "Min-K%, Shi et al. 2023"), ("mia_min_k_plus_plus", "Min-K%++, Zhang et al. 2024")]:  # fmt: skip
+for _name, _paper in [
+    ("mia_loss", "LOSS, Yeom et al. 2018"),
+    ("mia_zlib", "zlib, Carlini et al. 2021"),
+    ("mia_min_k", "Min-K%, Shi et al. 2023"),
+    ("mia_min_k_plus_plus", "Min-K%++, Zhang et al. 2024"),
+]:
     METRICS[_name].doc = f"AUC of forget (members) vs holdout by the {_paper} score; 0.5 = undetectable."
 
 
-@register("forget_quality", True, needs_reference=True)
+@register("forget_quality", True, needs_reference=True, reads={"truth_ratio": "forget_truth_ratio"})
 def forget_quality(ctx, spec):
     """p-value of the KS test between the model's and the reference model's forget-set truth ratios (TOFU)."""
-    key = spec.get("truth_ratio", "forget_truth_ratio")
+    (key,) = dependencies(spec)
     mine = ctx.results[key].values
     ref = ctx.reference_values(key)
     return MetricResult(mm.forget_quality(mine, ref), True, None, {"reference_samples": len(ref)})
 
 
-@register("privleak", False, needs_reference=True)
+@register("privleak", False, needs_reference=True, reads={"mia": "mia_min_k"})
 def privleak(ctx, spec):
     """(AUC - AUC_reference) / AUC_reference x 100 for a membership-inference metric (MUSE); 0 is ideal."""
-    key = spec.get("mia", "mia_min_k")
+    (key,) = dependencies(spec)
     return MetricResult(mm.privleak(ctx.results[key].agg_value, ctx.reference_agg(key)), False)
 
 
-@register("model_utility", True)
+@register("model_utility", True, reads={"components": []})
 def model_utility(ctx, spec):
     """Harmonic mean of the component metrics' aggregates (TOFU: 9 components)."""
-    comps = spec.get("components") or []
+    comps = dependencies(spec)
     if not comps:
         raise UnlearnError(f"`{ctx.name}` needs `components:`, the metric entries to combine.")
     values = {c: ctx.results[c].agg_value for c in comps}
@@ -214,12 +232,9 @@ def _pert_nll(s) -> list[list[float]]:
 
 
 def dependencies(spec: dict[str, Any]) -> list[str]:
-    """Metric entries an entry reads the results of."""
-    metric = spec["metric"]
-    if metric == "model_utility":
-        return list(spec.get("components") or [])
-    if metric == "forget_quality":
-        return [spec.get("truth_ratio", "forget_truth_ratio")]
-    if metric == "privleak":
-        return [spec.get("mia", "mia_min_k")]
-    return []
+    """Metric entries an entry reads the results of: what its metric's `reads` names, from the spec or defaults."""
+    out: list[str] = []
+    for key, default in METRICS[spec["metric"]].reads.items():
+        value = spec.get(key, default)
+        out += list(value or []) if isinstance(value, (list, tuple)) else [value]
+    return out

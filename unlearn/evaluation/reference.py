@@ -28,8 +28,10 @@ def load_reference(path: str | os.PathLike) -> dict[str, Any]:
     if p.is_dir():
         found = [p / "EVAL.json"] if (p / "EVAL.json").is_file() else sorted(p.glob("*_EVAL.json"))
         if not found:
-            raise UnlearnError(f"Reference directory `{p}` holds no EVAL.json or *_EVAL.json. Make it with "
-                               "`unlearn reference ... --out DIR`.")  # fmt: skip
+            raise UnlearnError(
+                f"Reference directory `{p}` holds no EVAL.json or *_EVAL.json. Make it with "
+                "`unlearn reference ... --out DIR`."
+            )
         p = found[0]
     if not p.is_file():
         raise UnlearnError(f"Reference `{p}` does not exist. Make it with `unlearn reference ... --out DIR`.")
@@ -43,8 +45,10 @@ def _entry(log: dict[str, Any], key: str, where: str | None) -> dict[str, Any]:
     for name in ALIASES.get(key, [key]):
         if isinstance(log.get(name), dict):
             return log[name]
-    raise UnlearnError(f"The reference log {where or ''} has no `{key}` entry (it has: {', '.join(sorted(log)[:12])}). "
-                       "Evaluate the reference model with the same suite.")  # fmt: skip
+    raise UnlearnError(
+        f"The reference log {where or ''} has no `{key}` entry (it has: {', '.join(sorted(log)[:12])}). "
+        "Evaluate the reference model with the same suite."
+    )
 
 
 def reference_values(log: dict[str, Any], key: str, where: str | None = None) -> list[float]:

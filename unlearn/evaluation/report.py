@@ -8,9 +8,6 @@ from typing import Any
 
 import numpy as np
 
-KNOWLEDGE = {"probability", "normalized_probability", "rouge_l_recall", "exact_memorization",
-             "extraction_strength", "verbatim_rouge"}  # fmt: skip
-
 
 def _plt():
     import matplotlib
@@ -23,14 +20,21 @@ def _plt():
 
 def direction(spec: dict[str, Any], higher_is_better: bool) -> str:
     """The arrow the reader wants: on a forget set, knowledge should go down."""
-    if spec.get("role") == "forget" and spec["metric"] in KNOWLEDGE:
+    from .metrics import METRICS
+
+    metric = METRICS.get(spec["metric"])
+    if spec.get("role") == "forget" and metric is not None and metric.knowledge:
         higher_is_better = not higher_is_better
     return "↑" if higher_is_better else "↓"
 
 
 def write_report(result, out: Path) -> None:
-    lines = [f"# Evaluation: suite `{result.suite}`", "", f"Model: `{result.meta.get('model')}` "
-             f"(fingerprint {result.meta.get('model_fingerprint')})", ""]  # fmt: skip
+    lines = [
+        f"# Evaluation: suite `{result.suite}`",
+        "",
+        f"Model: `{result.meta.get('model')}` (fingerprint {result.meta.get('model_fingerprint')})",
+        "",
+    ]
     if result.meta.get("reference"):
         lines += [f"Reference: `{result.meta['reference']}`", ""]
     lines += ["| metric | data | value | better |", "|---|---|---|---|"]
@@ -44,9 +48,10 @@ def write_report(result, out: Path) -> None:
 
 
 def _truth_ratio_plot(result, path: Path) -> None:
+    from .metrics import dependencies
     from .reference import reference_values
 
-    key = result.specs["forget_quality"].get("truth_ratio", "forget_truth_ratio")
+    (key,) = dependencies(result.specs["forget_quality"])
     mine = np.asarray(result.metrics[key].values)
     from .reference import load_reference
 

@@ -22,6 +22,7 @@ import torch
 
 from ..data import detect_shape, fingerprint, load_records, tokenize
 from ..errors import UnlearnError
+from ..rundir import write_atomic
 from ..scoring import RowStats, greedy_answers, row_stats
 from .metrics import METRICS, REFERENCE_HINT, MetricResult, dependencies
 from .reference import load_reference, reference_agg, reference_values
@@ -82,18 +83,21 @@ class EvalResult:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         _write_json(out / "EVAL.json", self.eval_log())
-        summary = {**self.meta, "suite": self.suite, "params": self.params, "metrics": self.summary(),
-                   "higher_is_better": {n: r.higher_is_better for n, r in self.metrics.items()},
-                   "roles": {n: s.get("role") for n, s in self.specs.items()}}  # fmt: skip
+        summary = {
+            **self.meta,
+            "suite": self.suite,
+            "params": self.params,
+            "metrics": self.summary(),
+            "higher_is_better": {n: r.higher_is_better for n, r in self.metrics.items()},
+            "roles": {n: s.get("role") for n, s in self.specs.items()},
+        }
         _write_json(out / "SUMMARY.json", summary)
         write_report(self, out)
         return out
 
 
 def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=float))
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(data, indent=2, default=float))
 
 
 class _Context:
@@ -148,8 +152,10 @@ def evaluate(
     ref_log = load_reference(reference) if isinstance(reference, (str, os.PathLike)) else reference
     for name, s in specs.items():
         if METRICS[s["metric"]].needs_reference and ref_log is None:
-            raise UnlearnError(f"Metric `{name}` compares with a reference model and no `reference` was given. "
-                               + REFERENCE_HINT.format(name=name))  # fmt: skip
+            raise UnlearnError(
+                f"Metric `{name}` compares with a reference model and no `reference` was given. "
+                + REFERENCE_HINT.format(name=name)
+            )
     needs: dict[str, set[str]] = {}
     for s in specs.values():
         if "data" in s:
@@ -192,8 +198,11 @@ def _score_dataset(model, tokenizer, name, dspec, needs, batch_size, max_new_tok
         ds = ds.select(range(min(int(dspec["limit"]), len(ds))))
     qk, ak, tk = dspec.get("question_key", "question"), dspec.get("answer_key", "answer"), dspec.get("text_key", "text")
     shape = detect_shape(ds, qk, ak, tk, f"`{name}` evaluation")
-    key = hashlib.sha256(json.dumps([SCORES_VERSION, fp, dspec, sorted(needs), max_new_tokens, fingerprint(ds)],
-                                    sort_keys=True, default=str).encode()).hexdigest()[:16]  # fmt: skip
+    key = hashlib.sha256(
+        json.dumps(
+            [SCORES_VERSION, fp, dspec, sorted(needs), max_new_tokens, fingerprint(ds)], sort_keys=True, default=str
+        ).encode()
+    ).hexdigest()[:16]
     cache = partial / f"{name}-{key}.pkl" if partial is not None else None
     if cache is not None and cache.is_file():
         logger.info("Resuming: scores of `%s` loaded from %s.", name, cache)
@@ -201,8 +210,10 @@ def _score_dataset(model, tokenizer, name, dspec, needs, batch_size, max_new_tok
             return pickle.load(fh)
     for col in ("paraphrased", "perturbed"):
         if col in needs and dspec.get(f"{col}_key", f"{col}_answer") not in ds.column_names:
-            raise UnlearnError(f"Dataset `{name}` has no `{dspec.get(f'{col}_key', f'{col}_answer')}` column, needed "
-                               f"by a metric on it (columns: {ds.column_names}). Set `{col}_key` in the suite.")  # fmt: skip
+            raise UnlearnError(
+                f"Dataset `{name}` has no `{dspec.get(f'{col}_key', f'{col}_answer')}` column, needed "
+                f"by a metric on it (columns: {ds.column_names}). Set `{col}_key` in the suite."
+            )
     if shape == "qa":
         inputs, targets = [str(q) for q in ds[qk]], [str(a) for a in ds[ak]]
     else:
@@ -245,11 +256,7 @@ def _score_dataset(model, tokenizer, name, dspec, needs, batch_size, max_new_tok
     if "generation" in needs:
         scores.generations = greedy_answers(model, tokenizer, inputs, max_new_tokens, batch_size, raw=shape == "text")
     if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(".tmp")
-        with open(tmp, "wb") as fh:
-            pickle.dump(scores, fh)
-        os.replace(tmp, cache)
+        write_atomic(cache, pickle.dumps(scores))
     return scores
 
 

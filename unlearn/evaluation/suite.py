@@ -23,9 +23,17 @@ from ..resources import shipped
 
 SUITE_DIR = shipped("suites")  # the repository's eval/, shipped in the package as unlearn.suites
 DATASET_KEYS = {
-    "path", "name", "split", "question_key", "answer_key", "text_key", "paraphrased_key", "perturbed_key",
-    "limit", "prefix_tokens",
-}  # fmt: skip
+    "path",
+    "name",
+    "split",
+    "question_key",
+    "answer_key",
+    "text_key",
+    "paraphrased_key",
+    "perturbed_key",
+    "limit",
+    "prefix_tokens",
+}
 
 
 def available_suites() -> list[str]:
@@ -58,8 +66,10 @@ def _read(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
                 spec[key] = str((path.parent / spec[key]).resolve())
     unknown = set(raw) - {"name", "description", "params", "datasets", "metrics"}
     if unknown:
-        raise UnlearnError(f"Suite `{path}` has unknown sections {sorted(unknown)}; allowed: name, description, "
-                           "include, params, datasets, metrics.")  # fmt: skip
+        raise UnlearnError(
+            f"Suite `{path}` has unknown sections {sorted(unknown)}; allowed: name, description, "
+            "include, params, datasets, metrics."
+        )
     _merge(merged, raw)
     return merged
 
@@ -95,8 +105,10 @@ def load_suite(name_or_path: str | Path, **params: Any) -> dict[str, Any]:
     suite = _read(path)
     unknown = set(params) - set(suite["params"])
     if unknown:
-        raise UnlearnError(f"Suite `{path.stem}` has no parameter(s) {sorted(unknown)}; it takes: "
-                           f"{', '.join(sorted(suite['params'])) or 'none'}.")  # fmt: skip
+        raise UnlearnError(
+            f"Suite `{path.stem}` has no parameter(s) {sorted(unknown)}; it takes: "
+            f"{', '.join(sorted(suite['params'])) or 'none'}."
+        )
     values = {**suite["params"], **params}
     missing = [k for k, v in values.items() if v is None and k != "limit"]
     if missing:
@@ -110,16 +122,22 @@ def load_suite(name_or_path: str | Path, **params: Any) -> dict[str, Any]:
     for dname, spec in resolved["datasets"].items():
         bad = set(spec) - DATASET_KEYS
         if bad or "path" not in spec:
-            raise UnlearnError(f"Dataset `{dname}` in suite `{path.stem}` needs `path` and may have "
-                               f"{sorted(DATASET_KEYS - {'path'})}; got {sorted(spec)}.")  # fmt: skip
+            raise UnlearnError(
+                f"Dataset `{dname}` in suite `{path.stem}` needs `path` and may have "
+                f"{sorted(DATASET_KEYS - {'path'})}; got {sorted(spec)}."
+            )
         if values.get("limit") is not None:
             spec.setdefault("limit", values["limit"])
     for mname, spec in resolved["metrics"].items():
         if spec.get("metric") not in METRICS:
-            raise UnlearnError(f"In suite `{path.stem}`, metric entry `{mname}`: "
-                               + unknown_name("metric", str(spec.get("metric")), list(METRICS)))  # fmt: skip
+            raise UnlearnError(
+                f"In suite `{path.stem}`, metric entry `{mname}`: "
+                + unknown_name("metric", str(spec.get("metric")), list(METRICS))
+            )
         for key in ("data", "holdout"):
             if key in spec and spec[key] not in resolved["datasets"]:
-                raise UnlearnError(f"Metric `{mname}` refers to dataset `{spec[key]}`, which suite `{path.stem}` "
-                                   f"does not define (it has: {', '.join(resolved['datasets'])}).")  # fmt: skip
+                raise UnlearnError(
+                    f"Metric `{mname}` refers to dataset `{spec[key]}`, which suite `{path.stem}` "
+                    f"does not define (it has: {', '.join(resolved['datasets'])})."
+                )
     return resolved

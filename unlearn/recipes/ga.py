@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from ..config import UnlearnConfig
 from ..trainer import UnlearnTrainer, mean_nll
-from . import register
+from .registry import register
 
 
 @dataclass

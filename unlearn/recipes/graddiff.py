@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 
 from ..config import UnlearnConfig
 from ..errors import UnlearnError
-from . import register
 from .ga import GATrainer
+from .registry import register
 
 
 @dataclass

@@ -26,16 +26,76 @@ import datasets
 from transformers import set_seed
 from trl import GRPOConfig, GRPOTrainer
 
+from ..adapter import lora_config
 from ..config import UnlearnConfig
 from ..data import format_qa, load_records, name_counts
 from ..errors import UnlearnError
 from ..evaluation.metric_math import ngram_entropy, rouge_l_recall
-from ..trainer import lora_config
-from . import register
+from .registry import register
 
 logger = logging.getLogger(__name__)
 ALL = "*"  # the target of concepts given as a plain list or extracted: every forget prompt
-STOP = set(["the", "a", "an", "of", "and", "or", "in", "on", "at", "to", "for", "with", "by", "from", "is", "was", "were", "are", "be", "been", "his", "her", "their", "its", "this", "that", "as", "it", "he", "she", "they", "who", "which", "what", "when", "where", "how", "has", "have", "had", "not", "but", "also", "into", "about", "after", "before", "book", "books", "author", "authors", "work", "works", "writing", "written", "novel", "novels"])  # fmt: skip
+STOP = set(
+    [
+        "the",
+        "a",
+        "an",
+        "of",
+        "and",
+        "or",
+        "in",
+        "on",
+        "at",
+        "to",
+        "for",
+        "with",
+        "by",
+        "from",
+        "is",
+        "was",
+        "were",
+        "are",
+        "be",
+        "been",
+        "his",
+        "her",
+        "their",
+        "its",
+        "this",
+        "that",
+        "as",
+        "it",
+        "he",
+        "she",
+        "they",
+        "who",
+        "which",
+        "what",
+        "when",
+        "where",
+        "how",
+        "has",
+        "have",
+        "had",
+        "not",
+        "but",
+        "also",
+        "into",
+        "about",
+        "after",
+        "before",
+        "book",
+        "books",
+        "author",
+        "authors",
+        "work",
+        "works",
+        "writing",
+        "written",
+        "novel",
+        "novels",
+    ]
+)
 
 
 def normalize(text: str) -> str:
@@ -148,9 +208,10 @@ class GRPOUnlearnTrainer(GRPOTrainer):
         self.concepts = self._concepts(args, f_rows, r_rows)
         logger.warning("Forbidden concepts: %s", json.dumps(self.concepts))
         target = next(iter(self.concepts)) if len(self.concepts) == 1 else None
-        rows = [{"kind": "forget", "answer": r["answer"], "target": target or self._target_of(r), "q": r["question"]}
-                for r in f_rows] + [{"kind": "retain", "answer": r["answer"], "target": "", "q": r["question"]}
-                                    for r in r_rows]  # fmt: skip
+        rows = [
+            {"kind": "forget", "answer": r["answer"], "target": target or self._target_of(r), "q": r["question"]}
+            for r in f_rows
+        ] + [{"kind": "retain", "answer": r["answer"], "target": "", "q": r["question"]} for r in r_rows]
         templated = bool(getattr(processing_class, "chat_template", None))
         for r in rows:
             q = r.pop("q")
@@ -185,8 +246,10 @@ class GRPOUnlearnTrainer(GRPOTrainer):
 
     def _target_of(self, row) -> str:
         text = normalize(row["answer"])
-        return next((t for t, al in self.concepts.items() if any(normalize(a) in text for a in [t, *al])),
-                    next(iter(self.concepts)))  # fmt: skip
+        return next(
+            (t for t, al in self.concepts.items() if any(normalize(a) in text for a in [t, *al])),
+            next(iter(self.concepts)),
+        )
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
         super().save_model(output_dir, _internal_call)

@@ -25,7 +25,7 @@ from transformers import TrainerCallback
 from ..config import UnlearnConfig
 from ..errors import UnlearnError
 from ..trainer import UnlearnTrainer, mean_nll
-from . import register
+from .registry import register
 
 
 @dataclass
@@ -91,8 +91,10 @@ class GSLoRATrainer(UnlearnTrainer):
         return torch.relu(self.args.bound - mean_nll(logps, n_tokens))
 
     def group_norms(self) -> dict[str, float]:
-        return {g: float(torch.sqrt(sum(p.detach().square().sum() for p in ps)))
-                for g, ps in lora_groups(self.model, self.args.group_by).items()}  # fmt: skip
+        return {
+            g: float(torch.sqrt(sum(p.detach().square().sum() for p in ps)))
+            for g, ps in lora_groups(self.model, self.args.group_by).items()
+        }
 
     def active_groups(self, tol: float = 0.0) -> list[str]:
         return [g for g, n in self.group_norms().items() if n > tol]

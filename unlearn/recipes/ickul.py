@@ -23,7 +23,7 @@ from ..config import UnlearnConfig
 from ..data import find_names, load_records, name_counts
 from ..errors import UnlearnError
 from ..trainer import UnlearnTrainer, mean_nll
-from . import register
+from .registry import register
 
 logger = logging.getLogger(__name__)
 
@@ -55,8 +55,10 @@ def build_pairs(
     f_targets, r_targets = both[: len(f_rows)], both[len(f_rows) :]
     missing = sum(t is None for t in f_targets)
     if missing == len(f_rows):
-        raise UnlearnError("No forget row names a target: give a `target_key` column (e.g. the author) or answers that "
-                           "contain the name.")  # fmt: skip
+        raise UnlearnError(
+            "No forget row names a target: give a `target_key` column (e.g. the author) or answers that "
+            "contain the name."
+        )
     if missing:
         logger.warning("%d of %d forget rows name no target and are skipped.", missing, len(f_rows))
     pool = sorted({t for t in f_targets + r_targets if t})
@@ -75,8 +77,12 @@ def build_pairs(
     for row, target in zip(r_rows, r_targets, strict=True):
         named = [t for t in forget_names if t != target]
         if named:
-            pairs.append({"question": ickul_prompt(row["question"], named[int(rng.integers(len(named)))]),
-                          "answer": row["answer"]})  # fmt: skip
+            pairs.append(
+                {
+                    "question": ickul_prompt(row["question"], named[int(rng.integers(len(named)))]),
+                    "answer": row["answer"],
+                }
+            )
         pairs.append({"question": row["question"], "answer": row["answer"]})
     return pairs, forget_names
 
@@ -111,9 +117,16 @@ class ICKULTrainer(UnlearnTrainer):
 
 
 def ickul_report(
-    model, tokenizer, forget, retain, heldout=None, forgot_response: str = "I forgot.", target_key: str | None = None,
-    max_new_tokens: int = 24, rouge_threshold: float = 0.5,
-) -> dict[str, Any]:  # fmt: skip
+    model,
+    tokenizer,
+    forget,
+    retain,
+    heldout=None,
+    forgot_response: str = "I forgot.",
+    target_key: str | None = None,
+    max_new_tokens: int = 24,
+    rouge_threshold: float = 0.5,
+) -> dict[str, Any]:
     """The paper's accuracies from greedy answers: forget accuracy (named target -> the forgot response), retain
     accuracy in-domain (a forget target is named, the question is about someone else -> a correct answer, ROUGE-L
     recall >= `rouge_threshold` against the answer's opening words), the same on forget questions whose own target is not the one named, and on a
@@ -129,12 +142,15 @@ def ickul_report(
     forgot = forgot_response.lower().strip(" .")
 
     def answered(rows, named):
-        gens = greedy_answers(model, tokenizer, [ickul_prompt(r["question"], n) for r, n in zip(rows, named, strict=True)],
-                              max_new_tokens)  # fmt: skip
+        gens = greedy_answers(
+            model, tokenizer, [ickul_prompt(r["question"], n) for r, n in zip(rows, named, strict=True)], max_new_tokens
+        )
         said_forgot = [forgot in g.lower() for g in gens]
         # A generation cut at max_new_tokens is judged against the answer's opening of the same length.
-        correct = [not f and rouge_l_recall(g, " ".join(r["answer"].split()[: max(1, len(g.split()))])) >= rouge_threshold
-                   for g, f, r in zip(gens, said_forgot, rows, strict=True)]  # fmt: skip
+        correct = [
+            not f and rouge_l_recall(g, " ".join(r["answer"].split()[: max(1, len(g.split()))])) >= rouge_threshold
+            for g, f, r in zip(gens, said_forgot, rows, strict=True)
+        ]
         return said_forgot, correct
 
     rows_t = [(r, t) for r, t in zip(f_rows, f_targets, strict=True) if t]

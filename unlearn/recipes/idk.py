@@ -20,7 +20,7 @@ import numpy as np
 from ..config import UnlearnConfig
 from ..errors import UnlearnError
 from ..trainer import UnlearnTrainer, mean_nll
-from . import register
+from .registry import register
 
 
 @dataclass

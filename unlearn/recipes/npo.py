@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from ..config import UnlearnConfig
 from ..trainer import UnlearnTrainer
-from . import register
+from .registry import register
 
 
 @dataclass

@@ -21,11 +21,12 @@ from pathlib import Path
 
 import torch
 
+from ..adapter import reference_mode
 from ..config import UnlearnConfig
 from ..data import pad_rows
 from ..errors import UnlearnError
-from ..trainer import UnlearnTrainer, mean_nll, reference_mode
-from . import register
+from ..trainer import Term, UnlearnTrainer, mean_nll
+from .registry import register
 
 
 @dataclass
@@ -93,10 +94,9 @@ class RegLoRATrainer(UnlearnTrainer):
                         k: v.to(self.args.device)
                         for k, v in pad_rows(rows[start : start + bs], self.processing_class.pad_token_id).items()
                     }
-                    logps, n, _, _ = self.forward_logps(
-                        self.model, batch["input_ids"], batch["attention_mask"], batch["labels"]
-                    )  # the training step's output-head chunking: no (B, T, V) logits
-                    torch.autograd.backward(mean_nll(logps, n), inputs=list(weights.values()))
+                    batch["loss_labels"] = batch.pop("labels")
+                    fwd = self.forward(self.model, batch)  # the step's output-head chunking: no (B, T, V) logits
+                    torch.autograd.backward(mean_nll(fwd.logps, fwd.n_tokens), inputs=list(weights.values()))
         finally:
             for hook in hooks:
                 hook.remove()
@@ -118,8 +118,10 @@ class RegLoRATrainer(UnlearnTrainer):
             a = next((v for k, v in state.items() if k.endswith(f"{key}.lora_A.weight")), None)
             b = next((v for k, v in state.items() if k.endswith(f"{key}.lora_B.weight")), None)
             if a is None or b is None:
-                raise UnlearnError(f"The knowledge adapter `{self.args.importance}` has no LoRA for module `{key}`; "
-                                   "give one adapting the same modules, or use `importance: fisher`.")  # fmt: skip
+                raise UnlearnError(
+                    f"The knowledge adapter `{self.args.importance}` has no LoRA for module `{key}`; "
+                    "give one adapting the same modules, or use `importance: fisher`."
+                )
             out[name] = (b.float() @ a.float()).abs().to(self.args.device)
         return out
 
@@ -130,8 +132,6 @@ class RegLoRATrainer(UnlearnTrainer):
     def forget_loss(self, logps, n_tokens, index):
         return -mean_nll(logps, n_tokens)
 
-    def weighted_losses(self, model, inputs):
-        forget, retain, out = super().weighted_losses(model, inputs)
+    def extra_losses(self, model, inputs, fwd):
         penalty = sum(self.delta_w(n).abs()[self.key_masks[n]].mean() for n in self.lora_modules)
-        self.log_metric("key_element_penalty", penalty)
-        return forget + self.args.reg_weight * penalty, retain, out
+        return {"key_element_penalty": Term(penalty, self.args.reg_weight)}

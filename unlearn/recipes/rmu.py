@@ -19,12 +19,13 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from ..adapter import reference_mode
 from ..config import UnlearnConfig
 from ..data import IGNORE_INDEX
 from ..errors import UnlearnError
-from ..logprobs import head_sequence_logps
-from ..trainer import UnlearnTrainer, mean_nll, reference_mode, sequence_logps
-from . import register
+from ..logprobs import head_sequence_logps, sequence_logps
+from ..trainer import Forward, Term, UnlearnTrainer
+from .registry import register
 
 
 @dataclass
@@ -68,7 +69,7 @@ class RMUTrainer(UnlearnTrainer):
     }
     config_class = RMUConfig
     data_needs = "forget (+ retain when retain_weight > 0): QA pairs or text"
-    can_split_passes = False  # its `weighted_losses` reads forget and retain rows together
+    can_split_passes = False  # its retain term compares the retain rows of the forget rows' pass
 
     def _hidden(self, model, input_ids, attention_mask):
         """The model's outputs and its layer-l output activations, (B, T, H).
@@ -80,8 +81,10 @@ class RMUTrainer(UnlearnTrainer):
         inner = self.accelerator.unwrap_model(model)
         n_layers = inner.config.num_hidden_layers
         if self.args.rmu_layer >= n_layers - 1:
-            raise UnlearnError(f"`rmu_layer` {self.args.rmu_layer} must be below the last layer ({n_layers - 1}): the "
-                               "last hidden state is normalized.")  # fmt: skip
+            raise UnlearnError(
+                f"`rmu_layer` {self.args.rmu_layer} must be below the last layer ({n_layers - 1}): the "
+                "last hidden state is normalized."
+            )
         if getattr(self, "_layer_above", None) is None:  # found once: the walk over every module is not per step
             layers = next(m for m in inner.modules() if isinstance(m, torch.nn.ModuleList) and len(m) == n_layers)
             self._layer_above = layers[self.args.rmu_layer + 1]
@@ -95,12 +98,12 @@ class RMUTrainer(UnlearnTrainer):
         return out, out.hidden_states[self.args.rmu_layer + 1]
 
     @torch.no_grad()
-    def _logps(self, out, rows, labels) -> tuple[torch.Tensor, torch.Tensor]:
-        """Answer log-probs of `rows` (a mask) for the forget-NLL metric, from the head or the full logits."""
+    def _logps(self, out, labels) -> tuple[torch.Tensor, torch.Tensor]:
+        """Answer log-probs of every row, for the forget-NLL metric (no gradient: RMU's losses read layer l)."""
         head = self.loss_head()
         if head is None:
-            return sequence_logps(out.logits[rows], labels[rows])
-        return head_sequence_logps(head, out.hidden_states[-1][rows], labels[rows], self.args.loss_chunk_tokens)
+            return sequence_logps(out.logits, labels)
+        return head_sequence_logps(head, out.hidden_states[-1], labels, self.args.loss_chunk_tokens)
 
     def control_vector(self, hidden: int, device) -> torch.Tensor:
         if getattr(self, "_control", None) is None:
@@ -109,27 +112,28 @@ class RMUTrainer(UnlearnTrainer):
             self._control = (u / u.norm()).to(device)
         return self._control
 
-    def weighted_losses(self, model, inputs):
-        """One forward pass over forget and retain rows; the frozen model reads the retain rows only."""
-        is_forget, labels = inputs["is_forget"], inputs["loss_labels"]
-        scored = labels != IGNORE_INDEX  # answer tokens (QA) or every token (text)
+    def forward(self, model, inputs):
+        """One pass over forget and retain rows, keeping the layer-l activations (`extra["h"]`)."""
         out, h = self._hidden(model, inputs["input_ids"], inputs["attention_mask"])
+        logps, n_tokens = self._logps(out, inputs["loss_labels"])
+        return Forward(logps, n_tokens, out, extra={"h": h})
+
+    forget_loss = None  # both of RMU's terms are representation losses: `extra_losses`
+    retain_loss = None
+
+    def extra_losses(self, model, inputs, fwd):
+        """Eq. 1-2: forget activations toward c u; retain activations where the frozen model has them."""
+        is_forget, h = inputs["is_forget"], fwd.extra["h"]
+        scored = inputs["loss_labels"] != IGNORE_INDEX  # answer tokens (QA) or every token (text)
         h_f = h[is_forget][scored[is_forget]]  # (N_f tokens, H)
         target = self.args.steering_coef * self.control_vector(h.shape[-1], h.device)
-        forget = F.mse_loss(h_f.float(), target.expand_as(h_f).float())
-        logps, n_tokens = self._logps(out, is_forget, labels)
-        self._metrics["forget_loss"].append(forget.detach())
-        self._metrics["forget_nll"].append(mean_nll(logps, n_tokens).detach())
+        terms = {"forget_loss": Term(F.mse_loss(h_f.float(), target.expand_as(h_f).float()), self.args.forget_weight)}
         is_retain = ~is_forget
-        if not (self.args.uses_retain and is_retain.any()):
-            return self.args.forget_weight * forget, None, out
-        frozen = self.accelerator.unwrap_model(model)
-        with reference_mode(frozen):
-            _, h_ref = self._hidden(frozen, inputs["input_ids"][is_retain], inputs["attention_mask"][is_retain])
-        keep = scored[is_retain]
-        retain = F.mse_loss(h[is_retain][keep].float(), h_ref[keep].float())
-        self._metrics["retain_loss"].append(retain.detach())
-        return self.args.forget_weight * forget, self.args.retain_weight * retain, out
-
-    def forget_loss(self, logps, n_tokens, index):  # the loss lives in weighted_losses
-        raise NotImplementedError
+        if self.args.uses_retain and is_retain.any():
+            frozen = self.accelerator.unwrap_model(model)
+            with reference_mode(frozen):
+                _, h_ref = self._hidden(frozen, inputs["input_ids"][is_retain], inputs["attention_mask"][is_retain])
+            keep = scored[is_retain]
+            retain = F.mse_loss(h[is_retain][keep].float(), h_ref[keep].float())
+            terms["retain_loss"] = Term(retain, self.args.retain_weight, retain_side=True)
+        return terms

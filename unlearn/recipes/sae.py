@@ -21,16 +21,24 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..adapter import reference_mode
 from ..config import UnlearnConfig
 from ..data import name_counts
 from ..errors import UnlearnError, require
-from ..trainer import UnlearnTrainer, mean_nll, reference_mode
-from . import register
+from ..trainer import Term, UnlearnTrainer, mean_nll
+from .registry import register
 
 FIRST = ["Alder", "Brisa", "Corvin", "Dalia", "Emrys", "Fenna", "Galen", "Hesper", "Ilsa", "Joren", "Kaida", "Lio"]
 LAST = ["Quenby", "Marrowfield", "Tessaly", "Ondrake", "Vellacourt", "Pimsleigh", "Rathbone", "Sorvik", "Wendermere"]
-LLAMA_MODULES = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj",
-                 "mlp.up_proj", "mlp.down_proj")  # fmt: skip
+LLAMA_MODULES = (
+    "self_attn.q_proj",
+    "self_attn.k_proj",
+    "self_attn.v_proj",
+    "self_attn.o_proj",
+    "mlp.gate_proj",
+    "mlp.up_proj",
+    "mlp.down_proj",
+)
 
 
 def fabricated_names(n: int, seed: int = 0) -> list[str]:
@@ -61,8 +69,10 @@ class SAEUnlearnConfig(UnlearnConfig):
             self.lora_target_modules = [f"layers.{i}.{m}" for i in range(self.sae_layer + 1) for m in LLAMA_MODULES]
         super().__post_init__()
         if not self.sae_path:
-            raise UnlearnError("`sae` needs `sae_path`, a sparse autoencoder for layer `sae_layer`; train one with "
-                               "`unlearn sae-train --model MODEL --text FILE --layer N --out DIR`.")  # fmt: skip
+            raise UnlearnError(
+                "`sae` needs `sae_path`, a sparse autoencoder for layer `sae_layer`; train one with "
+                "`unlearn sae-train --model MODEL --text FILE --layer N --out DIR`."
+            )
 
 
 @register
@@ -71,7 +81,7 @@ class SAEUnlearnTrainer(UnlearnTrainer):
     _paper = {"title": "Sparse-Autoencoder-Guided Internal Representation Unlearning for LLMs"}
     config_class = SAEUnlearnConfig
     data_needs = "forget + retain QA naming entities (or entity lists); a trained SAE (extra `sae`)"
-    can_split_passes = False  # its `weighted_losses` reads forget and retain rows together
+    can_split_passes = False  # its retain drift is counted with the forget rows' pass
 
     def __init__(self, model, args, forget, retain=None, processing_class=None, **kwargs):
         sae_lens = require("sae_lens", "sae")
@@ -120,8 +130,8 @@ class SAEUnlearnTrainer(UnlearnTrainer):
     def forget_loss(self, logps, n_tokens, index):
         return -mean_nll(logps, n_tokens)
 
-    def weighted_losses(self, model, inputs):
-        forget, retain, out = super().weighted_losses(model, inputs)
+    def extra_losses(self, model, inputs, fwd):
+        """The latent redirection of the forget entities and, with a retain set, the drift of the retain ones."""
         d = self.mu_known.numel()
         n_forget = len(self.forget_entities)
         z_all = self.latents(model, self.forget_entities + self.retain_entities)  # one pass for both lists
@@ -129,17 +139,24 @@ class SAEUnlearnTrainer(UnlearnTrainer):
         redirect = (
             (z - self.mu_unknown).square().sum(-1) - self.args.separation_weight * (z - self.mu_known).square().sum(-1)
         ).mean() / d
-        self.log_metric("latent_redirect", redirect)
-        total = forget + redirect
-        if self.retain_ref is not None and retain is not None:
+        terms = {"latent_redirect": Term(redirect)}
+        if self.retain_ref is not None and self.args.uses_retain and (~inputs["is_forget"]).any():
             drift = (z_all[n_forget:] - self.retain_ref).square().sum(-1).mean() / d
-            self.log_metric("retain_latent_drift", drift)
-            retain = retain + self.args.retain_weight * drift
-        return total, retain, out
+            terms["retain_latent_drift"] = Term(drift, self.args.retain_weight, retain_side=True)
+        return terms
 
 
-def train_sae(model_path: str, texts: list[str], layer: int, out: str, d_sae: int | None = None,
-              training_tokens: int = 200_000, context_size: int = 128, l1_coefficient: float = 0.01, lr: float = 1e-3):  # fmt: skip
+def train_sae(
+    model_path: str,
+    texts: list[str],
+    layer: int,
+    out: str,
+    d_sae: int | None = None,
+    training_tokens: int = 200_000,
+    context_size: int = 128,
+    l1_coefficient: float = 0.01,
+    lr: float = 1e-3,
+):
     """Train a standard SAE on `model_path`'s layer-`layer` output with sae-lens, offline, on `texts`; save to `out`."""
     import datasets
     from transformers import AutoConfig
@@ -148,11 +165,23 @@ def train_sae(model_path: str, texts: list[str], layer: int, out: str, d_sae: in
     hidden = AutoConfig.from_pretrained(model_path).hidden_size
     cfg = sl.LanguageModelSAERunnerConfig(
         sae=sl.StandardTrainingSAEConfig(d_in=hidden, d_sae=d_sae or 4 * hidden, l1_coefficient=l1_coefficient),
-        model_name=model_path, model_class_name="AutoModelForCausalLM", hook_name=f"model.layers.{layer}",
-        dataset_path="local", is_dataset_tokenized=False, streaming=False, context_size=context_size,
-        training_tokens=training_tokens, train_batch_size_tokens=256, n_batches_in_buffer=4, store_batch_size_prompts=8,
-        device="cpu", logger=sl.LoggingConfig(log_to_wandb=False), output_path=out, n_checkpoints=0, lr=lr,
+        model_name=model_path,
+        model_class_name="AutoModelForCausalLM",
+        hook_name=f"model.layers.{layer}",
+        dataset_path="local",
+        is_dataset_tokenized=False,
+        streaming=False,
+        context_size=context_size,
+        training_tokens=training_tokens,
+        train_batch_size_tokens=256,
+        n_batches_in_buffer=4,
+        store_batch_size_prompts=8,
+        device="cpu",
+        logger=sl.LoggingConfig(log_to_wandb=False),
+        output_path=out,
+        n_checkpoints=0,
+        lr=lr,
         verbose=False,
-    )  # fmt: skip
+    )
     ds = datasets.Dataset.from_list([{"text": t} for t in texts])
     return sl.LanguageModelSAETrainingRunner(cfg, override_dataset=ds).run()

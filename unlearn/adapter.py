@@ -1,0 +1,54 @@
+"""The PEFT adapter a recipe trains: building it from the config, and switching it off (the reference model).
+
+The reference of NPO, SimNPO's and the KL retain loss, RMU and the evaluation's "before" is the same weights with
+the adapter disabled: no second copy of the model is kept.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+
+from .config import UnlearnConfig
+from .errors import UnlearnError
+
+
+@contextlib.contextmanager
+def reference_mode(model: torch.nn.Module):
+    """The reference model: the same weights with the adapter switched off, in eval mode, without gradients."""
+    was_training = model.training
+    ctx = model.disable_adapter() if isinstance(model, PeftModel) else contextlib.nullcontext()
+    model.eval()
+    try:
+        with ctx, torch.no_grad():
+            yield model
+    finally:
+        model.train(was_training)
+
+
+def lora_config(args: UnlearnConfig) -> LoraConfig:
+    targets = args.lora_target_modules
+    return LoraConfig(
+        r=args.lora_r,
+        lora_alpha=args.lora_alpha,
+        lora_dropout=args.lora_dropout,
+        target_modules=list(targets) if isinstance(targets, (list, tuple)) else targets,
+        task_type="CAUSAL_LM",
+    )
+
+
+def wrap_adapter(model: torch.nn.Module, args: UnlearnConfig) -> torch.nn.Module:
+    if isinstance(model, PeftModel) or args.adapter == "none":
+        return model
+    if getattr(model, "is_quantized", False):
+        # QLoRA: layer norms and embeddings to float32 for stable gradients through the quantized base; input
+        # gradients on, so that gradient checkpointing (if asked for) still reaches the adapter.
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=args.gradient_checkpointing)
+    try:
+        return get_peft_model(model, lora_config(args))
+    except ValueError as e:
+        raise UnlearnError(f"Could not attach LoRA with `lora_target_modules={args.lora_target_modules!r}`: {e}") from e
