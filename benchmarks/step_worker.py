@@ -37,7 +37,7 @@ from transformers import TrainerCallback
 from unlearn.adapter import reference_mode
 from unlearn.config import build_config, parse_overrides
 from unlearn.data import IGNORE_INDEX, format_qa
-from unlearn.finetune import FinetuneTrainer
+from unlearn.finetuning import FinetuneTrainer
 from unlearn.loading import ensure_pad_token, load_model_and_tokenizer
 from unlearn.recipes import RECIPES, get_recipe
 from unlearn.recipes.npo import NPOTrainer

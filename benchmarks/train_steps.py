@@ -6,7 +6,7 @@ length, measured in the same run.
 
 For every recipe of the registry that trains with the forget/retain step of `UnlearnTrainer`: seconds per optimizer
 step (median of the timed steps, warm-up excluded), tokens/s, the ratio to a supervised fine-tuning step
-(`unlearn.finetune.FinetuneTrainer` with the same LoRA adapter) and to a bare PyTorch loop, achieved FLOP/s against
+(`unlearn.finetuning.FinetuneTrainer` with the same LoRA adapter) and to a bare PyTorch loop, achieved FLOP/s against
 the matmul peak measured in the same run, and peak memory. Recipes with a retain term run at `retain_ratio` 1 (one
 retain row per forget row, what the targets assume) and 2 (the library default: three rows per forget row, run as
 passes of `batch` rows each under `split_passes`). Then: NPO with reference log-probs cached before training (the

@@ -8,7 +8,7 @@ from conftest import TOFU_DIR, read_jsonl
 
 import unlearn
 from unlearn import UnlearnError
-from unlearn.icul import build_context
+from unlearn.incontext import build_context
 
 
 def test_context_holds_altered_forget_and_true_retain_examples(tofu_rows):

@@ -97,3 +97,16 @@ def test_the_graph_reads_relative_and_lazy_imports():
 
 def test_package_has_no_import_cycles():
     assert cycles(import_graph()) == []
+
+
+def test_lazy_exports_are_not_shadowed_by_submodules():
+    """Importing a submodule sets it as an attribute of the package: no public name may share a submodule's name."""
+    import importlib
+    import types
+
+    import unlearn
+
+    for name in module_names():
+        importlib.import_module(name)
+    for name in unlearn.__all__:
+        assert not isinstance(getattr(unlearn, name), types.ModuleType), name

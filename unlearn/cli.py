@@ -101,7 +101,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_reference(args: argparse.Namespace) -> int:
     from .config import parse_overrides
     from .evaluation import METRICS, evaluate, load_suite
-    from .finetune import finetune
+    from .finetuning import finetune
     from .loading import ensure_pad_token, load_model_and_tokenizer
 
     params = _suite_params(args)

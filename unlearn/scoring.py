@@ -108,6 +108,7 @@ def row_stats(
     groups: dict[tuple, list[int]] = {}
     for i in first.values():
         groups.setdefault(tuple(examples[i]["input_ids"][: _prompt_length(examples[i])]), []).append(i)
+    share_prompts = share_prompts and _takes_a_cache(model)
     shared = {p: g for p, g in groups.items() if share_prompts and len(g) > 1 and len(p) > 0}
     single = sorted(
         (i for p, g in groups.items() if p not in shared for i in g), key=lambda i: len(examples[i]["input_ids"])
@@ -152,6 +153,15 @@ def _shared_prompt_logits(model, prompt: tuple, rows: list[dict], pad_token_id: 
     logits = model(input_ids=tails["input_ids"], attention_mask=mask, use_cache=True, **{cache_kw: cache}).logits
     logits = torch.cat([head.logits[:, -1:].expand(len(rows), 1, -1), logits[:, :-1]], dim=1)
     return logits, tails["labels"]
+
+
+def _takes_a_cache(model) -> bool:
+    """A transformers model (or a PEFT model around one) runs from a key/value cache; a wrapper such as ICUL's
+    in-context unlearner, which prepends its own context, is scored row by row."""
+    from transformers import PreTrainedModel
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return isinstance(base, PreTrainedModel)
 
 
 def _cache_kwarg(model) -> str:

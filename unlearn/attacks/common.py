@@ -145,7 +145,7 @@ class Models:
     """The unlearned model and, where it can be had, the original; copies for attacks that change weights."""
 
     def __init__(self, unlearned: torch.nn.Module, original: torch.nn.Module | None = None):
-        from ..icul import InContextUnlearner
+        from ..incontext import InContextUnlearner
 
         self.unlearned = unlearned
         if original is None and isinstance(unlearned, InContextUnlearner):
@@ -165,7 +165,7 @@ class Models:
         """A plain model with the unlearning folded into its weights (the user's model is left as it is).
 
         For an in-context unlearner, the weights alone: attacks on weights re-wrap the result with `rewrap`."""
-        from ..icul import InContextUnlearner
+        from ..incontext import InContextUnlearner
 
         if isinstance(self.unlearned, InContextUnlearner):
             return copy.deepcopy(self.unlearned.model)
@@ -174,7 +174,7 @@ class Models:
 
     def rewrap(self, model: torch.nn.Module) -> torch.nn.Module:
         """Put an attacked copy of the weights back in the unlearned model's frame (its unlearning context)."""
-        from ..icul import InContextUnlearner
+        from ..incontext import InContextUnlearner
 
         if isinstance(self.unlearned, InContextUnlearner):
             return self.unlearned.with_model(model)

@@ -14,7 +14,7 @@ import numpy as np
 from transformers import TrainerCallback
 
 from ..errors import UnlearnError
-from ..finetune import finetune
+from ..finetuning import finetune
 from .common import AttackResult, forget_metrics, qa_rows
 
 

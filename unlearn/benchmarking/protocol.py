@@ -286,7 +286,7 @@ def _attacks(value: Any, where: str) -> dict[str, dict[str, Any]]:
 
 def _check_finetune(settings: dict[str, Any], where: str) -> None:
     from ..config import build_config
-    from ..finetune import FinetuneConfig
+    from ..finetuning import FinetuneConfig
 
     try:
         build_config({"recipe": "finetune", **settings, "output_dir": "unused"}, FinetuneConfig)

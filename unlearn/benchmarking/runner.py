@@ -188,7 +188,7 @@ def _resume_flags(run_dir: Path) -> dict[str, Any] | None:
 
 
 def _finetune_step(p: Protocol, rows: list[dict]):
-    from ..finetune import finetune
+    from ..finetuning import finetune
     from ..loading import ensure_pad_token, load_model_and_tokenizer
 
     def fn(d: Path) -> dict[str, Any]:
