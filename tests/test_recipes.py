@@ -31,11 +31,18 @@ TEST_CASES = [
     ),
     ("gslora", {"group_by": "module", "group_lasso": 10.0, "learning_rate": 1e-2, "num_train_epochs": 10}),
     ("reglora", {"learning_rate": 3e-3}),
+    ("undial", {"learning_rate": 1e-2, "num_train_epochs": 10}),
+    ("idkdpo", {"learning_rate": 1e-2, "num_train_epochs": 10}),
 ]
 
 
 # Recipes whose goal is not a higher forget NLL under the plain prompt, tested for their own property instead.
-TESTED_ELSEWHERE = {"ickul": "tests/test_ickul.py", "grpo": "tests/test_grpo.py", "sae": "tests/test_sae.py"}
+TESTED_ELSEWHERE = {
+    "ickul": "tests/test_ickul.py",
+    "grpo": "tests/test_grpo.py",
+    "sae": "tests/test_sae.py",
+    "ssd": "tests/test_ssd.py",  # training-free, no adapter: a sparse weight delta
+}
 
 
 def test_every_recipe_has_a_test_case():

@@ -32,6 +32,9 @@ SETTINGS = {
     "graddiff-kl": {"recipe": "graddiff", "retain_loss": "kl"},
     "graddiff-one-pass": {"recipe": "graddiff", "split_passes": False},
     "graddiff-gu": {"recipe": "graddiff", "projection": "gu"},
+    "npo-sam": {"recipe": "npo", "smoothing": "sam", "sam_rho": 0.05},
+    "undial": {},
+    "idkdpo": {},
 }
 SHARED = {
     "max_steps": 2,
@@ -42,8 +45,9 @@ SHARED = {
     "disable_tqdm": True,
     "seed": 0,
 }
-# The SAE recipe needs a trained SAE (tests/test_sae.py) and GRPO samples completions (tests/test_grpo.py).
-NOT_HERE = {"sae", "grpo"}
+# The SAE recipe needs a trained SAE (tests/test_sae.py), GRPO samples completions (tests/test_grpo.py), and SSD
+# takes no steps (tests/test_ssd.py).
+NOT_HERE = {"sae", "grpo", "ssd"}
 
 
 def test_every_recipe_is_fixed_here():

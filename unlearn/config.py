@@ -135,6 +135,16 @@ class UnlearnConfig(TrainingArguments):
         metadata={"help": "`gu`: remove from the forget gradient its part in the span of recent retain gradients."},
     )
     projection_history: int = field(default=8, metadata={"help": "Retain gradients that span the `gu` subspace."})
+    smoothing: str = field(
+        default="none",
+        metadata={
+            "help": "`sam`: minimize the forget loss at its worst weights within `sam_rho` (sharpness-aware "
+            "unlearning, arXiv:2502.05374): resists relearning, two forget passes per step."
+        },
+    )
+    sam_rho: float = field(
+        default=0.01, metadata={"help": "`smoothing: sam`: radius of the weight perturbation (trainable weights)."}
+    )
     overwrite: bool = field(default=False, metadata={"help": "Replace an earlier unlearn run in `output_dir`."})
     resume: bool = field(default=False, metadata={"help": "Continue the run in `output_dir` from its last checkpoint."})
     keep_checkpoints: bool = field(
@@ -166,6 +176,14 @@ class UnlearnConfig(TrainingArguments):
         _check_choice("retain_sampling", self.retain_sampling, ("cycle", "random"))
         _check_choice("dtype", self.dtype, ("float32", "bfloat16", "float16", "auto"))
         _check_choice("projection", self.projection, ("none", "gu"))
+        _check_choice("smoothing", self.smoothing, ("none", "sam"))
+        if self.smoothing != "none" and self.projection != "none":
+            raise UnlearnError(
+                f"`smoothing: {self.smoothing}` and `projection: {self.projection}` each rewrite the step's gradient; "
+                "choose one."
+            )
+        if self.smoothing == "sam" and not self.sam_rho > 0:
+            raise UnlearnError(f"`sam_rho` must be > 0 (a radius in weight space, e.g. 0.01), got {self.sam_rho}.")
         _check_choice("quantization", self.quantization, ("none", "4bit", "8bit"))
         if self.quantization != "none" and self.adapter == "none":
             raise UnlearnError(

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from .delta import apply_delta, delta_base, is_delta_dir
 from .errors import UnlearnError, require
 from .hub import download_adapter
 from .locations import is_hub_id, offline
@@ -108,12 +109,19 @@ def _keep_cpu_4bit_layout(model: torch.nn.Module) -> None:
 
 def load_model_or_adapter(path: str, dtype: str = "float32"):
     """A model, or an adapter directory (as written by `unlearn forget`, or pushed to the Hub by `unlearn push`) on
-    top of its base model."""
+    top of its base model, or a sparse weight delta (`unlearn.delta`) applied to its base."""
     from peft import PeftModel
 
     local = Path(path).expanduser()
     if is_hub_id(path, namespaced=True):
         local = download_adapter(path) or local  # a Hub adapter repo (the local cache only, with HF_HUB_OFFLINE)
+    if is_delta_dir(local):  # a sparse weight delta on its base (training-free recipes: `unlearn.delta`)
+        model, tokenizer = load_model_and_tokenizer(delta_base(local), dtype)
+        if (local / "tokenizer_config.json").is_file():
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(local)
+        return apply_delta(model, local).eval(), tokenizer
     if not (local / "adapter_config.json").is_file():
         return load_model_and_tokenizer(path, dtype)
     run_file = local / RUN_FILE

@@ -112,11 +112,21 @@ def token_kl(logits: torch.Tensor, ref_logits: torch.Tensor) -> torch.Tensor:
     return (log_ref.exp() * (log_ref - log_p)).sum(-1)
 
 
+LogitAdjust = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (ref logits (n, V), targets (n,)) -> (n, V)
+
+
 def _token_kl(
-    head: torch.nn.Module, reference: Callable[[], AbstractContextManager], h: torch.Tensor, h_ref: torch.Tensor
+    head: torch.nn.Module,
+    reference: Callable[[], AbstractContextManager],
+    adjust: LogitAdjust | None,
+    h: torch.Tensor,
+    h_ref: torch.Tensor,
+    targets: torch.Tensor,
 ) -> torch.Tensor:
     with reference():  # the reference head: the same module with the adapter (if it has one) switched off
         ref_logits = head(h_ref)
+    if adjust is not None:
+        ref_logits = adjust(ref_logits, targets)
     return token_kl(head(h), ref_logits)  # (n,)
 
 
@@ -127,15 +137,31 @@ def head_kl(
     labels: torch.Tensor,
     chunk_tokens: int,
     reference: Callable[[], AbstractContextManager],
+    adjust: LogitAdjust | None = None,
 ) -> torch.Tensor:
     """Mean over labelled positions of KL(reference || model) of the next-token distributions, per row -> (B,).
 
     hidden, ref_hidden (B, T, H): final hidden states of the model and of the reference; `reference()` is a context
-    in which `head` is the reference's head, without gradients.
+    in which `head` is the reference's head, without gradients. `adjust(ref_logits, targets)` rewrites the
+    reference's logits at each position given the labelled next token (UNDIAL's teacher) before the KL.
     """
-    mask = shift_labels(labels) != IGNORE_INDEX
-    kl = _chunked(functools.partial(_token_kl, head, reference), chunk_tokens, hidden[mask], ref_hidden[mask])
+    targets = shift_labels(labels)
+    mask = targets != IGNORE_INDEX
+    fn = functools.partial(_token_kl, head, reference, adjust)
+    kl = _chunked(fn, chunk_tokens, hidden[mask], ref_hidden[mask], targets[mask])
     return _per_row(kl, mask) / mask.sum(-1).clamp(min=1)
+
+
+def logits_kl(
+    logits: torch.Tensor, ref_logits: torch.Tensor, labels: torch.Tensor, adjust: LogitAdjust | None = None
+) -> torch.Tensor:
+    """`head_kl` from full logits (B, T, V) of the model and of the reference -> (B,)."""
+    targets = shift_labels(labels)
+    mask = targets != IGNORE_INDEX
+    ref = ref_logits[mask]
+    if adjust is not None:
+        ref = adjust(ref, targets[mask])
+    return _per_row(token_kl(logits[mask], ref), mask) / mask.sum(-1).clamp(min=1)
 
 
 def model_logps(

@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 CONFIG_FILE = "unlearn_config.yaml"
 RUN_FILE = "run.json"
 LOG_FILE = "train_log.jsonl"
-LOADED_LAST = ("adapter_config.json", "config.json")  # the files loaders look for: moved in last
+LOADED_LAST = ("adapter_config.json", "config.json", "delta_config.json")  # what loaders look for: moved in last
 
 
 def write_atomic(path: str | os.PathLike, data: str | bytes) -> None:

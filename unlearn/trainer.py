@@ -28,7 +28,6 @@ from transformers import Trainer, TrainerCallback, set_seed
 from .adapter import reference_mode, wrap_adapter
 from .config import UnlearnConfig
 from .data import (
-    IGNORE_INDEX,
     DataSource,
     ForgetRetainCollator,
     ForgetRetainDataset,
@@ -37,7 +36,7 @@ from .data import (
 )
 from .data import tokenize as tokenize_records
 from .errors import NonFiniteLossError, UnlearnError
-from .logprobs import batched_logps, final_hidden, head_kl, head_matches_logits, model_logps, token_kl
+from .logprobs import batched_logps, final_hidden, head_kl, head_matches_logits, logits_kl, model_logps
 from .recipe_catalogue import paper_title
 
 logger = logging.getLogger(__name__)
@@ -167,6 +166,15 @@ class UnlearnTrainer(Trainer):
             from .projection import GradientProjection
 
             self.gradient_plugin = GradientProjection(self)
+        elif args.smoothing == "sam":
+            if self.is_deepspeed_enabled:
+                raise UnlearnError(
+                    "`smoothing: sam` moves the weights between two backward passes of a step, and DeepSpeed steps "
+                    "its optimizer inside each backward; run it without DeepSpeed (DDP or FSDP)."
+                )
+            from .smoothing import SharpnessAware
+
+            self.gradient_plugin = SharpnessAware(self)
 
     # ---- data -------------------------------------------------------------------------------------------------
 
@@ -215,8 +223,10 @@ class UnlearnTrainer(Trainer):
 
     # ---- reference --------------------------------------------------------------------------------------------
 
-    def compute_reference_logps(self, model: torch.nn.Module | None = None) -> torch.Tensor:
-        """Per-sequence answer log-probs of every forget example under the reference model, (N_forget,).
+    def compute_reference_logps(
+        self, model: torch.nn.Module | None = None, examples: list[dict] | None = None
+    ) -> torch.Tensor:
+        """Per-sequence answer log-probs of every forget example (or of `examples`) under the reference model, (N,).
 
         `model` is the model as the Trainer wrapped it (DDP, FSDP, DeepSpeed): the forward passes go through the
         wrapper, so sharded weights are gathered as in training, while the adapter is switched off underneath.
@@ -226,7 +236,7 @@ class UnlearnTrainer(Trainer):
         with reference_mode(inner):
             logps, _ = batched_logps(
                 model if model is not None else inner,
-                self.forget_examples,
+                self.forget_examples if examples is None else examples,
                 self.processing_class.pad_token_id,
                 self.args.per_device_eval_batch_size,
                 self.loss_head(),
@@ -284,9 +294,7 @@ class UnlearnTrainer(Trainer):
             return head_kl(head, fwd.hidden[is_retain], ref_hidden, labels, self.args.loss_chunk_tokens, reference)
         with reference_mode(ref):
             ref_logits = ref(input_ids=ids, attention_mask=mask).logits
-        scored = (labels[:, 1:] != IGNORE_INDEX).float()  # (B_r, T-1)
-        kl = token_kl(fwd.outputs.logits[is_retain][:, :-1], ref_logits[:, :-1])  # (B_r, T-1)
-        return (kl * scored).sum(-1) / scored.sum(-1).clamp(min=1)
+        return logits_kl(fwd.outputs.logits[is_retain], ref_logits, labels)
 
     # ---- the step ---------------------------------------------------------------------------------------------
 
@@ -329,7 +337,8 @@ class UnlearnTrainer(Trainer):
         """
         is_forget = inputs["is_forget"]
         n_forget, n_rows = int(is_forget.sum()), len(is_forget)
-        split = self.args.split_passes or self.gradient_plugin is not None  # gu tells its gradients apart by pass
+        # A gradient plug-in (gu, sam) tells the forget gradient from the retain one by pass.
+        split = self.args.split_passes or self.gradient_plugin is not None
         if (
             not (split and self.can_split_passes)
             or n_forget in (0, n_rows)
@@ -345,7 +354,8 @@ class UnlearnTrainer(Trainer):
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         """The step as an explicit loop over its passes (`split_passes`), each through the Trainer's own step (loss
-        scaling, backward); a gradient plug-in (`projection: gu`) runs the loop itself and adjusts `.grad`."""
+        scaling, backward); a gradient plug-in (`projection: gu`, `smoothing: sam`) runs the loop itself and adjusts
+        `.grad` or the weights between passes."""
         self._step_metrics = {}
         passes = self.split_passes(inputs)
 

@@ -40,6 +40,15 @@ def load_refusals(path: str | None) -> list[str]:
     return lines
 
 
+def with_refusals(ds, shape: str, args, recipe: str):
+    """`ds` with each answer replaced by a refusal, chosen by (seed, index)."""
+    if shape != "qa":
+        raise UnlearnError(f"`{recipe}` answers forget questions with refusals, so its forget set must be QA pairs.")
+    refusals = load_refusals(args.refusals)
+    picks = np.random.default_rng(args.seed).integers(len(refusals), size=len(ds))
+    return ds.map(lambda row, i: {args.answer_key: refusals[picks[i]]}, with_indices=True)
+
+
 @register
 class IDKTrainer(UnlearnTrainer):
     _name = "idk"
@@ -48,12 +57,7 @@ class IDKTrainer(UnlearnTrainer):
     data_needs = "forget: QA pairs (+ retain when retain_weight > 0)"
 
     def transform_forget(self, ds, shape, args):
-        if shape != "qa":
-            raise UnlearnError("`idk` replaces answers by refusals, so its forget set must be QA pairs, not text.")
-        refusals = load_refusals(args.refusals)
-        rng = np.random.default_rng(args.seed)
-        picks = rng.integers(len(refusals), size=len(ds))
-        return ds.map(lambda row, i: {args.answer_key: refusals[picks[i]]}, with_indices=True)
+        return with_refusals(ds, shape, args, self._name)
 
     def forget_loss(self, logps, n_tokens, index):
         return mean_nll(logps, n_tokens)

@@ -1,0 +1,105 @@
+"""What UNDIAL and IdkDPO compute, checked by hand on the tiny model: UNDIAL's teacher lowers exactly the forget
+token's logit and its loss is the KL to that teacher; IdkDPO's loss is DPO's on (refusal, answer) and training
+makes the refusal the likelier answer."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+
+import unlearn
+from unlearn.data import load_records, pad_rows, tokenize
+from unlearn.logprobs import sequence_logps
+from unlearn.recipes import recipe_config
+from unlearn.recipes.undial import lower_target
+
+
+def make(recipe, model, tok, rows, tmp_path, **settings):
+    args = recipe_config(
+        {
+            "recipe": recipe,
+            "output_dir": str(tmp_path),
+            "per_device_train_batch_size": 4,
+            "save_strategy": "no",
+            "disable_tqdm": True,
+            "seed": 0,
+            **settings,
+        }
+    )
+    return unlearn.get_recipe(recipe)(
+        model=model, args=args, forget=rows["forget"], retain=rows["retain"], processing_class=tok
+    )
+
+
+def test_undial_teacher_lowers_only_the_target_logit():
+    torch.manual_seed(0)
+    logits, targets = torch.randn(5, 11), torch.tensor([0, 3, 3, 10, 7])
+    teacher = lower_target(10.0, logits, targets)
+    rows = torch.arange(5)
+    torch.testing.assert_close(teacher[rows, targets], logits[rows, targets] - 10.0)
+    others = torch.ones_like(logits, dtype=torch.bool)
+    others[rows, targets] = False
+    torch.testing.assert_close(teacher[others], logits[others])
+    # The mass taken from the target goes to the other tokens in proportion to what the model gave them.
+    p, q = F.softmax(logits, -1), F.softmax(teacher, -1)
+    assert (q[rows, targets] < p[rows, targets] * 1e-3).all()
+    ratio = (q[others] / p[others]).view(5, 10)
+    torch.testing.assert_close(ratio, ratio[:, :1].expand(5, 10))
+
+
+def test_undial_loss_is_the_kl_to_the_adjusted_teacher(tiny, tofu_rows, tmp_path):
+    model, tok = tiny
+    trainer = make(
+        "undial",
+        copy.deepcopy(model),
+        tok,
+        {"forget": tofu_rows["forget"][:4], "retain": None},
+        tmp_path,
+        retain_weight=0.0,
+    )
+    batch = next(iter(trainer.get_train_dataloader()))
+    with torch.no_grad():
+        terms, _ = trainer.loss_terms(trainer.model, batch)
+        # By hand, with full logits: at the start the student is the teacher's own model (LoRA's B is zero).
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        targets = batch["loss_labels"][:, 1:]
+        mask = targets != -100
+        student = F.log_softmax(logits[:, :-1][mask].float(), -1)
+        teacher = F.log_softmax(lower_target(10.0, logits[:, :-1][mask], targets[mask]), -1)
+        kl = (teacher.exp() * (teacher - student)).sum(-1)
+        per_row = torch.zeros(len(targets)).index_add(0, mask.nonzero()[:, 0], kl) / mask.sum(-1)
+    torch.testing.assert_close(terms["forget_loss"].value, per_row.mean(), rtol=1e-4, atol=1e-5)
+    assert terms["forget_loss"].value > 0
+
+
+def answer_logps(model, tok, rows):
+    return logps_of(model, tok, tokenize(load_records(rows), tok, "qa", 256, "question", "answer", "text"))
+
+
+def logps_of(model, tok, examples):
+    batch = pad_rows(examples, tok.pad_token_id)
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    return sequence_logps(logits, batch["labels"])
+
+
+def test_idkdpo_starts_at_dpo_loss_and_prefers_the_refusal_after_training(tiny, tofu_rows, tmp_path):
+    model, tok = tiny
+    trainer = make("idkdpo", copy.deepcopy(model), tok, tofu_rows, tmp_path, learning_rate=1e-2, num_train_epochs=10)
+    batch = next(iter(trainer.get_train_dataloader()))
+    forget_pass = trainer.split_passes(batch)[0]
+    with torch.no_grad():
+        terms, _ = trainer.loss_terms(trainer.model, forget_pass)
+    # At the start the model is the reference: every log-ratio is 0 and DPO's loss is -(2 / beta) log sigmoid(0).
+    torch.testing.assert_close(
+        terms["forget_loss"].value, torch.tensor(2.0 / 0.1 * torch.log(torch.tensor(2.0)).item())
+    )
+    answer_before, _ = answer_logps(model, tok, tofu_rows["forget"])
+    refusal_before, _ = logps_of(model, tok, trainer.refusal_examples)
+    trainer.train()
+    answer_after, _ = answer_logps(trainer.model, tok, tofu_rows["forget"])
+    refusal_after, _ = logps_of(trainer.model, tok, trainer.refusal_examples)
+    gain = (refusal_after - answer_after) - (refusal_before - answer_before)
+    assert (gain > 0).all() and gain.mean() > 20.0, gain  # nats: the refusal gains on the answer, every row
