@@ -74,7 +74,9 @@ def test_sam_step_is_the_perturbed_forget_gradient_plus_the_retain_gradient(tiny
         torch.testing.assert_close(p.detach(), t, rtol=0, atol=0)  # the weights are back where they were
         torch.testing.assert_close(p.grad, w, rtol=1e-4, atol=1e-6)
     assert trainer.gradient_plugin.last["grad_norm"] == pytest.approx(norm.item(), rel=1e-4)
-    assert any(not torch.allclose(p.grad, q, atol=1e-6) for p, q in zip(params, plain, strict=True))  # rho moved the gradient
+    assert any(
+        not torch.allclose(p.grad, q, atol=1e-6) for p, q in zip(params, plain, strict=True)
+    )  # rho moved the gradient
 
 
 def test_sam_steps_take_the_forget_loss_uphill_and_still_forget(tiny, tofu_rows, tmp_path):

@@ -53,7 +53,10 @@ class SharpnessAware:
         params = [p for p in model.parameters() if p.requires_grad]
         start = _grads(params)
         loss = run_pass(0, passes[0])  # the forget rows at theta (the whole batch when passes do not split)
-        g_f = [p.grad.detach() - s if p.grad is not None else torch.zeros_like(p) for p, s in zip(params, start, strict=True)]
+        g_f = [
+            p.grad.detach() - s if p.grad is not None else torch.zeros_like(p)
+            for p, s in zip(params, start, strict=True)
+        ]
         norm = torch.sqrt(sum((g.float() ** 2).sum() for g in g_f))
         delta = [self.rho * g / norm.clamp(min=1e-12) for g in g_f]
         logged = dict(trainer._step_metrics)  # the terms at theta are what the step logs
