@@ -214,3 +214,14 @@ def test_cli_benchmark_refuses_bad_protocol(tmp_path, capsys):
     path.write_text(yaml.safe_dump({"name": "x", "model": "m", "data": {"forget": "f"}, "entries": ["ga"]}))
     assert main(["benchmark", str(path)]) == 2
     assert "needs `data.retain`" in capsys.readouterr().err
+
+
+def test_a_training_free_entry_runs_like_any_other(tiny_init_dir, tofu_env, tmp_path):
+    """SSD's run is a sparse weight delta, not an adapter: the benchmark evaluates and attacks it the same way."""
+    protocol = tiny_protocol(tiny_init_dir, entries=[{"recipe": "ssd", "settings": {"ssd_alpha": 10.0}}])
+    results = unlearn.benchmark(protocol, out=tmp_path / "tiny")
+    row = {r["name"]: r for r in results["rows"]}["ssd-ssd_alpha=10"]
+    target = results["rows"][0]
+    assert row["forget_probability"] < target["forget_probability"]
+    assert isinstance(row["relearn"], float) and isinstance(row["quantize"], float)
+    assert (tmp_path / "tiny/entries/ssd-ssd_alpha=10/train/run/sparse_delta.safetensors").is_file()

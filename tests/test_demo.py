@@ -9,7 +9,7 @@ import statistics
 import pytest
 
 from unlearn import UnlearnError
-from unlearn.demo import demo_rows, run_demo
+from unlearn.demo import demo_rows, run_demo, states
 from unlearn.loading import load_model_and_tokenizer
 from unlearn.models import resolve_model
 from unlearn.scoring import answer_nll
@@ -19,7 +19,7 @@ def test_demo_pipeline_on_the_tiny_model(tiny_model_dir, tmp_path):
     """The whole demo (knowledge check, unlearning, evaluation, attacks, report) on a model that does not know the
     facts: it refuses unless told to go on, and then says in the report that nothing known was unlearned."""
     out = tmp_path / "demo"
-    with pytest.raises(UnlearnError, match=r"knows only \d of the 8 demo facts"):
+    with pytest.raises(UnlearnError, match=r"knows only \d+ of the 16 demo facts"):
         run_demo(model=str(tiny_model_dir), output_dir=str(out))
     result = run_demo(
         model=str(tiny_model_dir), output_dir=str(out), require_known=False, learning_rate=1e-2, disable_tqdm=True
@@ -31,6 +31,7 @@ def test_demo_pipeline_on_the_tiny_model(tiny_model_dir, tmp_path):
     assert "| forget (Harry Potter, trained to forget) |" in report
     assert "Who wrote the Harry Potter books?" in report and "What is the capital of Germany?" in report
     assert "not a measurement of forgetting" in report and "| relearn |" in report and "| forget_rouge |" in report
+    assert "## Facts still stated" in report and set(result["after"]["stated"]) == {"forget", "retain", "neighbors"}
     for png in ("demo_nll.png", "attacks/relearn_curve.png", "attacks/latent_layers.png"):
         assert (out / png).stat().st_size > 1000, png
     assert json.loads((out / "run.json").read_text())["status"] == "complete"
@@ -43,6 +44,14 @@ def test_demo_pipeline_on_the_tiny_model(tiny_model_dir, tmp_path):
         disable_tqdm=True,
     )  # reruns replace it
     assert not (out / "attacks").exists()
+
+
+def test_a_fact_is_stated_by_its_key_term_as_a_whole_word():
+    assert states("The books were written by J.K. Rowling.", ["Rowling"])
+    assert states("His best friend is ron.", ["Ron", "Weasley"])
+    assert not states("That is the wrong answer.", ["Ron", "Weasley"])  # "ron" inside "wrong" is not "Ron"
+    assert not states("I don't know who wrote them.", ["Rowling"])
+    assert all(r["key"] for name in ("forget", "retain", "neighbors") for r in demo_rows(name))
 
 
 def test_builtin_model_needs_its_package(monkeypatch, tmp_path):

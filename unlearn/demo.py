@@ -16,6 +16,7 @@ Everything lands in the output directory: the adapter run, `report.md`, `demo.js
 from __future__ import annotations
 
 import json
+import re
 import statistics
 import tempfile
 from importlib import resources
@@ -78,15 +79,26 @@ def knowledge_check(model, tokenizer, rows: list[dict]) -> list[dict[str, Any]]:
     return checks
 
 
+def states(answer: str, keys: list[str]) -> bool:
+    """Whether a greedy answer says the fact: one of its key terms ("Rowling", "Voldemort") as a whole word."""
+    return any(re.search(rf"(?<!\w){re.escape(k)}(?!\w)", answer, flags=re.IGNORECASE) for k in keys)
+
+
 def measure(model, tokenizer, sets: dict[str, list[dict]]) -> dict[str, Any]:
+    """Answer NLL per set; every question's greedy answer, and the fraction of facts (rows with a `key`) that the
+    answer still states."""
     from .scoring import answer_nll, greedy_answers
 
     nll = {name: statistics.fmean(answer_nll(model, tokenizer, rows)) for name, rows in sets.items()}
-    shown = [r["question"] for name, n in SHOWN.items() for r in sets[name][:n]]
-    return {
-        "nll": nll,
-        "answers": dict(zip(shown, greedy_answers(model, tokenizer, shown, max_new_tokens=32), strict=True)),
+    questions = [r["question"] for rows in sets.values() for r in rows]
+    answers = dict(zip(questions, greedy_answers(model, tokenizer, questions, max_new_tokens=32), strict=True))
+    stated = {
+        name: statistics.fmean(states(answers[r["question"]], r["key"]) for r in keyed)
+        for name, rows in sets.items()
+        if (keyed := [r for r in rows if r.get("key")])
     }
+    shown = [r["question"] for name, n in SHOWN.items() for r in sets[name][:n]]
+    return {"nll": nll, "stated": stated, "answers": {q: answers[q] for q in shown}, "all_answers": answers}
 
 
 def run_demo(
@@ -243,6 +255,19 @@ def render(result: dict[str, Any]) -> str:
         lines.append(
             f"| {what} | {b['nll'][name]:.3f} | {a['nll'][name]:.3f} | {a['nll'][name] - b['nll'][name]:+.3f} |"
         )
+    if b.get("stated"):
+        lines += [
+            "",
+            "## Facts still stated",
+            "",
+            "Fraction of facts whose greedy answer still contains the fact's key term (e.g. \"Rowling\"), over every "
+            "question of the set.",
+            "",
+            "| set | before | after |",
+            "|---|---|---|",
+        ]
+        for name in b["stated"]:
+            lines.append(f"| {name} | {b['stated'][name]:.2f} | {a['stated'].get(name, float('nan')):.2f} |")
     lines += [
         "",
         "![answer NLL before and after](demo_nll.png)",
