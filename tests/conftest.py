@@ -15,7 +15,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
-from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM  # noqa: E402
+from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 
 from unlearn import scoring  # noqa: E402
 from unlearn.data import load_records, pad_rows, tokenize  # noqa: E402
@@ -23,7 +23,7 @@ from unlearn.logprobs import sequence_logps  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))  # the tiny model's tokenizer recipe lives there, shared with benchmarks
-from tiny_model import build_tokenizer  # noqa: E402
+from tiny_model import save_tiny_llama  # noqa: E402
 
 TOFU_DIR = ROOT.parent / "shared" / "data" / "tofu"
 N_FORGET, N_RETAIN = 8, 16
@@ -66,26 +66,10 @@ def train_tiny(model, tokenizer, rows: list[dict], steps: int = 150, lr: float =
 
 @pytest.fixture(scope="session")
 def tiny_init_dir(tmp_path_factory, tofu_rows) -> Path:
-    """A randomly initialized 2-layer Llama (seed 0) and its BPE tokenizer: the "pretrained" base."""
-    torch.manual_seed(0)
+    """A randomly initialized 2-layer Llama (seed 0) and its BPE tokenizer: the "pretrained" base (built as the
+    benchmarks build theirs, `benchmarks/tiny_model.py`)."""
     texts = [r["question"] + " " + r["answer"] for r in read_jsonl("retain99", 400) + tofu_rows["forget"]]
-    tokenizer = build_tokenizer(texts)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        max_position_embeddings=512,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    out = tmp_path_factory.mktemp("tiny-init")
-    LlamaForCausalLM(config).save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
+    return save_tiny_llama(tmp_path_factory.mktemp("tiny-init"), texts, max_positions=512)
 
 
 @pytest.fixture(scope="session")
