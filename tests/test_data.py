@@ -132,6 +132,52 @@ def test_pairing_depends_only_on_seed_epoch_and_index():
     assert all(len(r.retain_indices(i)) == 3 for i in range(6))
 
 
+def test_entity_sampling_groups_batches_by_entity_and_pairs_each_with_its_neighbors():
+    """MELU: consecutive forget rows belong to one entity; each row's retain rows alternate between its entity's
+    neighbors and the general rows; the epoch's order and draws depend only on (seed, epoch, index)."""
+    entities = ["ann", "bob", "ann", "cid", "bob", "ann", "cid", "bob"]
+    forget = [{"input_ids": [1], "labels": [1], "index": i} for i in range(8)]
+    retain_entities = ["ann", "ann", "bob", "cid", None, None, None, "bob"]
+    retain = [{"input_ids": [3], "labels": [3], "index": j} for j in range(8)]
+    ds = ForgetRetainDataset(forget, retain, 2, "entity", 7, entities, retain_entities)
+    order = [ds[i]["forget"]["index"] for i in range(8)]
+    assert sorted(order) == list(range(8))
+    runs = [entities[i] for i in order]
+    assert len([e for k, e in enumerate(runs) if k == 0 or e != runs[k - 1]]) == 3  # three contiguous groups
+    for i in range(8):
+        own, general = ds.retain_indices(i)
+        assert retain_entities[own] == entities[i] and retain_entities[general] is None
+    again = ForgetRetainDataset(forget, retain, 2, "entity", 7, entities, retain_entities)
+    assert [again[i]["forget"]["index"] for i in range(8)] == order
+    draws = [ds.retain_indices(i) for i in range(8)]
+    assert [again.retain_indices(i) for i in range(8)] == draws
+    ds.set_epoch(1)
+    assert ([ds[i]["forget"]["index"] for i in range(8)], [ds.retain_indices(i) for i in range(8)]) != (order, draws)
+    with pytest.raises(UnlearnError, match="an entity for every forget row"):
+        ForgetRetainDataset(forget, retain, 2, "entity", 7, None, None)
+
+
+def test_entity_sampling_needs_the_column_and_reads_the_epoch_in_order(tiny, tofu_rows, tmp_path):
+    import unlearn
+    from unlearn.recipes import recipe_config
+
+    model, tok = tiny
+    args = recipe_config({"recipe": "graddiff", "retain_sampling": "entity", "output_dir": str(tmp_path)})
+    assert args.train_sampling_strategy == "sequential"
+    with pytest.raises(UnlearnError, match="lacks"):
+        unlearn.get_recipe("graddiff")(
+            model=model, args=args, forget=tofu_rows["forget"], retain=tofu_rows["retain"], processing_class=tok
+        )
+    forget = [{**r, "entity": "A" if i < 4 else "B"} for i, r in enumerate(tofu_rows["forget"])]
+    trainer = unlearn.get_recipe("graddiff")(
+        model=model, args=args, forget=forget, retain=tofu_rows["retain"], processing_class=tok
+    )
+    batches = list(trainer.get_train_dataloader())
+    for batch in batches:  # 8 rows, batch 4: each batch is one entity's 4 rows
+        rows = batch["index"][batch["is_forget"]].tolist()
+        assert len({forget[i]["entity"] for i in rows}) == 1
+
+
 def test_collator_puts_forget_rows_first():
     forget = [{"input_ids": [5, 6, 7], "labels": [-100, 6, 7], "index": i} for i in range(2)]
     retain = [{"input_ids": [8], "labels": [8], "index": j} for j in range(4)]

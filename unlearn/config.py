@@ -68,8 +68,15 @@ class UnlearnConfig(TrainingArguments):
         default="cycle",
         metadata={
             "help": "`cycle`: walk a shuffled retain set without repeats until it is exhausted; `random`: draw "
-            "with replacement. Both depend only on (seed, epoch, forget index), not on the number of processes."
+            "with replacement; `entity`: modular entity-level sampling (MELU, arXiv:2509.05316): batches hold one "
+            "entity's forget rows (column `entity_key`), each bringing rows of that entity's neighbor set (retain "
+            "rows with the same `entity_key`) and of the general set (retain rows without one), in turn. All depend "
+            "only on (seed, epoch, forget index), not on the number of processes."
         },
+    )
+    entity_key: str = field(
+        default="entity",
+        metadata={"help": "`retain_sampling: entity`: the column naming each forget row's entity (and a neighbor's)."},
     )
 
     adapter: str = field(
@@ -170,10 +177,13 @@ class UnlearnConfig(TrainingArguments):
             # Launched as several processes on a machine without an accelerator (`torchrun`, or `accelerate launch
             # --multi_gpu`): without `use_cpu` the Trainer would run each process alone instead of DDP over gloo.
             self.use_cpu = True
+        if self.retain_sampling == "entity":
+            # The dataset orders the epoch entity by entity (seeded); the Trainer must read it in that order.
+            self.train_sampling_strategy = "sequential"
         super().__post_init__()
         _check_choice("adapter", self.adapter, ("lora", "none"))
         _check_choice("retain_loss", self.retain_loss, ("nll", "kl"))
-        _check_choice("retain_sampling", self.retain_sampling, ("cycle", "random"))
+        _check_choice("retain_sampling", self.retain_sampling, ("cycle", "random", "entity"))
         _check_choice("dtype", self.dtype, ("float32", "bfloat16", "float16", "auto"))
         _check_choice("projection", self.projection, ("none", "gu"))
         _check_choice("smoothing", self.smoothing, ("none", "sam"))

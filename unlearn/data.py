@@ -256,12 +256,55 @@ class ForgetRetainDataset(torch.utils.data.Dataset):
     `random` draws with replacement.
     """
 
-    def __init__(self, forget: list[dict], retain: list[dict] | None, ratio: int, sampling: str, seed: int):
+    def __init__(
+        self,
+        forget: list[dict],
+        retain: list[dict] | None,
+        ratio: int,
+        sampling: str,
+        seed: int,
+        entities: Sequence[str] | None = None,
+        retain_entities: Sequence[str | None] | None = None,
+    ):
         if not forget:
             raise UnlearnError("The forget set is empty: give at least one example to forget.")
         self.forget, self.retain = forget, retain or []
         self.ratio = ratio if self.retain else 0
         self.sampling, self.seed, self.epoch = sampling, seed, 0
+        if sampling == "entity":
+            self._entity_pools(entities, retain_entities)
+
+    def _entity_pools(self, entities, retain_entities) -> None:
+        """`entity` sampling (MELU): each forget row's entity, and per entity its neighbor rows (retain rows of the
+        same entity) and the general rows (retain rows of no entity)."""
+        if entities is None or len(entities) != len(self.forget):
+            raise UnlearnError("`retain_sampling: entity` needs an entity for every forget row (`entity_key`).")
+        self.entities = [str(e) for e in entities]
+        retain_entities = list(retain_entities) if retain_entities is not None else [None] * len(self.retain)
+        self.neighbors: dict[str, list[int]] = {e: [] for e in self.entities}
+        self.general: list[int] = []
+        for j, e in enumerate(retain_entities):
+            if e is None or str(e) == "":
+                self.general.append(j)
+            else:
+                self.neighbors.setdefault(str(e), []).append(j)
+
+    def order(self) -> list[int]:
+        """The forget rows in this epoch's order: by entity (entities and the rows within each in a seeded order)
+        under `entity` sampling, so consecutive rows, and so batches, hold one entity's requests; else as given."""
+        if self.sampling != "entity":
+            return list(range(len(self.forget)))
+        if getattr(self, "_order_epoch", None) != self.epoch:
+            rng = np.random.default_rng([self.seed, self.epoch])
+            names = sorted(set(self.entities))
+            groups = {e: [i for i, x in enumerate(self.entities) if x == e] for e in names}
+            self._order = [
+                int(groups[names[g]][r])
+                for g in rng.permutation(len(names))
+                for r in rng.permutation(len(groups[names[g]]))
+            ]
+            self._order_epoch = self.epoch
+        return self._order
 
     def __len__(self) -> int:
         return len(self.forget)
@@ -275,6 +318,11 @@ class ForgetRetainDataset(torch.utils.data.Dataset):
             return []
         if self.sampling == "random":
             return np.random.default_rng([self.seed, self.epoch, i]).integers(n, size=k).tolist()
+        if self.sampling == "entity":
+            # In turn from the row's own neighbor set and the general set (either alone when the other is empty).
+            pools = [p for p in (self.neighbors.get(self.entities[i], []), self.general) if p] or [list(range(n))]
+            rng = np.random.default_rng([self.seed, self.epoch, i])
+            return [int(pools[j % len(pools)][rng.integers(len(pools[j % len(pools)]))]) for j in range(k)]
         out = []
         for pos in range((self.epoch * len(self.forget) + i) * k, (self.epoch * len(self.forget) + i + 1) * k):
             block, offset = divmod(pos, n)
@@ -282,6 +330,7 @@ class ForgetRetainDataset(torch.utils.data.Dataset):
         return out
 
     def __getitem__(self, i: int) -> dict[str, Any]:
+        i = self.order()[i] if self.sampling == "entity" else i
         return {"forget": self.forget[i], "retain": [self.retain[j] for j in self.retain_indices(i)]}
 
 

@@ -260,7 +260,7 @@ def render(result: dict[str, Any]) -> str:
             "",
             "## Facts still stated",
             "",
-            "Fraction of facts whose greedy answer still contains the fact's key term (e.g. \"Rowling\"), over every "
+            'Fraction of facts whose greedy answer still contains the fact\'s key term (e.g. "Rowling"), over every '
             "question of the set.",
             "",
             "| set | before | after |",

@@ -130,7 +130,12 @@ class UnlearnTrainer(Trainer):
             self._tokenize(self.retain_records, processing_class, args, "retain") if args.uses_retain else []
         )
         dataset = ForgetRetainDataset(
-            self.forget_examples, self.retain_examples, args.retain_ratio, args.retain_sampling, args.seed
+            self.forget_examples,
+            self.retain_examples,
+            args.retain_ratio,
+            args.retain_sampling,
+            args.seed,
+            *self._entities(args),
         )
         set_seed(args.seed)  # before the adapter is created, so its initialization is reproducible
         callbacks = [*(kwargs.pop("callbacks", None) or []), _SetEpoch(dataset), _FiniteGuard()]
@@ -187,6 +192,20 @@ class UnlearnTrainer(Trainer):
         return tokenize_records(
             ds, tokenizer, shape, args.max_length, args.question_key, args.answer_key, args.text_key
         )
+
+    def _entities(self, args: UnlearnConfig) -> tuple[list | None, list | None]:
+        """Each forget row's entity and each retain row's (None: general knowledge), for `retain_sampling: entity`."""
+        if args.retain_sampling != "entity":
+            return None, None
+        key = args.entity_key
+        if key not in self.forget_records.column_names:
+            raise UnlearnError(
+                f"`retain_sampling: entity` groups forget rows by their `{key}` column, which the forget set lacks "
+                f"(it has {self.forget_records.column_names}). Add it, or name the column with `entity_key`."
+            )
+        retain = self.retain_records
+        has = retain is not None and key in retain.column_names
+        return list(self.forget_records[key]), (list(retain[key]) if has else None)
 
     def transform_forget(self, ds, shape: str, args: UnlearnConfig):
         """Hook for recipes that rewrite the forget data before tokenization (e.g. `idk` swaps in refusals)."""
