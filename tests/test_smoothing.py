@@ -79,6 +79,56 @@ def test_sam_step_is_the_perturbed_forget_gradient_plus_the_retain_gradient(tiny
     )  # rho moved the gradient
 
 
+def test_stableun_step_averages_neighbourhood_points_and_projects_off_the_retain_gradient(tiny, tofu_rows, tmp_path):
+    model, tok = tiny
+    trainer = make_trainer(copy.deepcopy(model), tok, tofu_rows, tmp_path, smoothing="stableun", sam_rho=RHO)
+    trainer.model.train()
+    batch = next(iter(trainer.get_train_dataloader()))
+    params = [p for p in trainer.model.parameters() if p.requires_grad]
+    with torch.no_grad():
+        for p in params:
+            p.add_(0.05 * torch.randn_like(p))
+    theta = [p.detach().clone() for p in params]
+
+    def grad_at(part, delta):
+        with torch.no_grad():
+            for p, t, d in zip(params, theta, delta, strict=True):
+                p.copy_(t + d)
+        g = pass_grads(trainer, part)
+        with torch.no_grad():
+            for p, t in zip(params, theta, strict=True):
+                p.copy_(t)
+        return g
+
+    forget, *retain = trainer.split_passes(batch)
+    g0 = pass_grads(trainer, forget)
+    norm = torch.sqrt(sum((g**2).sum() for g in g0))
+    sam_point = grad_at(forget, [RHO * g / norm for g in g0])
+    gen = torch.Generator().manual_seed(0)  # seed 0, step 0
+    u = [torch.randn(p.shape, generator=gen) for p in params]
+    u_norm = torch.sqrt(sum((x**2).sum() for x in u))
+    noise_point = grad_at(forget, [RHO * x / u_norm for x in u])
+    g_f = [(a + b) / 2 for a, b in zip(sam_point, noise_point, strict=True)]
+    g_r = [torch.zeros_like(p) for p in params]
+    for part in retain:
+        g_r = [a + b for a, b in zip(g_r, pass_grads(trainer, part), strict=True)]
+    dot = sum((a * b).sum() for a, b in zip(g_f, g_r, strict=True))
+    rr = sum((b * b).sum() for b in g_r)
+    if dot < 0:
+        g_f = [a - dot / rr * b for a, b in zip(g_f, g_r, strict=True)]
+    want = [a + b for a, b in zip(g_f, g_r, strict=True)]
+
+    trainer.model.zero_grad(set_to_none=True)
+    trainer.current_gradient_accumulation_steps = 1
+    trainer.training_step(trainer.model, batch)
+    for p, t, w in zip(params, theta, want, strict=True):
+        torch.testing.assert_close(p.detach(), t, rtol=0, atol=0)
+        torch.testing.assert_close(p.grad, w, rtol=1e-4, atol=1e-6)
+    projected = trainer.gradient_plugin.last["projected"]
+    after = sum((a * b).sum() for a, b in zip(projected, g_r, strict=True))
+    assert after >= -1e-6 * float(rr)  # what is left of the forget gradient does not work against retain
+
+
 def test_sam_steps_take_the_forget_loss_uphill_and_still_forget(tiny, tofu_rows, tmp_path):
     """delta* is an ascent direction of the forget loss (the worst case SAM minimizes is worse than theta), at every
     step; and the recipe still forgets. (On this toy, relearning resistance itself was not better than plain NPO's:

@@ -33,6 +33,7 @@ SETTINGS = {
     "graddiff-one-pass": {"recipe": "graddiff", "split_passes": False},
     "graddiff-gu": {"recipe": "graddiff", "projection": "gu"},
     "npo-sam": {"recipe": "npo", "smoothing": "sam", "sam_rho": 0.05},
+    "npo-stableun": {"recipe": "npo", "smoothing": "stableun", "sam_rho": 0.05},
     "undial": {},
     "idkdpo": {},
 }

@@ -146,11 +146,18 @@ class UnlearnConfig(TrainingArguments):
         default="none",
         metadata={
             "help": "`sam`: minimize the forget loss at its worst weights within `sam_rho` (sharpness-aware "
-            "unlearning, arXiv:2502.05374): resists relearning, two forget passes per step."
+            "unlearning, arXiv:2502.05374): two forget passes per step. `stableun`: the forget gradients at SAM's "
+            "point and `stableun_noise_points` random ones averaged, then projected off a conflicting retain "
+            "gradient (arXiv:2509.20230)."
         },
     )
     sam_rho: float = field(
-        default=0.01, metadata={"help": "`smoothing: sam`: radius of the weight perturbation (trainable weights)."}
+        default=0.01,
+        metadata={"help": "`smoothing: sam | stableun`: radius of the weight perturbation (trainable weights)."},
+    )
+    stableun_noise_points: int = field(
+        default=1,
+        metadata={"help": "`smoothing: stableun`: random points (radius `sam_rho`) beside SAM's adversarial one."},
     )
     overwrite: bool = field(default=False, metadata={"help": "Replace an earlier unlearn run in `output_dir`."})
     resume: bool = field(default=False, metadata={"help": "Continue the run in `output_dir` from its last checkpoint."})
@@ -186,14 +193,16 @@ class UnlearnConfig(TrainingArguments):
         _check_choice("retain_sampling", self.retain_sampling, ("cycle", "random", "entity"))
         _check_choice("dtype", self.dtype, ("float32", "bfloat16", "float16", "auto"))
         _check_choice("projection", self.projection, ("none", "gu"))
-        _check_choice("smoothing", self.smoothing, ("none", "sam"))
+        _check_choice("smoothing", self.smoothing, ("none", "sam", "stableun"))
         if self.smoothing != "none" and self.projection != "none":
             raise UnlearnError(
                 f"`smoothing: {self.smoothing}` and `projection: {self.projection}` each rewrite the step's gradient; "
                 "choose one."
             )
-        if self.smoothing == "sam" and not self.sam_rho > 0:
+        if self.smoothing != "none" and not self.sam_rho > 0:
             raise UnlearnError(f"`sam_rho` must be > 0 (a radius in weight space, e.g. 0.01), got {self.sam_rho}.")
+        if self.stableun_noise_points < 0:
+            raise UnlearnError(f"`stableun_noise_points` must be >= 0, got {self.stableun_noise_points}.")
         _check_choice("quantization", self.quantization, ("none", "4bit", "8bit"))
         if self.quantization != "none" and self.adapter == "none":
             raise UnlearnError(

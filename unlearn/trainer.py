@@ -171,15 +171,15 @@ class UnlearnTrainer(Trainer):
             from .projection import GradientProjection
 
             self.gradient_plugin = GradientProjection(self)
-        elif args.smoothing == "sam":
+        elif args.smoothing != "none":
             if self.is_deepspeed_enabled:
                 raise UnlearnError(
-                    "`smoothing: sam` moves the weights between two backward passes of a step, and DeepSpeed steps "
-                    "its optimizer inside each backward; run it without DeepSpeed (DDP or FSDP)."
+                    f"`smoothing: {args.smoothing}` moves the weights between backward passes of a step, and "
+                    "DeepSpeed steps its optimizer inside each backward; run it without DeepSpeed (DDP or FSDP)."
                 )
-            from .smoothing import SharpnessAware
+            from .smoothing import SharpnessAware, StableUN
 
-            self.gradient_plugin = SharpnessAware(self)
+            self.gradient_plugin = {"sam": SharpnessAware, "stableun": StableUN}[args.smoothing](self)
 
     # ---- data -------------------------------------------------------------------------------------------------
 
