@@ -1,6 +1,7 @@
-"""What UNDIAL and IdkDPO compute, checked by hand on the tiny model: UNDIAL's teacher lowers exactly the forget
-token's logit and its loss is the KL to that teacher; IdkDPO's loss is DPO's on (refusal, answer) and training
-makes the refusal the likelier answer."""
+"""What UNDIAL, IdkDPO and KIF compute, checked by hand on the tiny model: UNDIAL's teacher lowers exactly the
+forget token's logit and its loss is the KL to that teacher; IdkDPO's loss is DPO's on (refusal, answer) and
+training makes the refusal the likelier answer; KIF's signature is the forget activations' top singular subspace
+around the retain mean, and training erases most of its energy."""
 
 from __future__ import annotations
 
@@ -103,3 +104,32 @@ def test_idkdpo_starts_at_dpo_loss_and_prefers_the_refusal_after_training(tiny, 
     refusal_after, _ = logps_of(trainer.model, tok, trainer.refusal_examples)
     gain = (refusal_after - answer_after) - (refusal_before - answer_before)
     assert (gain > 0).all() and gain.mean() > 20.0, gain  # nats: the refusal gains on the answer, every row
+
+
+def test_kif_signature_is_the_top_singular_subspace_and_training_erases_it(tiny, tofu_rows, tmp_path):
+    model, tok = tiny
+    trainer = make(
+        "kif",
+        copy.deepcopy(model),
+        tok,
+        tofu_rows,
+        tmp_path,
+        kif_layer=0,
+        kif_rank=4,
+        learning_rate=3e-2,
+        num_train_epochs=10,
+    )
+    sig = trainer.signature(trainer.model)
+    basis = sig["basis"]
+    torch.testing.assert_close(basis.T @ basis, torch.eye(4), atol=1e-4, rtol=0)  # orthonormal
+    h_f = trainer._answer_activations(trainer.model, trainer.forget_examples)
+    d = h_f - sig["mu_r"]
+    captured = ((d @ basis) ** 2).sum()
+    # No other 4-dimensional subspace holds more of the forget activations' deviation (here: a random one).
+    other, _ = torch.linalg.qr(torch.randn(d.shape[1], 4))
+    assert captured > ((d @ other) ** 2).sum()
+    trainer.train()
+    losses = [r["forget_loss"] for r in trainer.state.log_history if "forget_loss" in r]
+    # The fraction of the signature's energy left: about all of it at the start (a batch's share of the forget
+    # set's mean), most of it gone at the end.
+    assert 0.5 < losses[0] < 1.5 and losses[-1] < 0.3 * losses[0], losses

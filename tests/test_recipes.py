@@ -33,6 +33,8 @@ TEST_CASES = [
     ("reglora", {"learning_rate": 3e-3}),
     ("undial", {"learning_rate": 1e-2, "num_train_epochs": 10}),
     ("idkdpo", {"learning_rate": 1e-2, "num_train_epochs": 10}),
+    # KIF erases the signature at layer 0 of the 2-layer model (measured: forget 0.008 -> 0.885, retain -> 0.050).
+    ("kif", {"kif_layer": 0, "learning_rate": 3e-2, "num_train_epochs": 10}),
 ]
 
 

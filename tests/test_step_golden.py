@@ -36,6 +36,7 @@ SETTINGS = {
     "npo-stableun": {"recipe": "npo", "smoothing": "stableun", "sam_rho": 0.05},
     "undial": {},
     "idkdpo": {},
+    "kif": {"kif_layer": 0},
 }
 SHARED = {
     "max_steps": 2,

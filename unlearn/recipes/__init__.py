@@ -39,4 +39,4 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Un
     return recipe_config(values)
 
 
-from . import ga, graddiff, grpo, gslora, ickul, idk, idkdpo, npo, reglora, rmu, sae, simnpo, ssd, undial  # noqa: E402,F401  (each registers itself)
+from . import ga, graddiff, grpo, gslora, ickul, idk, idkdpo, kif, npo, reglora, rmu, sae, simnpo, ssd, undial  # noqa: E402,F401  (each registers itself)

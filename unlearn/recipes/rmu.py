@@ -71,6 +71,10 @@ class RMUTrainer(UnlearnTrainer):
     data_needs = "forget (+ retain when retain_weight > 0): QA pairs or text"
     can_split_passes = False  # its retain term compares the retain rows of the forget rows' pass
 
+    def layer_setting(self) -> tuple[int, str]:
+        """The decoder layer whose output the losses read, and the setting that names it."""
+        return self.args.rmu_layer, "rmu_layer"
+
     def _hidden(self, model, input_ids, attention_mask):
         """The model's outputs and its layer-l output activations, (B, T, H).
 
@@ -80,14 +84,14 @@ class RMUTrainer(UnlearnTrainer):
         """
         inner = self.accelerator.unwrap_model(model)
         n_layers = inner.config.num_hidden_layers
-        if self.args.rmu_layer >= n_layers - 1:
+        layer, name = self.layer_setting()
+        if layer >= n_layers - 1:
             raise UnlearnError(
-                f"`rmu_layer` {self.args.rmu_layer} must be below the last layer ({n_layers - 1}): the "
-                "last hidden state is normalized."
+                f"`{name}` {layer} must be below the last layer ({n_layers - 1}): the last hidden state is normalized."
             )
         if getattr(self, "_layer_above", None) is None:  # found once: the walk over every module is not per step
             layers = next(m for m in inner.modules() if isinstance(m, torch.nn.ModuleList) and len(m) == n_layers)
-            self._layer_above = layers[self.args.rmu_layer + 1]
+            self._layer_above = layers[layer + 1]
         # Registered for this call only: the model leaves training (to evaluation, attacks, relearning) without it.
         hook = self._layer_above.register_forward_pre_hook(_detach_input, with_kwargs=True)
         extra = {"logits_to_keep": 1} if self.loss_head() is not None else {}
@@ -95,7 +99,7 @@ class RMUTrainer(UnlearnTrainer):
             out = model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True, **extra)
         finally:
             hook.remove()
-        return out, out.hidden_states[self.args.rmu_layer + 1]
+        return out, out.hidden_states[layer + 1]
 
     @torch.no_grad()
     def _logps(self, out, labels) -> tuple[torch.Tensor, torch.Tensor]:
