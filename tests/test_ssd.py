@@ -58,6 +58,10 @@ def test_ssd_dampens_by_the_rule_forgets_and_reloads(tiny, tiny_model_dir, tofu_
     n_params = sum(p.numel() for p in model.parameters())
     assert 0 < meta["changed_elements"] < n_params / 2
     assert json.loads((out / "run.json").read_text())["recipe"] == "ssd"
+    from unlearn.hub import files_to_upload
+
+    uploaded = files_to_upload(out)
+    assert {DELTA_FILE, "delta_config.json", "run.json"} <= set(uploaded) and "model.safetensors" not in uploaded
     loaded, _ = load_model_or_adapter(str(out))
     ids = torch.tensor([tok("Question: who?\nAnswer: The author")["input_ids"]])
     with torch.no_grad():

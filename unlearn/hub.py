@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from .delta import DELTA_CONFIG, DELTA_FILE, is_delta_dir
 from .errors import UnlearnError
 from .locations import HUB_ID, is_hub_id, offline
 from .rundir import CONFIG_FILE, LOG_FILE, RUN_FILE
@@ -90,6 +91,8 @@ def check_run(run_dir: str | os.PathLike) -> Path:
     names = [p.name for p in run.iterdir() if p.is_file()]
     if (run / "adapter_config.json").is_file():
         needed = ["adapter_model.safetensors"]
+    elif is_delta_dir(run):  # a training-free run: a sparse weight delta on its base (`unlearn.delta`)
+        needed = []
     elif (run / "config.json").is_file():  # adapter: none, a full model
         shards = [n for n in names if _matches(n, ("model.safetensors", "model-*-of-*.safetensors"))]
         needed = [] if shards else ["model.safetensors"]
@@ -160,13 +163,21 @@ def files_to_upload(run_dir: str | os.PathLike, include_data: bool = False) -> d
     base_id = base_model_id(run)
     out: dict[str, Path | bytes] = {}
     top = sorted(p.name for p in run.iterdir() if p.is_file())
-    weights = ADAPTER_FILES if (run / "adapter_config.json").is_file() else FULL_FILES
+    if (run / "adapter_config.json").is_file():
+        weights = ADAPTER_FILES
+    elif is_delta_dir(run):
+        weights = (DELTA_FILE, DELTA_CONFIG)
+    else:
+        weights = FULL_FILES
     wanted = weights + TOKENIZER_FILES + (RUN_FILE, LOG_FILE) + (DATA_FILES if include_data else ())
     for name in top:
         if _matches(name, wanted):
             out[name] = run / name
     if "adapter_config.json" in out:
         out["adapter_config.json"] = _public_adapter_config(run, base_id)
+    if DELTA_CONFIG in out and base_id:  # the base as a Hub id, so that the delta can be applied elsewhere
+        delta = json.loads((run / DELTA_CONFIG).read_text())
+        out[DELTA_CONFIG] = (json.dumps({**delta, "base_model_name_or_path": base_id}, indent=2) + "\n").encode()
     config = _public_config(run, include_data)
     if config is not None:
         out[CONFIG_FILE] = config
