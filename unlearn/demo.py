@@ -25,6 +25,10 @@ from typing import Any
 
 from .errors import UnlearnError
 
+# Measured again with the 16 facts and the "still stated" check (benchmarks/results/demo_smollm2/): graddiff states
+# 1 of 15 known facts after (0.27 before: SmolLM2 often rambles past the name), neighbors 1.00, retain 0.88 (0.75
+# before), relearning 0.40, few-shot probe 0.14, 4-bit 0.00; NPO at 1e-3 with SAM (rho 1) also states 1 of 15 but
+# retain falls to 0.38 (retain probability 0.49 -> 0.12). So graddiff stays the default.
 # Chosen on SmolLM2-135M-Instruct with 2 CPU cores (about 2 minutes of training): graddiff at 5e-4 raised the
 # forget NLL by 1.37 nats/token while retain fell by 0.27 and neighbors by 0.06; NPO at 3e-4 raised forget by 1.22
 # but also retain by 0.77; SimNPO's default weights (forget 0.125) lowered every NLL, forget included.
