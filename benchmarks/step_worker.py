@@ -54,6 +54,8 @@ SKIPPED = {
     "(benchmarks/eval_throughput.py measures generation), not one forward/backward",
     "sae": "needs a sparse autoencoder trained first (`unlearn sae-train`, extra `sae`); its step adds one "
     "no-grad entity pass to a gradient-ascent step",
+    "ssd": "training-free: two Fisher passes over the data, no training step (its cost is the entry's minutes in "
+    "the benchmark's RESULTS.md)",
 }
 LONG_REFUSAL = "I'm sorry, but I don't have any information about that, so I can't answer the question."
 LONG_FORGOT = "I forgot."
@@ -302,8 +304,8 @@ def step_flops_per_token(shape: dict[str, int], n_trainable: int, seq_len: int, 
 
 def fit_to_model(recipe: str, model) -> dict[str, Any]:
     """Recipe settings that the model's size forces (RMU steers a layer below the last)."""
-    if recipe == "rmu":
-        return {"rmu_layer": min(7, max(0, model.config.num_hidden_layers - 2))}
+    if recipe in ("rmu", "kif"):
+        return {f"{recipe}_layer": min(7, max(0, model.config.num_hidden_layers - 2))}
     return {}
 
 
