@@ -40,31 +40,47 @@ def pass_grads(trainer, part) -> list[torch.Tensor]:
     return list(torch.autograd.grad(loss, params))
 
 
-def test_sam_step_is_the_perturbed_forget_gradient_plus_the_retain_gradient(tiny, tofu_rows, tmp_path):
-    model, tok = tiny
-    trainer = make_trainer(copy.deepcopy(model), tok, tofu_rows, tmp_path, smoothing="sam", sam_rho=RHO)
+def step_setup(trainer):
+    """A batch, the trainable weights moved off LoRA's zero B (where A's gradient vanishes, so that every direction
+    counts), and a copy of them (theta)."""
     trainer.model.train()
     batch = next(iter(trainer.get_train_dataloader()))
     params = [p for p in trainer.model.parameters() if p.requires_grad]
-    # LoRA's B starts at zero, where A's gradient vanishes: move off it so that every direction counts.
     with torch.no_grad():
         for p in params:
             p.add_(0.05 * torch.randn_like(p))
-    theta = [p.detach().clone() for p in params]
+    return batch, params, [p.detach().clone() for p in params]
+
+
+def grad_at(trainer, part, params, theta, delta) -> list[torch.Tensor]:
+    """The gradient of `part`'s loss at theta + delta, the weights put back at theta after."""
+    with torch.no_grad():
+        for p, t, d in zip(params, theta, delta, strict=True):
+            p.copy_(t + d)
+    g = pass_grads(trainer, part)
+    with torch.no_grad():
+        for p, t in zip(params, theta, strict=True):
+            p.copy_(t)
+    return g
+
+
+def retain_grad(trainer, parts, params) -> list[torch.Tensor]:
+    g_r = [torch.zeros_like(p) for p in params]
+    for part in parts:
+        g_r = [a + b for a, b in zip(g_r, pass_grads(trainer, part), strict=True)]
+    return g_r
+
+
+def test_sam_step_is_the_perturbed_forget_gradient_plus_the_retain_gradient(tiny, tofu_rows, tmp_path):
+    model, tok = tiny
+    trainer = make_trainer(copy.deepcopy(model), tok, tofu_rows, tmp_path, smoothing="sam", sam_rho=RHO)
+    batch, params, theta = step_setup(trainer)
 
     forget, *retain = trainer.split_passes(batch)
     g_f = pass_grads(trainer, forget)
     norm = torch.sqrt(sum((g**2).sum() for g in g_f))
-    with torch.no_grad():
-        for p, g in zip(params, g_f, strict=True):
-            p.add_(RHO * g / norm)
-    want = pass_grads(trainer, forget)
-    with torch.no_grad():
-        for p, t in zip(params, theta, strict=True):
-            p.copy_(t)
-    g_r = [torch.zeros_like(p) for p in params]
-    for part in retain:
-        g_r = [a + b for a, b in zip(g_r, pass_grads(trainer, part), strict=True)]
+    want = grad_at(trainer, forget, params, theta, [RHO * g / norm for g in g_f])
+    g_r = retain_grad(trainer, retain, params)
     plain, want = [f + r for f, r in zip(g_f, g_r, strict=True)], [w + r for w, r in zip(want, g_r, strict=True)]
 
     trainer.model.zero_grad(set_to_none=True)
@@ -82,36 +98,18 @@ def test_sam_step_is_the_perturbed_forget_gradient_plus_the_retain_gradient(tiny
 def test_stableun_step_averages_neighbourhood_points_and_projects_off_the_retain_gradient(tiny, tofu_rows, tmp_path):
     model, tok = tiny
     trainer = make_trainer(copy.deepcopy(model), tok, tofu_rows, tmp_path, smoothing="stableun", sam_rho=RHO)
-    trainer.model.train()
-    batch = next(iter(trainer.get_train_dataloader()))
-    params = [p for p in trainer.model.parameters() if p.requires_grad]
-    with torch.no_grad():
-        for p in params:
-            p.add_(0.05 * torch.randn_like(p))
-    theta = [p.detach().clone() for p in params]
-
-    def grad_at(part, delta):
-        with torch.no_grad():
-            for p, t, d in zip(params, theta, delta, strict=True):
-                p.copy_(t + d)
-        g = pass_grads(trainer, part)
-        with torch.no_grad():
-            for p, t in zip(params, theta, strict=True):
-                p.copy_(t)
-        return g
+    batch, params, theta = step_setup(trainer)
 
     forget, *retain = trainer.split_passes(batch)
     g0 = pass_grads(trainer, forget)
     norm = torch.sqrt(sum((g**2).sum() for g in g0))
-    sam_point = grad_at(forget, [RHO * g / norm for g in g0])
+    sam_point = grad_at(trainer, forget, params, theta, [RHO * g / norm for g in g0])
     gen = torch.Generator().manual_seed(0)  # seed 0, step 0
     u = [torch.randn(p.shape, generator=gen) for p in params]
     u_norm = torch.sqrt(sum((x**2).sum() for x in u))
-    noise_point = grad_at(forget, [RHO * x / u_norm for x in u])
+    noise_point = grad_at(trainer, forget, params, theta, [RHO * x / u_norm for x in u])
     g_f = [(a + b) / 2 for a, b in zip(sam_point, noise_point, strict=True)]
-    g_r = [torch.zeros_like(p) for p in params]
-    for part in retain:
-        g_r = [a + b for a, b in zip(g_r, pass_grads(trainer, part), strict=True)]
+    g_r = retain_grad(trainer, retain, params)
     dot = sum((a * b).sum() for a, b in zip(g_f, g_r, strict=True))
     rr = sum((b * b).sum() for b in g_r)
     if dot < 0:

@@ -117,11 +117,7 @@ def load_model_or_adapter(path: str, dtype: str = "float32"):
         local = download_adapter(path) or local  # a Hub adapter repo (the local cache only, with HF_HUB_OFFLINE)
     if is_delta_dir(local):  # a sparse weight delta on its base (training-free recipes: `unlearn.delta`)
         model, tokenizer = load_model_and_tokenizer(delta_base(local), dtype)
-        if (local / "tokenizer_config.json").is_file():
-            from transformers import AutoTokenizer
-
-            tokenizer = AutoTokenizer.from_pretrained(local)
-        return apply_delta(model, local).eval(), tokenizer
+        return apply_delta(model, local).eval(), _run_tokenizer(local, tokenizer)
     if not (local / "adapter_config.json").is_file():
         return load_model_and_tokenizer(path, dtype)
     run_file = local / RUN_FILE
@@ -137,11 +133,16 @@ def load_model_or_adapter(path: str, dtype: str = "float32"):
             f"Adapter `{path}` does not say which base model it belongs to (no base_model_name_or_path)."
         )
     model, tokenizer = load_model_and_tokenizer(base, dtype)
-    if (local / "tokenizer_config.json").is_file():
-        from transformers import AutoTokenizer
+    return PeftModel.from_pretrained(model, local).eval(), _run_tokenizer(local, tokenizer)
 
-        tokenizer = AutoTokenizer.from_pretrained(local)
-    return PeftModel.from_pretrained(model, local).eval(), tokenizer
+
+def _run_tokenizer(run: Path, base_tokenizer):
+    """The tokenizer a run saved beside its weights (it may add tokens), else its base model's."""
+    if not (run / "tokenizer_config.json").is_file():
+        return base_tokenizer
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(run)
 
 
 def ensure_pad_token(tokenizer) -> None:

@@ -75,11 +75,11 @@ class SharpnessAware:
         self.rho = trainer.args.sam_rho
         self.last: dict[str, object] = {}
 
-    def forget_grad_at(self, trainer, params, start, delta, forget_pass, run_pass):
+    def forget_grad_at(self, trainer, params, theta, start, delta, forget_pass, run_pass):
         """The forget pass at theta + delta: its gradient (what it added to `.grad`) and its forget loss; the weights
-        and `.grad` are back at theta and `start` afterwards, and the step's logged terms are left as they were."""
+        and `.grad` are back at theta and `start` afterwards, and the step's logged terms are left as they were.
+        `theta` is a copy of the weights: restored by copy, as theta + delta - delta is not theta in floats."""
         logged = dict(trainer._step_metrics)
-        theta = [p.detach().clone() for p in params]  # restored by copy: theta + delta - delta is not theta in floats
         with torch.no_grad():
             for p, d in zip(params, delta, strict=True):
                 p.add_(d)
@@ -97,10 +97,10 @@ class SharpnessAware:
         _set_grads(params, start)
         return grad, loss
 
-    def forget_gradient(self, trainer, params, start, g_f, norm, forget_pass, run_pass):
+    def forget_gradient(self, trainer, params, theta, start, g_f, norm, forget_pass, run_pass):
         """The forget gradient the step keeps: SAM's, at theta + delta*."""
         delta = [self.rho * g / norm.clamp(min=1e-12) for g in g_f]
-        grad, perturbed = self.forget_grad_at(trainer, params, start, delta, forget_pass, run_pass)
+        grad, perturbed = self.forget_grad_at(trainer, params, theta, start, delta, forget_pass, run_pass)
         if perturbed is not None:
             trainer.log_metric("sam_forget_loss", perturbed)
         self.last["delta"] = delta
@@ -116,7 +116,8 @@ class SharpnessAware:
         g_theta = _minus(_grads(params), start)
         norm = _norm(g_theta)
         self.last = {"grad_norm": norm, "forget_grad_at_theta": g_theta}
-        g_f = self.forget_gradient(trainer, params, start, g_theta, norm, passes[0], run_pass)
+        theta = [p.detach().clone() for p in params]  # one copy per step, for every perturbed pass
+        g_f = self.forget_gradient(trainer, params, theta, start, g_theta, norm, passes[0], run_pass)
         with_forget = [s + f for s, f in zip(start, g_f, strict=True)]
         _set_grads(params, with_forget)
         for i, part in enumerate(passes[1:], start=1):  # the retain passes at theta; the last one all-reduces
@@ -143,13 +144,14 @@ class StableUN(SharpnessAware):
         self.noise_points = trainer.args.stableun_noise_points
         self.seed = trainer.args.seed
 
-    def forget_gradient(self, trainer, params, start, g_f, norm, forget_pass, run_pass):
-        grads = [super().forget_gradient(trainer, params, start, g_f, norm, forget_pass, run_pass)]
+    def forget_gradient(self, trainer, params, theta, start, g_f, norm, forget_pass, run_pass):
+        grads = [super().forget_gradient(trainer, params, theta, start, g_f, norm, forget_pass, run_pass)]
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + trainer.state.global_step)
         for _ in range(self.noise_points):
             u = [torch.randn(p.shape, generator=gen).to(p.device, p.dtype) for p in params]
             scale = self.rho / _norm(u).clamp(min=1e-12)
-            grad, _ = self.forget_grad_at(trainer, params, start, [scale * x for x in u], forget_pass, run_pass)
+            delta = [scale * x for x in u]
+            grad, _ = self.forget_grad_at(trainer, params, theta, start, delta, forget_pass, run_pass)
             grads.append(grad)
         return [sum(parts) / len(grads) for parts in zip(*grads, strict=True)]
 

@@ -303,17 +303,24 @@ class UnlearnTrainer(Trainer):
         """
         if self.args.retain_loss == "nll":
             return -fwd.logps[is_retain] / fwd.n_tokens[is_retain].clamp(min=1)
+        return self.reference_kl(model, fwd, inputs, is_retain)
+
+    def reference_kl(self, model, fwd: Forward, inputs, rows: torch.Tensor, adjust=None) -> torch.Tensor:
+        """Per selected row (`rows`, a boolean mask over the batch): KL(reference || model) of the next-token
+        distributions averaged over its answer tokens, the reference being the adapter-disabled model run on those
+        rows; `adjust(ref_logits, targets)` rewrites the reference's logits first (UNDIAL's teacher)."""
         ref = self.accelerator.unwrap_model(model)
-        ids, mask, labels = (inputs[k][is_retain] for k in ("input_ids", "attention_mask", "loss_labels"))
+        ids, mask, labels = (inputs[k][rows] for k in ("input_ids", "attention_mask", "loss_labels"))
         head = self.loss_head()
         if head is not None:
             with reference_mode(ref):
                 _, ref_hidden = final_hidden(ref, ids, mask)
             reference = functools.partial(reference_mode, ref)
-            return head_kl(head, fwd.hidden[is_retain], ref_hidden, labels, self.args.loss_chunk_tokens, reference)
+            chunk = self.args.loss_chunk_tokens
+            return head_kl(head, fwd.hidden[rows], ref_hidden, labels, chunk, reference, adjust)
         with reference_mode(ref):
             ref_logits = ref(input_ids=ids, attention_mask=mask).logits
-        return logits_kl(fwd.outputs.logits[is_retain], ref_logits, labels)
+        return logits_kl(fwd.outputs.logits[rows], ref_logits, labels, adjust)
 
     # ---- the step ---------------------------------------------------------------------------------------------
 

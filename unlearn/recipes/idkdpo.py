@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config import UnlearnConfig
-from ..data import detect_shape, pad_rows, tokenize
+from ..data import IGNORE_INDEX, detect_shape, pad_rows, tokenize
 from ..logprobs import model_logps
 from ..trainer import Forward, Term, UnlearnTrainer, mean_nll
 from .idk import with_refusals
@@ -70,7 +70,7 @@ class IdkDPOTrainer(UnlearnTrainer):
         refusals["loss_labels"] = refusals.pop("labels")
         batch = {k: inputs[k] for k in ("input_ids", "attention_mask", "loss_labels")}
         width = max(batch["input_ids"].shape[1], refusals["input_ids"].shape[1])
-        pads = {"input_ids": pad_id, "attention_mask": 0, "loss_labels": -100}
+        pads = {"input_ids": pad_id, "attention_mask": 0, "loss_labels": IGNORE_INDEX}
         batch, refusals = _pad_to(batch, width, pads), _pad_to(refusals, width, pads)
         logps, n_tokens, outputs, hidden = model_logps(
             model,

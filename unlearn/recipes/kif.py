@@ -34,7 +34,7 @@ from ..data import IGNORE_INDEX, pad_rows
 from ..errors import UnlearnError
 from ..trainer import Term
 from .registry import register
-from .rmu import RMUTrainer
+from .rmu import RMUTrainer, mlp_targets_up_to
 
 
 @dataclass
@@ -53,9 +53,7 @@ class KIFConfig(UnlearnConfig):
 
     def __post_init__(self):
         if self.lora_target_modules is None:
-            self.lora_target_modules = [
-                f"layers.{i}.mlp.down_proj" for i in range(max(0, self.kif_layer - 2), self.kif_layer + 1)
-            ]
+            self.lora_target_modules = mlp_targets_up_to(self.kif_layer)
         super().__post_init__()
         if self.kif_layer < 0 or self.kif_rank < 1:
             raise UnlearnError(f"`kif_layer` must be >= 0 and `kif_rank` >= 1; got {self.kif_layer}, {self.kif_rank}.")

@@ -28,6 +28,11 @@ from ..trainer import Forward, Term, UnlearnTrainer
 from .registry import register
 
 
+def mlp_targets_up_to(layer: int) -> list[str]:
+    """The MLP down-projections of layers layer-2..layer: the parameters WMDP updates, for a loss read at `layer`."""
+    return [f"layers.{i}.mlp.down_proj" for i in range(max(0, layer - 2), layer + 1)]
+
+
 @dataclass
 class RMUConfig(UnlearnConfig):
     recipe: str = field(default="rmu", metadata={"help": "Recipe name."})
@@ -45,9 +50,7 @@ class RMUConfig(UnlearnConfig):
 
     def __post_init__(self):
         if self.lora_target_modules is None:
-            self.lora_target_modules = [
-                f"layers.{i}.mlp.down_proj" for i in range(max(0, self.rmu_layer - 2), self.rmu_layer + 1)
-            ]
+            self.lora_target_modules = mlp_targets_up_to(self.rmu_layer)
         super().__post_init__()
         if self.rmu_layer < 0:
             raise UnlearnError(f"`rmu_layer` must be >= 0, got {self.rmu_layer}.")

@@ -21,10 +21,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..adapter import reference_mode
 from ..config import UnlearnConfig
 from ..errors import UnlearnError
-from ..logprobs import final_hidden, head_kl, logits_kl
 from ..trainer import Term, UnlearnTrainer
 from .registry import register
 
@@ -68,20 +66,6 @@ class UNDIALTrainer(UnlearnTrainer):
     forget_loss = None  # the forget term reads the teacher's logits: `extra_losses`
 
     def extra_losses(self, model, inputs, fwd):
-        is_forget = inputs["is_forget"]
-        ids, mask, labels = (inputs[k][is_forget] for k in ("input_ids", "attention_mask", "loss_labels"))
-        teacher = self.accelerator.unwrap_model(model)
         adjust = functools.partial(lower_target, self.args.undial_strength)
-        head = self.loss_head()
-        if head is not None:
-            with reference_mode(teacher):
-                _, ref_hidden = final_hidden(teacher, ids, mask)
-            reference = functools.partial(reference_mode, teacher)
-            kl = head_kl(
-                head, fwd.hidden[is_forget], ref_hidden, labels, self.args.loss_chunk_tokens, reference, adjust
-            )
-        else:
-            with reference_mode(teacher):
-                ref_logits = teacher(input_ids=ids, attention_mask=mask).logits
-            kl = logits_kl(fwd.outputs.logits[is_forget], ref_logits, labels, adjust)
+        kl = self.reference_kl(model, fwd, inputs, inputs["is_forget"], adjust)  # the teacher: adapter disabled
         return {"forget_loss": Term(kl.mean(), self.args.forget_weight)}
