@@ -175,3 +175,100 @@ def test_sae_recipe_without_sae_lens_names_the_extra(tiny, tofu_rows, tmp_path, 
         unlearn.get_recipe("sae")(
             model=model, args=args, forget=tofu_rows["forget"], retain=tofu_rows["retain"], processing_class=tok
         )
+
+
+# ---- answered before the training stack is imported (`unlearn.precheck`) -------------------------------------------
+
+FAST_CHECK = """
+import contextlib, io, json, sys
+from unlearn.cli import main
+
+out = []
+for argv in json.loads(sys.argv[1]):
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        rc = main(argv)
+    out.append([rc, err.getvalue()])
+print(json.dumps({"results": out, "imported": sorted(m for m in ("torch", "transformers", "datasets") if m in sys.modules)}))
+"""
+
+
+def test_cli_answers_bad_config_and_data_before_importing_the_training_stack(tiny_model_dir, data_files, tmp_path):
+    """Each bad input of a new user gets its clear error, and none of them waited for torch, transformers or the
+    model to load (measured on the development machine: 32-49 s before these checks moved ahead of the imports)."""
+    import subprocess
+    import sys
+
+    from test_cli import ENV, write_config
+
+    bad_line = tmp_path / "bad.jsonl"
+    bad_line.write_text('{"question": "Q1", "answer": "A1"}\n{"question": "Q2", "answer": }\n')
+    no_answer = tmp_path / "no_answer.jsonl"
+    no_answer.write_text('{"question": "Q1", "answer": "A1"}\n{"question": "Q2"}\n')
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    done = tmp_path / "done"
+    done.mkdir()
+    (done / "unlearn_config.yaml").write_text("recipe: graddiff\n")
+    (done / "run.json").write_text("{}")
+    cfg = write_config(tmp_path / "c.yaml", tiny_model_dir, data_files, tmp_path / "run")
+    cases = {
+        f"forget={bad_line}": f"`{bad_line}` line 2 is not valid JSON",
+        "learning_rate=-1e-4": "`learning_rate` must be > 0",
+        "max_steps=0": "0 would train nothing",
+        "lerning_rate=1": "Did you mean 'learning_rate'",
+        f"forget={tmp_path / 'missing.jsonl'}": "missing.jsonl` does not exist",
+        f"forget={empty}": "forget set is empty",
+        f"forget={no_answer}": "line 2 has no `answer`",
+        "model_name_or_path=": "No model given",
+        "retain=": "Recipe `graddiff` uses a retain set",
+        f"output_dir={done}": "holds a completed unlearn run",
+        "recipe=nop": "Did you mean 'npo'",
+    }
+    argv = [["forget", str(cfg), override] for override in cases]
+    proc = subprocess.run(
+        [sys.executable, "-c", FAST_CHECK, json.dumps(argv)], env=ENV, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout.splitlines()[-1])
+    for (override, expected), (rc, stderr) in zip(cases.items(), report["results"], strict=True):
+        assert rc == 2 and expected in stderr and "Traceback" not in stderr, (override, stderr)
+    assert report["imported"] == [], "a check waited for the training stack"
+
+
+def test_settings_out_of_range_are_refused_in_the_config():
+    from unlearn.recipes import recipe_config
+
+    for key, value, expected in [
+        ("learning_rate", -1e-4, "`learning_rate` must be > 0"),
+        ("learning_rate", "1e-4x", "`learning_rate` must be a number"),
+        ("max_steps", 0, "-1 \\(the default\\) to train `num_train_epochs`"),
+        ("per_device_train_batch_size", 0, "whole number >= 1"),
+        ("lora_r", 0, "LoRA rank"),
+    ]:
+        with pytest.raises(UnlearnError, match=expected):
+            recipe_config({"recipe": "ga", key: value, "output_dir": "x"})
+    assert recipe_config({"recipe": "ga", "max_steps": -1, "output_dir": "x"}).max_steps == -1
+
+
+def test_malformed_jsonl_names_the_file_and_line(tiny, tmp_path):
+    model, tok = tiny
+    path = tmp_path / "forget.jsonl"
+    path.write_text('{"question": "Q", "answer": "A"}\n\n{"question": "Q", "answer": "A",}\n')
+    with pytest.raises(UnlearnError, match=r"forget.jsonl` line 3 is not valid JSON \(.* column 33\)"):
+        unlearn.forget(model, tok, str(path), recipe="ga")
+    path.write_text('["not", "an", "object"]\n')
+    with pytest.raises(UnlearnError, match="line 1 holds a JSON list, not an object"):
+        unlearn.forget(model, tok, str(path), recipe="ga")
+
+
+def test_max_length_beyond_the_model_positions_is_named(tiny, tofu_rows, tiny_model_dir, caplog):
+    """512 positions in the tiny model: the warning names the limit, from the model (Python) and from its
+    config.json (the command line's check, before the model loads)."""
+    from unlearn.precheck import model_position_limit
+
+    model, tok = tiny
+    assert model_position_limit(str(tiny_model_dir)) == model.config.max_position_embeddings == 512
+    with caplog.at_level("WARNING"):
+        unlearn.forget(model, tok, tofu_rows["forget"], recipe="ga", max_length=100_000, max_steps=1, disable_tqdm=True)
+    assert "only 512 positions" in caplog.text and "`max_length` <= 512" in caplog.text

@@ -3,6 +3,7 @@ leaves its base weights alone, and the saved adapter reloads with plain `peft` t
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -123,3 +124,20 @@ def test_the_catalogue_says_what_the_registry_says():
     listed = {r["name"]: (r["paper"], r["data_needs"], r["module"]) for r in catalogue()}
     registered = {n: (paper(c), c.data_needs, c.__module__) for n, c in unlearn.RECIPES.items()}
     assert listed == registered
+
+
+def test_config_fields_read_from_source_match_the_config_classes():
+    """`unlearn forget` refuses an unknown key, and sees a recipe's retain default, from the config sources before
+    the training stack is imported: the keys and literal defaults read there are those of the imported classes."""
+    from unlearn.recipe_catalogue import NOT_LITERAL, config_fields
+
+    for name, cls in unlearn.RECIPES.items():
+        read = config_fields(name)
+        if name == "grpo":  # its config derives from TRL's GRPOConfig, whose source is not read
+            assert read is None
+            continue
+        real = {f.name: f.default for f in dataclasses.fields(cls.config_class) if f.init}
+        assert read.keys() == real.keys(), name
+        literal = {k: v for k, v in read.items() if v is not NOT_LITERAL}
+        assert {"retain_weight", "retain_ratio", "learning_rate"} <= literal.keys(), name
+        assert literal == {k: real[k] for k in literal}, name

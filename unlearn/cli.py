@@ -19,24 +19,26 @@ from .errors import NonFiniteLossError, UnlearnError
 
 
 def cmd_forget(args: argparse.Namespace) -> int:
-    from .config import parse_overrides
+    from .precheck import parse_overrides, precheck_run, read_recipe_values
+
+    # The settings, data files and output directory are checked before the training stack is imported.
+    values = read_recipe_values(args.config, parse_overrides(args.overrides))
+    precheck_run(values)
+
     from .loading import load_model_and_tokenizer
-    from .recipes import load_config
+    from .recipes import get_recipe, recipe_config
     from .run import run
     from .rundir import check_output_dir
 
-    config = load_config(args.config, parse_overrides(args.overrides))
-    if not config.model_name_or_path:
-        raise UnlearnError("No model given: set `model_name_or_path` in the config or pass model_name_or_path=PATH.")
-    if config.forget is None:
-        raise UnlearnError(
-            "No forget data given: set `forget` in the config (e.g. `forget: tofu:forget10`) or pass forget=PATH."
-        )
-    check_output_dir(config)  # fail before the model is loaded
+    config = recipe_config(values)
+    check_output_dir(config)
+    # What depends on the recipe's defaults (a retain set it needs) and data the precheck cannot read (CSV,
+    # Parquet, a Hub dataset) is checked here, still before the model is loaded; the records are passed on.
+    forget, retain = get_recipe(config.recipe).load_data(config, config.forget, config.retain)
     model, tokenizer = load_model_and_tokenizer(
         config.model_name_or_path, config.dtype, quantization=config.quantization
     )
-    run(config, model, tokenizer, config.forget, config.retain)
+    run(config, model, tokenizer, forget, retain)
     from accelerate import PartialState
 
     if PartialState().is_main_process:
@@ -45,8 +47,8 @@ def cmd_forget(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .config import parse_overrides
     from .demo import run_demo
+    from .precheck import parse_overrides
 
     run_demo(
         model=args.model,
@@ -61,7 +63,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
     from .benchmarking import benchmark, load_protocol
-    from .config import parse_overrides
+    from .precheck import parse_overrides
 
     protocol = load_protocol(args.protocol, parse_overrides(args.overrides))
     out = Path(args.out or Path("runs") / "benchmark" / protocol.name)
@@ -99,10 +101,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_reference(args: argparse.Namespace) -> int:
-    from .config import parse_overrides
     from .evaluation import METRICS, evaluate, load_suite
     from .finetuning import finetune
     from .loading import ensure_pad_token, load_model_and_tokenizer
+    from .precheck import parse_overrides
 
     params = _suite_params(args)
     suite = load_suite(args.suite, **params)  # fail on a bad suite before training
@@ -141,8 +143,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_attack(args: argparse.Namespace) -> int:
     from .attacks import attack
-    from .config import parse_overrides
     from .loading import ensure_pad_token, load_model_and_tokenizer, load_model_or_adapter
+    from .precheck import parse_overrides
 
     model, tokenizer = load_model_or_adapter(args.model)
     ensure_pad_token(tokenizer)
@@ -200,7 +202,7 @@ def cmd_sae_train(args: argparse.Namespace) -> int:
 
 
 def _suite_params(args: argparse.Namespace) -> dict:
-    from .config import parse_overrides
+    from .precheck import parse_overrides
 
     params = parse_overrides(args.param)
     if args.forget_split:

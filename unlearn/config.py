@@ -11,16 +11,14 @@ import enum
 import os
 import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import yaml
 from transformers import TrainingArguments
 
-from .errors import UnlearnError, unknown_name
+from .errors import UnlearnError
+from .precheck import DEFAULT_KEYS, RULES, check_settings, parse_overrides, unknown_key_message  # noqa: F401  (public here too)
+from .rundir import default_output_dir
 
-# Fields that say how to run, not what to train: they may differ between a run and its resumption.
-RUN_CONTROL_FIELDS = {"resume", "overwrite", "output_dir", "logging_dir", "disable_tqdm"}
 # TrainingArguments fields that hold secrets; never written into a saved config.
 SECRET_FIELDS = {"hub_token"}
 
@@ -52,9 +50,13 @@ class UnlearnConfig(TrainingArguments):
         },
     )
     retain: Any = field(default=None, metadata={"help": "Retain data, in the same forms as `forget`."})
-    question_key: str = field(default="question", metadata={"help": "Column holding the question (QA data)."})
-    answer_key: str = field(default="answer", metadata={"help": "Column holding the answer (QA data)."})
-    text_key: str = field(default="text", metadata={"help": "Column holding raw text (text data)."})
+    question_key: str = field(
+        default=DEFAULT_KEYS["question_key"], metadata={"help": "Column holding the question (QA data)."}
+    )
+    answer_key: str = field(
+        default=DEFAULT_KEYS["answer_key"], metadata={"help": "Column holding the answer (QA data)."}
+    )
+    text_key: str = field(default=DEFAULT_KEYS["text_key"], metadata={"help": "Column holding raw text (text data)."})
     max_length: int = field(default=512, metadata={"help": "Longest tokenized example; longer ones are truncated."})
 
     retain_ratio: int = field(
@@ -179,7 +181,9 @@ class UnlearnConfig(TrainingArguments):
 
     def __post_init__(self):
         if self.output_dir is None:
-            self.output_dir = str(Path("runs") / self.recipe)
+            self.output_dir = str(default_output_dir(self.recipe))
+        # Ranges first: TrainingArguments and torch would refuse some of these later, in their own words.
+        check_settings({k: getattr(self, k, None) for k in RULES})
         if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not _has_accelerator():
             # Launched as several processes on a machine without an accelerator (`torchrun`, or `accelerate launch
             # --multi_gpu`): without `use_cpu` the Trainer would run each process alone instead of DDP over gloo.
@@ -213,14 +217,6 @@ class UnlearnConfig(TrainingArguments):
             raise UnlearnError(
                 "`projection: gu` projects against retain gradients: it needs `retain_weight` > 0 and a retain set."
             )
-        if self.retain_ratio < 0:
-            raise UnlearnError(f"`retain_ratio` must be >= 0, got {self.retain_ratio}.")
-        if self.loss_chunk_tokens < 0:
-            raise UnlearnError(
-                f"`loss_chunk_tokens` must be >= 0 (0 turns chunking off), got {self.loss_chunk_tokens}."
-            )
-        if self.max_length < 8:
-            raise UnlearnError(f"`max_length` must be at least 8 tokens, got {self.max_length}.")
         if self.remove_unused_columns:
             raise UnlearnError("`remove_unused_columns` must be False: unlearning batches carry extra columns.")
         if self.retain_loss == "kl" and self.adapter == "none":
@@ -293,17 +289,6 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-def parse_overrides(items: list[str]) -> dict[str, Any]:
-    """`["learning_rate=1e-5", "lora_target_modules=[q_proj,v_proj]"]` -> typed dict (values parsed as YAML)."""
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise UnlearnError(f"Override {item!r} is not of the form key=value (e.g. learning_rate=1e-5).")
-        out[key.strip()] = yaml.safe_load(value) if value != "" else None
-    return out
-
-
 def build_config(values: dict[str, Any], config_class: type[UnlearnConfig]) -> UnlearnConfig:
     """Instantiate `config_class` from flat `values`, rejecting unknown keys with suggestions.
 
@@ -312,7 +297,7 @@ def build_config(values: dict[str, Any], config_class: type[UnlearnConfig]) -> U
     known = [f.name for f in dataclasses.fields(config_class) if f.init]
     for key in values:
         if key not in known:
-            raise UnlearnError(unknown_name(f"config key for recipe `{values.get('recipe', 'ga')}`:", key, known))
+            raise UnlearnError(unknown_key_message(values.get("recipe", "ga"), key, known))
     hints = _type_hints(config_class)
     return config_class(**{k: _coerce(k, v, hints.get(k)) for k, v in values.items()})
 

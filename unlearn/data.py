@@ -22,6 +22,7 @@ import torch
 from . import tofu
 from .errors import UnlearnError
 from .locations import is_hub_id
+from .precheck import data_shape, read_json_records
 
 logger = logging.getLogger(__name__)
 
@@ -103,20 +104,8 @@ def _load_files(files: list[Path]) -> datasets.Dataset:
             f"Cannot read {[str(f) for f in files]}: pass files of one format among {', '.join(FILE_LOADERS)}."
         )
     if kinds == {"json"}:  # read JSON ourselves: no cache directory, no schema guessing across files
-        return datasets.Dataset.from_list([row for f in files for row in _read_json(f)])
+        return datasets.Dataset.from_list([row for f in files for row in read_json_records(f)])
     return datasets.load_dataset(kinds.pop(), data_files=[str(f) for f in files], split="train")
-
-
-def _read_json(path: Path) -> list[dict]:
-    text = path.read_text(encoding="utf-8")
-    if path.suffix == ".jsonl":
-        return [json.loads(line) for line in text.splitlines() if line.strip()]
-    data = json.loads(text)
-    if isinstance(data, dict) and len(data) == 1 and isinstance(next(iter(data.values())), list):
-        data = next(iter(data.values()))  # {"data": [...]} style
-    if not isinstance(data, list):
-        raise UnlearnError(f"`{path}` must hold a JSON list of examples (or JSON Lines).")
-    return data
 
 
 def _load_hub(repo_id: str, name: str | None, split: str) -> datasets.Dataset:
@@ -131,15 +120,7 @@ def _load_hub(repo_id: str, name: str | None, split: str) -> datasets.Dataset:
 
 def detect_shape(ds: datasets.Dataset, question_key: str, answer_key: str, text_key: str, what: str) -> str:
     """`qa` or `text`, from the columns present; a clear error listing the columns otherwise."""
-    cols = set(ds.column_names)
-    if {question_key, answer_key} <= cols:
-        return "qa"
-    if text_key in cols:
-        return "text"
-    raise UnlearnError(
-        f"The {what} set has columns {sorted(cols)}, but needs `{question_key}` and `{answer_key}` (QA pairs) or "
-        f"`{text_key}` (raw text). Set `question_key`/`answer_key`/`text_key` to the names your data uses."
-    )
+    return data_shape(ds.column_names, question_key, answer_key, text_key, what)
 
 
 NAME = re.compile(r"\b[A-Z][\w'-]+(?:\s+(?:[A-Z][\w'-]+|de|van|von|da|al|el|bin))*\s+[A-Z][\w'-]+\b")

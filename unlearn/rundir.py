@@ -19,7 +19,6 @@ from typing import Any
 
 import yaml
 
-from .config import RUN_CONTROL_FIELDS, UnlearnConfig
 from .errors import UnlearnError
 
 logger = logging.getLogger(__name__)
@@ -28,6 +27,13 @@ CONFIG_FILE = "unlearn_config.yaml"
 RUN_FILE = "run.json"
 LOG_FILE = "train_log.jsonl"
 LOADED_LAST = ("adapter_config.json", "config.json", "delta_config.json")  # what loaders look for: moved in last
+# Config fields that say how to run, not what to train: they may differ between a run and its resumption.
+RUN_CONTROL_FIELDS = {"resume", "overwrite", "output_dir", "logging_dir", "disable_tqdm"}
+
+
+def default_output_dir(recipe: str) -> Path:
+    """Where a run goes when the config names no `output_dir`."""
+    return Path("runs") / recipe
 
 
 def write_atomic(path: str | os.PathLike, data: str | bytes) -> None:
@@ -61,16 +67,31 @@ def _comparable(values: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in yaml.safe_load(yaml.safe_dump(values)).items() if k not in RUN_CONTROL_FIELDS}
 
 
-def check_output_dir(config: UnlearnConfig) -> Path | None:
-    """Read-only checks of `output_dir`; returns the checkpoint to resume from, if any."""
+def check_output_dir(config: Any) -> Path | None:
+    """Read-only checks of an `UnlearnConfig`'s `output_dir`; returns the checkpoint to resume from, if any. (This
+    module imports no config: `unlearn.precheck` uses it before the training stack is imported.)"""
     out = Path(config.output_dir)
+    if not check_output_state(out, config.resume, config.overwrite):
+        return None
+    saved = _comparable(yaml.safe_load((out / CONFIG_FILE).read_text()) or {})
+    now = _comparable(config.to_yaml_dict())
+    changed = sorted(k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k))
+    if changed:
+        diffs = "; ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in changed[:8])
+        raise UnlearnError(f"Cannot resume `{out}` with a different config ({diffs}). Resume with the same settings.")
+    return last_checkpoint(out)
+
+
+def check_output_state(out: Path, resume: bool, overwrite: bool) -> bool:
+    """The checks of `output_dir` that need only the flags (`unlearn.precheck` runs them before anything is
+    imported); True when it holds an unfinished run that `resume` continues."""
     if out.exists() and not out.is_dir():
         raise UnlearnError(f"`output_dir` `{out}` is a file, not a directory.")
     entries = sorted(p.name for p in out.iterdir()) if out.exists() else []
     if not entries:
-        if config.resume:
+        if resume:
             raise UnlearnError(f"`resume` was set but `{out}` holds no run to resume. Drop `resume` to start one.")
-        return None
+        return False
     if CONFIG_FILE not in entries:
         shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
         raise UnlearnError(
@@ -78,9 +99,9 @@ def check_output_dir(config: UnlearnConfig) -> Path | None:
             "empty directory; `overwrite` only replaces an earlier unlearn run, never other files."
         )
     complete = RUN_FILE in entries
-    if config.overwrite:
-        return None
-    if not config.resume:
+    if overwrite:
+        return False
+    if not resume:
         state = "a completed" if complete else "an unfinished"
         hint = "`overwrite=true` to replace it" + ("" if complete else ", `resume=true` to continue it")
         raise UnlearnError(
@@ -90,10 +111,4 @@ def check_output_dir(config: UnlearnConfig) -> Path | None:
         raise UnlearnError(
             f"The run in `{out}` is already complete; nothing to resume. Pass `overwrite=true` to redo it."
         )
-    saved = _comparable(yaml.safe_load((out / CONFIG_FILE).read_text()) or {})
-    now = _comparable(config.to_yaml_dict())
-    changed = sorted(k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k))
-    if changed:
-        diffs = "; ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in changed[:8])
-        raise UnlearnError(f"Cannot resume `{out}` with a different config ({diffs}). Resume with the same settings.")
-    return last_checkpoint(out)
+    return True

@@ -37,6 +37,7 @@ from .data import (
 from .data import tokenize as tokenize_records
 from .errors import NonFiniteLossError, UnlearnError
 from .logprobs import batched_logps, final_hidden, head_kl, head_matches_logits, logits_kl, model_logps
+from .precheck import missing_retain_message, position_limit_warning
 from .recipe_catalogue import paper_title
 
 logger = logging.getLogger(__name__)
@@ -118,13 +119,10 @@ class UnlearnTrainer(Trainer):
     ):
         if processing_class is None:
             raise UnlearnError("`processing_class` (the tokenizer) is required to tokenize forget/retain data.")
-        if args.uses_retain and retain is None:
-            raise UnlearnError(
-                f"Recipe `{self._name}` uses a retain set (`retain_weight={args.retain_weight}`), but none was "
-                "given. Pass `retain` (e.g. `retain: tofu:retain90`) or set `retain_weight: 0`."
-            )
-        self.forget_records = load_records(forget)
-        self.retain_records = load_records(retain) if args.uses_retain else None
+        self.forget_records, self.retain_records = self.load_data(args, forget, retain)
+        warning = position_limit_warning(args.max_length, getattr(model.config, "max_position_embeddings", None))
+        if warning:
+            logger.warning(warning)
         self.forget_examples = self._tokenize(self.forget_records, processing_class, args, "forget")
         self.retain_examples = (
             self._tokenize(self.retain_records, processing_class, args, "retain") if args.uses_retain else []
@@ -183,9 +181,21 @@ class UnlearnTrainer(Trainer):
 
     # ---- data -------------------------------------------------------------------------------------------------
 
+    @classmethod
+    def load_data(cls, args: UnlearnConfig, forget: DataSource, retain: DataSource | None = None) -> tuple:
+        """(forget records, retain records or None), checked: a retain set where the recipe uses one, neither
+        empty, each with the columns the run reads. Needs no model: `unlearn forget` calls it before loading one."""
+        if args.uses_retain and retain is None:
+            raise UnlearnError(missing_retain_message(cls._name, args.retain_weight))
+        sets = {"forget": load_records(forget), "retain": load_records(retain) if args.uses_retain else None}
+        for what, ds in sets.items():
+            if ds is not None:
+                if len(ds) == 0:
+                    raise UnlearnError(f"The {what} set is empty: give at least one example.")
+                detect_shape(ds, args.question_key, args.answer_key, args.text_key, what)
+        return sets["forget"], sets["retain"]
+
     def _tokenize(self, ds, tokenizer, args: UnlearnConfig, what: str) -> list[dict]:
-        if len(ds) == 0:
-            raise UnlearnError(f"The {what} set is empty: give at least one example.")
         shape = detect_shape(ds, args.question_key, args.answer_key, args.text_key, what)
         if what == "forget":
             ds = self.transform_forget(ds, shape, args)

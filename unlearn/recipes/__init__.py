@@ -10,10 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ..config import UnlearnConfig, build_config
-from ..errors import UnlearnError
+from ..precheck import read_recipe_values
 from .registry import RECIPES, get_recipe, register  # noqa: F401  (the registry's public names live here too)
 
 
@@ -24,19 +22,7 @@ def recipe_config(values: dict[str, Any]) -> UnlearnConfig:
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> UnlearnConfig:
     """Read a recipe YAML file (a path, or a shipped file by name), apply overrides, return the recipe's config."""
-    from ..resources import available, find_shipped
-
-    found = find_shipped("recipes", path)
-    if found is None:
-        raise UnlearnError(
-            f"Config file `{path}` does not exist, and no shipped recipe file has that name. The "
-            f"shipped ones (by name or as recipes/NAME.yaml): {', '.join(available('recipes'))}."
-        )
-    values = yaml.safe_load(found.read_text()) or {}
-    if not isinstance(values, dict):
-        raise UnlearnError(f"Config file `{found}` must hold a mapping of key: value, got {type(values).__name__}.")
-    values.update(overrides or {})
-    return recipe_config(values)
+    return recipe_config(read_recipe_values(path, overrides))
 
 
 from . import ga, graddiff, grpo, gslora, ickul, idk, idkdpo, kif, npo, reglora, rmu, sae, simnpo, ssd, undial  # noqa: E402,F401  (each registers itself)

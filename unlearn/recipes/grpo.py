@@ -199,12 +199,9 @@ class GRPOUnlearnTrainer(GRPOTrainer):
     ):
         if processing_class is None:
             raise UnlearnError("`processing_class` (the tokenizer) is required.")
-        self.forget_records = load_records(forget)
-        self.retain_records = load_records(retain) if retain is not None and args.retain_weight > 0 else None
+        self.forget_records, self.retain_records = self.load_data(args, forget, retain)
         f_rows = [dict(r) for r in self.forget_records]
         r_rows = [dict(r) for r in self.retain_records] if self.retain_records is not None else []
-        if not f_rows:
-            raise UnlearnError("The forget set is empty: give at least one example to forget.")
         self.concepts = self._concepts(args, f_rows, r_rows)
         logger.warning("Forbidden concepts: %s", json.dumps(self.concepts))
         target = next(iter(self.concepts)) if len(self.concepts) == 1 else None
@@ -228,6 +225,21 @@ class GRPOUnlearnTrainer(GRPOTrainer):
             callbacks=callbacks,
             peft_config=peft_config,
         )
+
+    @classmethod
+    def load_data(cls, args: GRPOUnlearnConfig, forget, retain=None) -> tuple:
+        """(forget records, retain records or None): QA pairs, the forget set not empty; retain is optional."""
+        sets = {"forget": load_records(forget)}
+        sets["retain"] = load_records(retain) if retain is not None and args.retain_weight > 0 else None
+        if len(sets["forget"]) == 0:
+            raise UnlearnError("The forget set is empty: give at least one example to forget.")
+        for what, ds in sets.items():
+            if ds is not None and not {"question", "answer"} <= set(ds.column_names):
+                raise UnlearnError(
+                    f"Recipe `grpo` reads QA pairs: the {what} set needs `question` and `answer` columns; it has "
+                    f"{sorted(ds.column_names)}."
+                )
+        return sets["forget"], sets["retain"]
 
     def _concepts(self, args, f_rows, r_rows) -> dict[str, list[str]]:
         given = args.concepts

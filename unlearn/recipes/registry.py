@@ -15,8 +15,9 @@ from ..errors import UnlearnError, unknown_name
 
 @runtime_checkable
 class Recipe(Protocol):
-    """What `unlearn.run` needs of a recipe class: its name, paper, config class and data, and a Trainer built from
-    (model, args, forget, retain, processing_class) whose `train()` trains the adapter and `save_model()` saves it."""
+    """What `unlearn.run` needs of a recipe class: its name, paper, config class and data (`load_data`: the records,
+    checked, without a model), and a Trainer built from (model, args, forget, retain, processing_class) whose
+    `train()` trains the adapter and `save_model()` saves it."""
 
     _name: ClassVar[str]
     _paper: ClassVar[dict[str, str]]
@@ -27,13 +28,16 @@ class Recipe(Protocol):
         self, model: Any, args: Any, forget: Any, retain: Any = None, processing_class: Any = None, **kwargs: Any
     ) -> None: ...
 
+    @classmethod
+    def load_data(cls, args: Any, forget: Any, retain: Any = None) -> tuple[Any, Any]: ...
+
     def train(self, *args: Any, **kwargs: Any) -> Any: ...
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None: ...
 
 
 RECIPES: dict[str, type[Recipe]] = {}
-_REQUIRED = ("_name", "_paper", "config_class", "data_needs", "train", "save_model")
+_REQUIRED = ("_name", "_paper", "config_class", "data_needs", "load_data", "train", "save_model")
 
 
 def register(cls: type[Recipe]) -> type[Recipe]:
@@ -42,7 +46,7 @@ def register(cls: type[Recipe]) -> type[Recipe]:
     if missing:
         raise UnlearnError(
             f"Recipe class {cls.__qualname__} lacks {missing}: a recipe sets `_name`, `_paper`, "
-            "`config_class` and `data_needs`, and is a Trainer (see `unlearn.recipes.registry.Recipe`)."
+            "`config_class` and `data_needs`, has `load_data`, and is a Trainer (see `unlearn.recipes.registry.Recipe`)."
         )
     if cls._name in RECIPES and RECIPES[cls._name] is not cls:
         raise UnlearnError(
