@@ -1,7 +1,8 @@
 """Scale: the shipped accelerate configs and QLoRA.
 
-DDP runs here as two gloo processes on the CPU. FSDP and DeepSpeed need GPUs (and `deepspeed`); this machine has
-none, so for them only the shipped files are checked to parse as accelerate configs of the right kind.
+DDP runs here as two gloo processes on the CPU. FSDP and DeepSpeed need GPUs: accelerate (1.16) turns them on only
+for GPU-like process groups, and on CPU processes would silently train plain DDP instead, which `UnlearnConfig`
+refuses (tested below); for them the shipped files are checked to parse as accelerate configs of the right kind.
 """
 
 from __future__ import annotations
@@ -83,6 +84,21 @@ def test_two_processes_match_one(tiny_model_dir, data_files, tmp_path):
         assert ((a[name] - b[name]).norm() / a[name].norm()).item() < 1e-3, name
     summary = json.loads((tmp_path / "two" / "eval" / "SUMMARY.json").read_text())
     assert 0 < summary["metrics"]["probability"] < 1
+
+
+@pytest.mark.slow
+def test_fsdp_config_on_cpu_processes_is_refused_not_run_as_ddp(tiny_model_dir, data_files, tmp_path):
+    """accelerate launches the FSDP config's two processes on the CPU as DDP (`MULTI_CPU` is not among the types it
+    turns FSDP on for): the run would claim sharding it does not do. It stops before loading anything, saying so."""
+    cfg = write_config(tmp_path / "c.yaml", tiny_model_dir, data_files, tmp_path / "run", per_device_train_batch_size=2)
+    launch = [
+        *(sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ACCELERATE_CONFIGS / "fsdp.yaml")),
+        *("--mixed_precision", "no", "-m", "unlearn", "forget", str(cfg)),
+    ]
+    proc = subprocess.run(launch, env=ENV, capture_output=True, text=True, timeout=600)
+    assert proc.returncode != 0
+    assert proc.stderr.count("asks for FSDP") == 2 and "recipes/accelerate/ddp.yaml" in proc.stderr
+    assert not (tmp_path / "run").exists()
 
 
 def test_qlora_trains_an_adapter_on_a_4bit_base(tiny_model_dir, tofu_rows, tmp_path):

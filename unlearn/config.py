@@ -188,6 +188,7 @@ class UnlearnConfig(TrainingArguments):
             # Launched as several processes on a machine without an accelerator (`torchrun`, or `accelerate launch
             # --multi_gpu`): without `use_cpu` the Trainer would run each process alone instead of DDP over gloo.
             self.use_cpu = True
+            _refuse_sharding_without_accelerator()
         if self.retain_sampling == "entity":
             # The dataset orders the epoch entity by entity (seeded); the Trainer must read it in that order.
             self.train_sampling_strategy = "sequential"
@@ -267,6 +268,19 @@ def _has_accelerator() -> bool:
 
     xpu = getattr(torch, "xpu", None)
     return torch.cuda.is_available() or torch.backends.mps.is_available() or bool(xpu and xpu.is_available())
+
+
+def _refuse_sharding_without_accelerator() -> None:
+    """accelerate (1.16) turns on FSDP and DeepSpeed only for GPU-like process groups: on CPU processes an FSDP or
+    DeepSpeed config silently trains plain DDP, every process holding the whole model. Say so instead."""
+    for env, kind in (("ACCELERATE_USE_FSDP", "FSDP"), ("ACCELERATE_USE_DEEPSPEED", "DeepSpeed")):
+        if os.environ.get(env, "false").lower() == "true":
+            raise UnlearnError(
+                f"This launch asks for {kind} ({env}=true, from an accelerate config with `distributed_type: "
+                f"{kind.upper()}`), but the machine has no GPU: accelerate runs processes on the CPU only as DDP "
+                "(`MULTI_CPU`), so the model would not be sharded and each process would hold all of it. On the CPU "
+                "launch with recipes/accelerate/ddp.yaml (DDP over gloo); FSDP and DeepSpeed need GPUs."
+            )
 
 
 def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
