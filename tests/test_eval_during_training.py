@@ -115,3 +115,40 @@ def test_evaluation_during_training_is_checked_up_front(tiny, tofu_rows, suite_a
             metric_for_best_model="forget_qualty",
             **common,
         )
+
+
+def test_tensorboard_logs_the_unlearning_metrics_under_their_names(tiny, tofu_rows, suite_and_reference, tmp_path):
+    """`report_to: tensorboard` (offline): the forget/retain losses and the evaluations during training land in the
+    event files inside the run directory, under the names of train_log.jsonl, with the same values."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    model, tok = tiny
+    suite, ref = suite_and_reference
+    out = tmp_path / "run"
+    unlearn.forget(
+        model,
+        tok,
+        tofu_rows["forget"],
+        tofu_rows["retain"],
+        recipe="graddiff",
+        output_dir=out,
+        learning_rate=5e-3,
+        num_train_epochs=2,
+        eval_suite=suite,
+        eval_reference=ref,
+        eval_strategy="steps",
+        eval_steps=2,
+        report_to=["tensorboard"],
+        disable_tqdm=True,
+    )
+    (tb,) = (out / "runs").iterdir()  # the Trainer's default: output_dir/runs/<date>_<host> (TENSORBOARD_LOGGING_DIR)
+    events = EventAccumulator(str(tb)).Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"train/forget_loss", "train/retain_loss", "eval/forget_quality", "eval/model_utility"} <= tags, tags
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    for tag, key in [("train/forget_loss", "forget_loss"), ("eval/forget_quality", "eval_forget_quality")]:
+        logged = {row["step"]: row[key] for row in log if key in row}
+        written = {e.step: e.value for e in events.Scalars(tag)}
+        assert written.keys() == logged.keys() and len(written) >= 2, tag
+        assert all(written[s] == pytest.approx(logged[s], rel=1e-5) for s in logged), tag
