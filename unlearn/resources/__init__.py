@@ -40,3 +40,15 @@ def find_shipped(kind: str, name: str | Path) -> Path | None:
         if candidate.is_file() and candidate.name != "__init__.py":
             return candidate
     return None
+
+
+def evaluate_module(name: str) -> str:
+    """The directory of the shipped Hugging Face `evaluate` module `name` (`forget_quality`, `truth_ratio`), for
+    `evaluate.load(...)`: read from the installed package, so it loads offline."""
+    folder = Path(str(resources.files("unlearn"))) / "evaluate_metrics"
+    names = sorted(p.name for p in folder.iterdir() if (p / f"{p.name}.py").is_file())
+    if name not in names:
+        from ..errors import UnlearnError, unknown_name
+
+        raise UnlearnError(unknown_name("evaluate module", name, names))
+    return str(folder / name)
