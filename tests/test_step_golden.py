@@ -79,4 +79,12 @@ def test_first_steps_are_unchanged(name, tiny, tofu_rows, tmp_path):
     want = json.loads(GOLDEN.read_text())[name]
     for step, (g, w) in enumerate(zip(got, want, strict=True)):
         for key in ("loss", "grad_norm"):
-            assert g[key] == pytest.approx(w[key], rel=1e-4, abs=1e-6), (name, step, key, g, w)
+            assert g[key] == pytest.approx(w[key], **TOLERANCE[min(step, 1)]), (name, step, key, g, w)
+
+
+# The first step is the recipe's loss and gradient on fixed weights: the same to float32 rounding on any CPU. The
+# second comes after one Adam update, which moves each weight by about lr * sign(gradient): where a gradient
+# component is near zero (LoRA's B starts at 0), the CPU's matmul kernels' rounding picks its sign. Measured on an
+# AVX-512 machine against these values (recorded on another CPU): up to 1.5e-2 relative on graddiff's near-zero
+# loss (1.7e-5 absolute) and 3.5e-3 on gradient norms; a change of a recipe's math moves them far more.
+TOLERANCE = [{"rel": 1e-4, "abs": 1e-6}, {"rel": 1e-2, "abs": 5e-5}]
