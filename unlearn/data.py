@@ -21,13 +21,12 @@ import torch
 
 from . import tofu
 from .errors import UnlearnError
-from .locations import is_hub_id
-from .precheck import data_shape, read_json_records
+from .precheck import DATA_SUFFIXES, JSON_SUFFIXES, data_shape, local_data_files, read_json_records
 
 logger = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100
-FILE_LOADERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
+FILE_LOADERS = {s: "json" if s in JSON_SUFFIXES else s.removeprefix(".") for s in DATA_SUFFIXES}
 
 DataSource = datasets.Dataset | Sequence[Mapping[str, Any]] | str | Path | Mapping[str, Any]
 
@@ -77,24 +76,12 @@ def load_tofu(split: str, source: str | Path | None = None) -> datasets.Dataset:
 
 
 def _load_path(path: str, name: str | None, split: str | None) -> datasets.Dataset:
-    if path.startswith("tofu:"):
-        return load_tofu(path.removeprefix("tofu:"))
-    local = Path(path).expanduser()
-    if local.is_file():
-        return _load_files([local])
-    if local.is_dir():
-        files = sorted(p for p in local.iterdir() if p.suffix in FILE_LOADERS)
-        if not files:
-            raise UnlearnError(f"Directory `{local}` holds no {'/'.join(FILE_LOADERS)} files.")
+    files = local_data_files(path)  # the same resolution `unlearn.precheck` checks before anything is imported
+    if files is not None:
         return _load_files(files)
-    if _looks_like_local_path(path):
-        raise UnlearnError(f"Data file or directory `{path}` does not exist.")
+    if path.startswith("tofu:"):
+        return load_tofu(path.removeprefix("tofu:"))  # from the Hub: no local copy
     return _load_hub(path, name, split or "train")
-
-
-def _looks_like_local_path(path: str) -> bool:
-    """A Hub id is `name` or `org/name`; anything else (./x, /x, a/b/c, x.jsonl) can only be a local path."""
-    return not is_hub_id(path) or Path(path).suffix in FILE_LOADERS
 
 
 def _load_files(files: list[Path]) -> datasets.Dataset:
