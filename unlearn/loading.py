@@ -15,6 +15,7 @@ from .errors import UnlearnError, require
 from .hub import download_adapter
 from .locations import is_hub_id, offline
 from .models import resolve_model
+from .precheck import check_model
 from .rundir import RUN_FILE
 
 logger = logging.getLogger(__name__)
@@ -64,11 +65,10 @@ def load_model_and_tokenizer(
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    check_model(name_or_path)  # before a built-in model is converted
     name_or_path = resolve_model(name_or_path)
     local = Path(name_or_path).expanduser()
     hub_id = is_hub_id(name_or_path)
-    if not local.exists() and not hub_id:
-        raise UnlearnError(f"Model path `{name_or_path}` does not exist. Give a local model directory or a Hub id.")
     kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
     torch_dtype = dtype if dtype == "auto" else getattr(torch, dtype)
     if quantization != "none":
