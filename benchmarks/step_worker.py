@@ -35,10 +35,11 @@ import transformers
 from transformers import TrainerCallback
 
 from unlearn.adapter import reference_mode
-from unlearn.config import build_config, parse_overrides
+from unlearn.config import build_config
 from unlearn.data import IGNORE_INDEX, format_qa
 from unlearn.finetuning import FinetuneTrainer
 from unlearn.loading import ensure_pad_token, load_model_and_tokenizer
+from unlearn.precheck import parse_overrides
 from unlearn.recipes import RECIPES, get_recipe
 from unlearn.recipes.npo import NPOTrainer
 from unlearn.trainer import UnlearnTrainer

@@ -16,7 +16,7 @@ from typing import Any
 from transformers import TrainingArguments
 
 from .errors import UnlearnError
-from .precheck import DEFAULT_KEYS, RULES, check_settings, parse_overrides, unknown_key_message  # noqa: F401  (public here too)
+from .precheck import DEFAULT_KEYS, RULES, check_settings, unknown_key_message
 from .rundir import default_output_dir
 
 # TrainingArguments fields that hold secrets; never written into a saved config.
