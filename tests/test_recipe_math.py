@@ -9,6 +9,7 @@ import copy
 
 import torch
 import torch.nn.functional as F
+from conftest import N_RETAIN, read_jsonl
 
 import unlearn
 from unlearn.data import load_records, pad_rows, tokenize
@@ -104,6 +105,54 @@ def test_idkdpo_starts_at_dpo_loss_and_prefers_the_refusal_after_training(tiny, 
     refusal_after, _ = logps_of(trainer.model, tok, trainer.refusal_examples)
     gain = (refusal_after - answer_after) - (refusal_before - answer_before)
     assert (gain > 0).all() and gain.mean() > 20.0, gain  # nats: the refusal gains on the answer, every row
+
+
+def retain_logps(trainer, tok, refusals):
+    """Per retain row: (log p(true answer), log p(its refusal)) under the trainer's model now."""
+    answer, _ = answer_logps(trainer.model, tok, [dict(r) for r in trainer.retain_records])
+    refusal, _ = logps_of(trainer.model, tok, refusals)
+    return answer, refusal
+
+
+def test_answer_preservation_is_its_equation_and_with_the_nll_holds_refusals_back(tiny, tofu_rows, tmp_path):
+    model, tok = tiny
+    # Retain questions the tiny target never learned: their refusal is as likely as their answer (AP is not yet
+    # saturated), as for the weakly known neighbor facts on which IdkDPO over-refuses on SmolLM2.
+    rows = {"forget": tofu_rows["forget"], "retain": read_jsonl("retain99", 2 * N_RETAIN)[N_RETAIN:]}
+    settings = {"learning_rate": 1e-2, "num_train_epochs": 10, "retain_loss": "ap", "split_passes": True}
+    trainer = make("idkdpo", copy.deepcopy(model), tok, rows, tmp_path / "ap", **settings)
+    batch = next(iter(trainer.get_train_dataloader()))
+    retain_pass = trainer.split_passes(batch)[1]
+    with torch.no_grad():
+        terms, _ = trainer.loss_terms(trainer.model, retain_pass)
+    index = retain_pass["index"].tolist()
+    answer, _ = answer_logps(model, tok, [dict(trainer.retain_records[i]) for i in index])
+    refusal, _ = logps_of(model, tok, [trainer.refusals["retain"][i] for i in index])
+    by_hand = -F.logsigmoid(0.1 * (answer - refusal)) / 0.1  # Eq. 8 of arXiv:2410.08109, beta 0.1
+    expected = (by_hand * retain_pass["retain_row_weight"]).sum()
+    torch.testing.assert_close(terms["retain_loss"].value, expected, rtol=1e-4, atol=1e-5)
+
+    refusals = trainer.refusals["retain"]
+    answer_before, refusal_before = retain_logps(trainer, tok, refusals)
+    runs = {}
+    for kind in ("nll", "nll+ap"):
+        other = make("idkdpo", copy.deepcopy(model), tok, rows, tmp_path / kind, **{**settings, "retain_loss": kind})
+        other.train()
+        runs[kind] = retain_logps(other, tok, refusals)  # the same refusals (same seed and index) in every run
+    (answer_nll, refusal_nll), (answer_both, refusal_both) = runs["nll"], runs["nll+ap"]
+    print(
+        answer_before.mean(),
+        refusal_before.mean(),
+        answer_nll.mean(),
+        refusal_nll.mean(),
+        answer_both.mean(),
+        refusal_both.mean(),
+    )
+    # The NLL alone learns the answers while the forget refusal spreads to the retain questions; with AP the
+    # answers are learned as well and the refusals are held back.
+    assert answer_both.mean() > answer_before.mean() + 5.0
+    assert refusal_both.mean() < refusal_nll.mean() - 5.0, (refusal_both.mean(), refusal_nll.mean())
+    assert ((answer_both - refusal_both) > (answer_nll - refusal_nll)).float().mean() >= 0.9
 
 
 def test_kif_signature_is_the_top_singular_subspace_and_training_erases_it(tiny, tofu_rows, tmp_path):

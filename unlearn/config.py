@@ -11,7 +11,7 @@ import enum
 import os
 import typing
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from transformers import TrainingArguments
 
@@ -94,8 +94,14 @@ class UnlearnConfig(TrainingArguments):
     forget_weight: float = field(default=1.0, metadata={"help": "Weight of the forget loss."})
     retain_weight: float = field(default=0.0, metadata={"help": "Weight of the retain loss (0 ignores retain data)."})
     retain_loss: str = field(
-        default="nll", metadata={"help": "`nll` on retain answers, or `kl` to the reference (adapter-disabled) model."}
+        default="nll",
+        metadata={
+            "help": "`nll` on retain answers, or `kl` to the reference (adapter-disabled) model; the refusal recipes "
+            "(idk, idkdpo) also take `ap`, answer preservation (the true answer kept likelier than a refusal), "
+            "and `nll+ap`, both."
+        },
     )
+    retain_losses: ClassVar[tuple[str, ...]] = ("nll", "kl")  # the `retain_loss` values this recipe implements
 
     split_passes: bool = field(
         default=True,
@@ -194,7 +200,12 @@ class UnlearnConfig(TrainingArguments):
             self.train_sampling_strategy = "sequential"
         super().__post_init__()
         _check_choice("adapter", self.adapter, ("lora", "none"))
-        _check_choice("retain_loss", self.retain_loss, ("nll", "kl"))
+        if self.retain_loss in ("ap", "nll+ap") and self.retain_loss not in self.retain_losses:
+            raise UnlearnError(
+                f"`retain_loss: {self.retain_loss}` (answer preservation) keeps the true answer likelier than a refusal, so only the "
+                f"refusal recipes (idk, idkdpo) have it; recipe `{self.recipe}` takes {' or '.join(self.retain_losses)}."
+            )
+        _check_choice("retain_loss", self.retain_loss, self.retain_losses)
         _check_choice("retain_sampling", self.retain_sampling, ("cycle", "random", "entity"))
         _check_choice("dtype", self.dtype, ("float32", "bfloat16", "float16", "auto"))
         _check_choice("projection", self.projection, ("none", "gu"))
