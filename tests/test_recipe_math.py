@@ -140,16 +140,8 @@ def test_answer_preservation_is_its_equation_and_with_the_nll_holds_refusals_bac
         other.train()
         runs[kind] = retain_logps(other, tok, refusals)  # the same refusals (same seed and index) in every run
     (answer_nll, refusal_nll), (answer_both, refusal_both) = runs["nll"], runs["nll+ap"]
-    print(
-        answer_before.mean(),
-        refusal_before.mean(),
-        answer_nll.mean(),
-        refusal_nll.mean(),
-        answer_both.mean(),
-        refusal_both.mean(),
-    )
-    # The NLL alone learns the answers while the forget refusal spreads to the retain questions; with AP the
-    # answers are learned as well and the refusals are held back.
+    # The NLL alone learns the answers while the forget refusal spreads to the retain questions (measured: refusal
+    # log-prob -146 -> -104 nats); with AP the answers are learned as well and the refusals pushed back (-> -212).
     assert answer_both.mean() > answer_before.mean() + 5.0
     assert refusal_both.mean() < refusal_nll.mean() - 5.0, (refusal_both.mean(), refusal_nll.mean())
     assert ((answer_both - refusal_both) > (answer_nll - refusal_nll)).float().mean() >= 0.9
