@@ -1,8 +1,9 @@
 """Scale: the shipped accelerate configs and QLoRA.
 
-DDP runs here as two gloo processes on the CPU. FSDP and DeepSpeed need GPUs: accelerate (1.16) turns them on only
-for GPU-like process groups, and on CPU processes would silently train plain DDP instead, which `UnlearnConfig`
-refuses (tested below); for them the shipped files are checked to parse as accelerate configs of the right kind.
+DDP runs here as two gloo processes on the CPU. accelerate (1.16) turns FSDP and DeepSpeed on only for GPU-like
+process groups, and on CPU processes would silently train plain DDP instead, which `UnlearnConfig` refuses (tested
+below); the shipped files are checked to parse as accelerate configs of the right kind. FSDP2 itself runs on CPU
+processes: `tests/fsdp_drive.py` drives it as the Trainer would, and its adapter is checked against one process.
 """
 
 from __future__ import annotations
@@ -99,6 +100,45 @@ def test_fsdp_config_on_cpu_processes_is_refused_not_run_as_ddp(tiny_model_dir, 
     assert proc.returncode != 0
     assert proc.stderr.count("asks for FSDP") == 2 and "recipes/accelerate/ddp.yaml" in proc.stderr
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_fsdp2_on_two_cpu_processes_matches_one(tiny_model_dir, data_files, tmp_path):
+    """FSDP2 (`fully_shard`, gloo), driven as the Trainer drives it with accelerate's FSDP2 plugin
+    (`tests/fsdp_drive.py`, since accelerate does not enable FSDP on CPU processes), trains the same adapter as one
+    process: global batch 4 (one process x 4 vs two x 2), NPO so that the reference log-probs run through the
+    sharded model, every trainable tensor sharded over the two processes, and the run's `eval_suite` evaluated on
+    the gathered adapter. Tolerance as for DDP (1e-3 relative per tensor)."""
+    common = {"recipe": "npo", "retain_weight": 1.0}
+    one = write_config(
+        tmp_path / "one.yaml", tiny_model_dir, data_files, tmp_path / "one", per_device_train_batch_size=4, **common
+    )
+    two = write_config(
+        tmp_path / "two.yaml",
+        tiny_model_dir,
+        data_files,
+        tmp_path / "unused",
+        per_device_train_batch_size=2,
+        eval_suite="qa",
+        eval_params=json.dumps({"path": str(data_files["forget"]), "limit": 4}),
+        **common,
+    )
+    unlearn_cli("forget", one)
+    drive = Path(__file__).with_name("fsdp_drive.py")
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(drive), str(two)]
+    proc = subprocess.run([*launch, str(tmp_path / "two")], env=ENV, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    reports = json.loads((tmp_path / "two" / "fsdp.json").read_text())
+    assert [r["rank"] for r in reports] == [0, 1] and all(r["units"] == 2 for r in reports)  # 2 decoder layers
+    assert sum(r["local_trainable"] for r in reports) == reports[0]["trainable"]  # sharded, not replicated
+    assert all(r["local_trainable"] < r["trainable"] for r in reports)
+    a = load_file(tmp_path / "one" / "adapter_model.safetensors")
+    b = load_file(tmp_path / "two" / "adapter_model.safetensors")
+    assert a.keys() == b.keys()
+    for name in a:
+        assert ((a[name] - b[name]).norm() / a[name].norm()).item() < 1e-3, name
+    summary = json.loads((tmp_path / "two" / "eval" / "SUMMARY.json").read_text())
+    assert 0 < summary["metrics"]["probability"] < 1
 
 
 def test_qlora_trains_an_adapter_on_a_4bit_base(tiny_model_dir, tofu_rows, tmp_path):
