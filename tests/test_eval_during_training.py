@@ -40,30 +40,40 @@ def suite_and_reference(tiny_init_dir, tmp_path, monkeypatch):
     return str(suite), str(tmp_path / "ref")
 
 
-def test_best_checkpoint_and_early_stop_at_the_forget_target(tiny, tofu_rows, suite_and_reference, tmp_path):
+def forget_evaluated(tiny, tofu_rows, suite_and_reference, out, **settings):
+    """GradDiff on the tiny target with the suite evaluated every 2 steps against the reference."""
     model, tok = tiny
     suite, ref = suite_and_reference
-    out = tmp_path / "run"
+    common = {"recipe": "graddiff", "learning_rate": 5e-3, "eval_strategy": "steps", "eval_steps": 2}
     unlearn.forget(
         model,
         tok,
         tofu_rows["forget"],
         tofu_rows["retain"],
-        recipe="graddiff",
         output_dir=out,
-        learning_rate=5e-3,
-        num_train_epochs=10,
         eval_suite=suite,
         eval_reference=ref,
-        eval_strategy="steps",
-        eval_steps=2,
+        disable_tqdm=True,
+        **common,
+        **settings,
+    )
+
+
+def test_best_checkpoint_and_early_stop_at_the_forget_target(tiny, tofu_rows, suite_and_reference, tmp_path):
+    suite, ref = suite_and_reference
+    out = tmp_path / "run"
+    forget_evaluated(
+        tiny,
+        tofu_rows,
+        suite_and_reference,
+        out,
+        num_train_epochs=10,
         save_strategy="steps",
         save_steps=2,
         metric_for_best_model="forget_quality_at_floor",
         load_best_model_at_end=True,
         eval_utility_floor=0.6,
         stop_at_forget_quality=0.01,
-        disable_tqdm=True,
     )
     # (with 8 forget rows, the KS p-value takes few values: 0.0025, 0.019, ...; the target here is the second)
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
@@ -123,25 +133,8 @@ def test_tensorboard_logs_the_unlearning_metrics_under_their_names(tiny, tofu_ro
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    model, tok = tiny
-    suite, ref = suite_and_reference
     out = tmp_path / "run"
-    unlearn.forget(
-        model,
-        tok,
-        tofu_rows["forget"],
-        tofu_rows["retain"],
-        recipe="graddiff",
-        output_dir=out,
-        learning_rate=5e-3,
-        num_train_epochs=2,
-        eval_suite=suite,
-        eval_reference=ref,
-        eval_strategy="steps",
-        eval_steps=2,
-        report_to=["tensorboard"],
-        disable_tqdm=True,
-    )
+    forget_evaluated(tiny, tofu_rows, suite_and_reference, out, num_train_epochs=2, report_to=["tensorboard"])
     (tb,) = (out / "runs").iterdir()  # the Trainer's default: output_dir/runs/<date>_<host> (TENSORBOARD_LOGGING_DIR)
     events = EventAccumulator(str(tb)).Reload()
     tags = set(events.Tags()["scalars"])

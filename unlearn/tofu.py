@@ -12,6 +12,9 @@ from pathlib import Path
 from .errors import UnlearnError, unknown_name
 
 HUB_ID = "locuslab/TOFU"
+CITATION = """@article{maini2024tofu, title={TOFU: A Task of Fictitious Unlearning for LLMs},
+author={Maini, Pratyush and Feng, Zhili and Schwarzschild, Avi and Lipton, Zachary C. and Kolter, J. Zico},
+journal={arXiv preprint arXiv:2401.06121}, year={2024}}"""
 SPLITS = (
     "forget01",
     "forget05",

@@ -11,6 +11,7 @@ import datasets
 import evaluate
 
 from unlearn.evaluation.metric_math import forget_quality
+from unlearn.tofu import CITATION
 
 _DESCRIPTION = (
     "Forget quality (TOFU, arXiv:2401.06121): the p-value of the two-sample Kolmogorov-Smirnov test between the "
@@ -24,16 +25,13 @@ Args:
 Returns:
     forget_quality (float): the KS-test p-value, in [0, 1].
 """
-_CITATION = """@article{maini2024tofu, title={TOFU: A Task of Fictitious Unlearning for LLMs},
-author={Maini, Pratyush and Feng, Zhili and Schwarzschild, Avi and Lipton, Zachary C. and Kolter, J. Zico},
-journal={arXiv preprint arXiv:2401.06121}, year={2024}}"""
 
 
 class ForgetQuality(evaluate.Metric):
     def _info(self):
         return evaluate.MetricInfo(
             description=_DESCRIPTION,
-            citation=_CITATION,
+            citation=CITATION,
             inputs_description=_INPUTS,
             features=datasets.Features(
                 {"predictions": datasets.Value("float64"), "references": datasets.Value("float64")}

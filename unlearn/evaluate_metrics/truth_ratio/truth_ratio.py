@@ -12,6 +12,7 @@ import datasets
 import evaluate
 
 from unlearn.evaluation.metric_math import truth_ratio, truth_ratio_forget, truth_ratio_utility
+from unlearn.tofu import CITATION
 
 _DESCRIPTION = (
     "Truth ratio (TOFU, arXiv:2401.06121): per question, R = exp(nll_paraphrased - mean_j nll_perturbed_j) from "
@@ -26,16 +27,13 @@ Returns:
     forget (float): mean of min(R, 1/R), the forget-set aggregate (1: true and false are indistinguishable).
     utility (float): mean of max(0, 1 - R), the retain-set aggregate of TOFU's model utility.
 """
-_CITATION = """@article{maini2024tofu, title={TOFU: A Task of Fictitious Unlearning for LLMs},
-author={Maini, Pratyush and Feng, Zhili and Schwarzschild, Avi and Lipton, Zachary C. and Kolter, J. Zico},
-journal={arXiv preprint arXiv:2401.06121}, year={2024}}"""
 
 
 class TruthRatio(evaluate.Metric):
     def _info(self):
         return evaluate.MetricInfo(
             description=_DESCRIPTION,
-            citation=_CITATION,
+            citation=CITATION,
             inputs_description=_INPUTS,
             features=datasets.Features(
                 {
