@@ -283,10 +283,12 @@ def test_shared_prompt_scoring_matches_separate_passes(tiny, tofu_rows):
         if wrap:  # an adapter with non-zero weights, so that it changes the scores
             model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
         plain = row_stats(model, examples, tok.pad_token_id, batch_size=4, share_prompts=False)
-        shared = row_stats(model, examples, tok.pad_token_id, batch_size=2, share_prompts=True)
-        for a, b in zip(plain, shared, strict=True):
-            assert a.n_tokens == b.n_tokens and (a.argmax_match == b.argmax_match).all()
-            for field in ("token_logps", "mu", "sigma"):
-                np.testing.assert_allclose(getattr(a, field), getattr(b, field), atol=1e-4)
-            assert abs(a.nll - b.nll) < 1e-4
+        # batch 2: a prompt's rows cut over two passes; batch 8: prompts of different lengths packed (left-padded)
+        for batch_size in (2, 8):
+            shared = row_stats(model, examples, tok.pad_token_id, batch_size=batch_size, share_prompts=True)
+            for a, b in zip(plain, shared, strict=True):
+                assert a.n_tokens == b.n_tokens and (a.argmax_match == b.argmax_match).all()
+                for field in ("token_logps", "mu", "sigma"):
+                    np.testing.assert_allclose(getattr(a, field), getattr(b, field), atol=1e-4)
+                assert abs(a.nll - b.nll) < 1e-4
     assert shared[-2] is shared[0]  # the duplicate row was scored once

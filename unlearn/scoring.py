@@ -113,16 +113,19 @@ def row_stats(
     single = sorted(
         (i for p, g in groups.items() if p not in shared for i in g), key=lambda i: len(examples[i]["input_ids"])
     )
-    work = [("shared", p, g[s : s + batch_size]) for p, g in shared.items() for s in range(0, len(g), batch_size)]
-    work += [("single", None, single[s : s + batch_size]) for s in range(0, len(single), batch_size)]
-    for kind, prompt, idx in tqdm(work, desc="scoring", leave=False, disable=None):
+    work = [("shared", part) for part in _pack_prompts(shared, batch_size)]
+    work += [("single", [(None, single[s : s + batch_size])]) for s in range(0, len(single), batch_size)]
+    for kind, part in tqdm(work, desc="scoring", leave=False, disable=None):
+        idx = [i for _, group in part for i in group]
         rows = [examples[i] for i in idx]
         if kind == "single":
             batch = {k: v.to(device) for k, v in pad_rows(rows, pad_token_id).items()}
             logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
             labels = batch["labels"][:, 1:]  # (B, T-1): logits[:, t] predicts labels[:, t]
         else:
-            logits, labels = _shared_prompt_logits(model, prompt, rows, pad_token_id, device)
+            prompts = [p for p, _ in part]
+            owner = [k for k, (_, group) in enumerate(part) for _ in group]
+            logits, labels = _shared_prompt_logits(model, prompts, owner, rows, pad_token_id, device)
         for i, stats in zip(idx, _row_stats_of(logits, labels), strict=True):
             out[i] = stats
     for i, j in copies:
@@ -137,21 +140,62 @@ def _prompt_length(example: dict) -> int:
     return next((t for t, y in enumerate(labels) if y != IGNORE_INDEX), len(labels))
 
 
-def _shared_prompt_logits(model, prompt: tuple, rows: list[dict], pad_token_id: int, device):
-    """One pass over `prompt`, its cache repeated for each row, and one pass over the rows' continuations.
+def _pack_prompts(shared: dict[tuple, list[int]], batch_size: int) -> list[list[tuple[tuple, list[int]]]]:
+    """Work items of at most `batch_size` rows: consecutive prompts with all their rows, packed together so that
+    one pass covers several prompts; a prompt with more rows than that is cut into items of its own."""
+    items, current, n = [], [], 0
+    for prompt, group in shared.items():
+        if len(group) > batch_size:
+            items += [[(prompt, group[s : s + batch_size])] for s in range(0, len(group), batch_size)]
+            continue
+        if n + len(group) > batch_size:
+            items.append(current)
+            current, n = [], 0
+        current.append((prompt, group))
+        n += len(group)
+    if current:
+        items.append(current)
+    return items
+
+
+def _shared_prompt_logits(model, prompts: list[tuple], owner: list[int], rows: list[dict], pad_token_id: int, device):
+    """One pass over the prompts (left-padded; logits of their last position only), each row's prompt cache
+    selected from it (`owner[r]`: the index of row r's prompt), and one pass over the rows' continuations.
 
     -> (logits (B, A, V), labels (B, A)) with logits[:, t] predicting labels[:, t], t over the continuation.
+    Positions are counted from each prompt's first real token, so a padded prompt scores as it would alone.
     """
-    n = len(prompt)
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad_token_id, dtype=torch.long)
+    prompt_mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for k, p in enumerate(prompts):
+        ids[k, width - len(p) :] = torch.tensor(p)
+        prompt_mask[k, width - len(p) :] = 1
+    ids, prompt_mask = ids.to(device), prompt_mask.to(device)
+    positions = (prompt_mask.cumsum(-1) - 1).clamp(min=0)
     cache_kw = _cache_kwarg(model)
-    head = model(input_ids=torch.tensor([prompt], device=device), use_cache=True)
+    head = model(input_ids=ids, attention_mask=prompt_mask, position_ids=positions, use_cache=True, logits_to_keep=1)
     cache = getattr(head, cache_kw)
-    cache.batch_repeat_interleave(len(rows))
-    tails = pad_rows([{"input_ids": r["input_ids"][n:], "labels": r["labels"][n:]} for r in rows], pad_token_id)
+    select = torch.tensor(owner, device=device)
+    cache.batch_select_indices(select)  # (G, ...) -> (B, ...): each row gets its prompt's keys and values
+    starts = [len(prompts[k]) for k in owner]  # each row's continuation starts after its own prompt
+    tails = pad_rows(
+        [{"input_ids": r["input_ids"][n:], "labels": r["labels"][n:]} for r, n in zip(rows, starts, strict=True)],
+        pad_token_id,
+    )
     tails = {k: v.to(device) for k, v in tails.items()}
-    mask = torch.cat([tails["attention_mask"].new_ones(len(rows), n), tails["attention_mask"]], dim=1)
-    logits = model(input_ids=tails["input_ids"], attention_mask=mask, use_cache=True, **{cache_kw: cache}).logits
-    logits = torch.cat([head.logits[:, -1:].expand(len(rows), 1, -1), logits[:, :-1]], dim=1)
+    mask = torch.cat([prompt_mask[select], tails["attention_mask"]], dim=1)
+    tail_positions = torch.tensor(starts, device=device)[:, None] + torch.arange(
+        tails["input_ids"].shape[1], device=device
+    )
+    logits = model(
+        input_ids=tails["input_ids"],
+        attention_mask=mask,
+        position_ids=tail_positions,
+        use_cache=True,
+        **{cache_kw: cache},
+    ).logits
+    logits = torch.cat([head.logits[select, -1:], logits[:, :-1]], dim=1)
     return logits, tails["labels"]
 
 
