@@ -292,3 +292,39 @@ def test_shared_prompt_scoring_matches_separate_passes(tiny, tofu_rows):
                     np.testing.assert_allclose(getattr(a, field), getattr(b, field), atol=1e-4)
                 assert abs(a.nll - b.nll) < 1e-4
     assert shared[-2] is shared[0]  # the duplicate row was scored once
+
+
+def test_greedy_decode_drops_ended_rows_and_matches_generate(tiny, tofu_rows):
+    """The evaluation's own greedy loop gives `generate`'s tokens, rows ending at different steps (a common token
+    made the stop token so that they do), and `greedy_answers` returns them in input order."""
+    from collections import Counter
+
+    from unlearn.data import format_qa
+    from unlearn.scoring import _generate, greedy_answers, greedy_decode, left_pad
+
+    model, tok = tiny
+    model.eval()
+    questions = [r["question"] for r in tofu_rows["forget"] + tofu_rows["retain"][:4]]
+    prompts = [tok(format_qa(tok, q, "")[0], add_special_tokens=False)["input_ids"] for q in questions]
+    free = _generate(model, prompts, 20, tok.pad_token_id, "cpu")
+    stop = Counter(t for row in free for t in row[1:10]).most_common(1)[0][0]
+    ids, mask = left_pad(prompts, tok.pad_token_id)
+    with torch.no_grad():
+        theirs = model.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            max_new_tokens=20,
+            do_sample=False,
+            pad_token_id=tok.pad_token_id,
+            eos_token_id=stop,
+        )[:, ids.shape[1] :].tolist()
+    ours = greedy_decode(model, prompts, 20, {stop}, tok.pad_token_id, "cpu")
+    lengths = set()
+    for mine, row in zip(ours, theirs, strict=True):
+        end = row.index(stop) + 1 if stop in row else len(row)
+        assert mine == row[:end]
+        lengths.add(len(mine))
+    assert len(lengths) >= 3  # rows ended at different steps, and were dropped from the batch as they did
+    # greedy_answers batches by prompt length and answers in input order, the same text as generate's
+    expected = [tok.decode(t, skip_special_tokens=True).strip() for t in free]
+    assert greedy_answers(model, tok, questions, 20, batch_size=3) == expected

@@ -93,6 +93,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         skip=_split(args.skip),
         batch_size=args.batch_size,
         max_new_tokens=args.max_new_tokens,
+        **_generation_batch(args),
         **params,
     )
     print((Path(out) / "report.md").read_text())
@@ -127,6 +128,7 @@ def cmd_reference(args: argparse.Namespace) -> int:
         skip=skip,
         batch_size=args.batch_size,
         max_new_tokens=args.max_new_tokens,
+        **_generation_batch(args),
         **params,
     )
     print(f"Reference (retain-only model and its evaluation log) written to {out}; use --reference {out}")
@@ -208,6 +210,10 @@ def _suite_params(args: argparse.Namespace) -> dict:
     if args.forget_split:
         params["forget_split"] = args.forget_split
     return params
+
+
+def _generation_batch(args: argparse.Namespace) -> dict:
+    return {"generation_batch_size": args.generation_batch_size} if args.generation_batch_size else {}
 
 
 def _split(items: list[str]) -> list[str]:
@@ -337,6 +343,12 @@ def _eval_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--param", action="append", default=[], help="Suite parameter key=value (repeatable)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument(
+        "--generation-batch-size",
+        type=int,
+        default=None,
+        help="Questions decoded together for the generation metrics (default: unlearn.scoring.GENERATION_BATCH_SIZE)",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

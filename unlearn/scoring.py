@@ -40,33 +40,152 @@ def answer_nll(
     return (-logps / n_tokens.clamp(min=1)).tolist()
 
 
+# Rows decoded together. Decoding one token per row is bound by reading the weights, not by arithmetic, so wider
+# batches are nearly free per step: SmolLM2-135M on 2 CPU cores, 64 TOFU questions x 64 tokens took 46.5 s at 16,
+# 33.9 s at 32, 26.5 s at 64 (`generate`). The likelihood scoring's batch (`batch_size`) is separate: it is bound
+# by arithmetic and gains nothing from width.
+GENERATION_BATCH_SIZE = 64
+
+
 @torch.no_grad()
 def greedy_answers(
-    model, tokenizer, questions: Sequence[str], max_new_tokens: int = 32, batch_size: int = 8, raw: bool = False
+    model,
+    tokenizer,
+    questions: Sequence[str],
+    max_new_tokens: int = 32,
+    batch_size: int = GENERATION_BATCH_SIZE,
+    raw: bool = False,
 ) -> list[str]:
     """Greedy completions of each question, formatted as in training (chat template when there is one).
 
-    With `raw`, the strings are used as they are (text prefixes to continue).
+    With `raw`, the strings are used as they are (text prefixes to continue). Questions are batched by prompt
+    length (least padding) and answered in input order. A transformers model is decoded by `greedy_decode`, which
+    drops each row from the batch once it has ended; other models (or a generation config that changes the
+    greedy choice, e.g. a repetition penalty) go through `model.generate`.
     """
     device = next(model.parameters()).device
-    side, tokenizer.padding_side = tokenizer.padding_side, "left"
     was_training = model.training
     model.eval()
     templated = not raw and bool(getattr(tokenizer, "chat_template", None))
-    answers: list[str] = []
+    prompts = list(questions) if raw else [format_qa(tokenizer, q, "")[0] for q in questions]
+    encoded = [tokenizer(p, add_special_tokens=not templated)["input_ids"] for p in prompts]
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+    own_loop = _takes_a_cache(model) and _plain_greedy(model)
+    stop = _stop_ids(model, tokenizer)
+    pad_id = tokenizer.pad_token_id
+    answers: list[str | None] = [None] * len(encoded)
     try:
-        for start in tqdm(range(0, len(questions), batch_size), desc="generating", leave=False, disable=None):
-            chunk = questions[start : start + batch_size]
-            prompts = list(chunk) if raw else [format_qa(tokenizer, q, "")[0] for q in chunk]
-            enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=not templated).to(device)
-            ids = model.generate(
-                **enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id
-            )
-            answers.extend(tokenizer.batch_decode(ids[:, enc["input_ids"].shape[1] :], skip_special_tokens=True))
+        for start in tqdm(range(0, len(order), batch_size), desc="generating", leave=False, disable=None):
+            idx = order[start : start + batch_size]
+            batch = [encoded[i] for i in idx]
+            if own_loop:
+                new = greedy_decode(model, batch, max_new_tokens, stop, pad_id, device)
+            else:
+                new = _generate(model, batch, max_new_tokens, pad_id, device)
+            for i, tokens in zip(idx, new, strict=True):
+                answers[i] = tokenizer.decode(tokens, skip_special_tokens=True)
     finally:
-        tokenizer.padding_side = side
         model.train(was_training)
     return [a.strip() for a in answers]
+
+
+@torch.no_grad()
+def greedy_decode(
+    model, prompts: list[list[int]], max_new_tokens: int, stop: set[int], pad_id: int, device
+) -> list[list[int]]:
+    """Greedy decoding of left-padded prompts with a key/value cache, each row removed from the batch (and from the
+    cache) at its stop token, so that the steps after a row has ended cost nothing for it; the stop token is kept,
+    as `generate` keeps it. The same tokens as `model.generate(do_sample=False)` on the same batch."""
+    ids, mask = (t.to(device) for t in left_pad(prompts, pad_id))
+    cache_kw = _cache_kwarg(model)
+    out = model(
+        input_ids=ids,
+        attention_mask=mask,
+        position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+        use_cache=True,
+        logits_to_keep=1,
+    )
+    cache = getattr(out, cache_kw)
+    position = mask.sum(-1)  # (B,) the next token's position in each row
+    rows = torch.arange(len(prompts), device=device)  # the rows still decoding, as indices into `prompts`
+    generated: list[list[int]] = [[] for _ in prompts]
+    for step in range(max_new_tokens):
+        token = out.logits[:, -1].argmax(-1)  # (b,)
+        ended = torch.zeros_like(token, dtype=torch.bool)
+        for k, (r, t) in enumerate(zip(rows.tolist(), token.tolist(), strict=True)):
+            generated[r].append(t)
+            ended[k] = t in stop
+        if step == max_new_tokens - 1 or ended.all():
+            break
+        if ended.any():
+            keep = (~ended).nonzero()[:, 0]
+            cache.batch_select_indices(keep)
+            rows, token, mask, position = rows[keep], token[keep], mask[keep], position[keep]
+        mask = torch.cat([mask, mask.new_ones(len(rows), 1)], dim=1)
+        out = model(
+            input_ids=token[:, None],
+            attention_mask=mask,
+            position_ids=position[:, None],
+            use_cache=True,
+            **{cache_kw: cache},
+        )
+        position = position + 1
+    return generated
+
+
+def _generate(model, prompts: list[list[int]], max_new_tokens: int, pad_id: int, device) -> list[list[int]]:
+    """`model.generate` (greedy) on left-padded prompts -> the new tokens of each row."""
+    ids, mask = left_pad(prompts, pad_id)
+    out = model.generate(
+        input_ids=ids.to(device),
+        attention_mask=mask.to(device),
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        pad_token_id=pad_id,
+    )
+    return [row.tolist() for row in out[:, ids.shape[1] :]]
+
+
+def left_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token lists -> (input_ids, attention_mask), (B, T), padded on the left so that every row ends at T - 1."""
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for b, p in enumerate(prompts):
+        ids[b, width - len(p) :] = torch.tensor(p, dtype=torch.long)
+        mask[b, width - len(p) :] = 1
+    return ids, mask
+
+
+# Generation settings under which `generate`'s greedy choice is not the plain argmax of the logits.
+_PROCESSORS = {
+    "repetition_penalty": 1.0,
+    "no_repeat_ngram_size": 0,
+    "encoder_repetition_penalty": 1.0,
+    "min_length": 0,
+    "min_new_tokens": None,
+    "bad_words_ids": None,
+    "sequence_bias": None,
+    "forced_bos_token_id": None,
+    "forced_eos_token_id": None,
+    "suppress_tokens": None,
+    "begin_suppress_tokens": None,
+    "renormalize_logits": False,
+    "stop_strings": None,
+}
+
+
+def _plain_greedy(model) -> bool:
+    config = getattr(model, "generation_config", None)
+    return config is not None and all(getattr(config, k, v) in (v, None) for k, v in _PROCESSORS.items())
+
+
+def _stop_ids(model, tokenizer) -> set[int]:
+    """The tokens at which `generate` ends a row: the generation config's EOS id(s), else the tokenizer's."""
+    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if eos is None:
+        eos = tokenizer.eos_token_id
+    return set(eos if isinstance(eos, list) else [] if eos is None else [eos])
 
 
 @dataclass
@@ -165,13 +284,7 @@ def _shared_prompt_logits(model, prompts: list[tuple], owner: list[int], rows: l
     -> (logits (B, A, V), labels (B, A)) with logits[:, t] predicting labels[:, t], t over the continuation.
     Positions are counted from each prompt's first real token, so a padded prompt scores as it would alone.
     """
-    width = max(len(p) for p in prompts)
-    ids = torch.full((len(prompts), width), pad_token_id, dtype=torch.long)
-    prompt_mask = torch.zeros((len(prompts), width), dtype=torch.long)
-    for k, p in enumerate(prompts):
-        ids[k, width - len(p) :] = torch.tensor(p)
-        prompt_mask[k, width - len(p) :] = 1
-    ids, prompt_mask = ids.to(device), prompt_mask.to(device)
+    ids, prompt_mask = (t.to(device) for t in left_pad(prompts, pad_token_id))
     positions = (prompt_mask.cumsum(-1) - 1).clamp(min=0)
     cache_kw = _cache_kwarg(model)
     head = model(input_ids=ids, attention_mask=prompt_mask, position_ids=positions, use_cache=True, logits_to_keep=1)

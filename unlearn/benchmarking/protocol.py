@@ -54,7 +54,7 @@ TOP_KEYS = (
     "select",
 )
 DATA_KEYS = ("forget", "retain", "holdout")
-EVAL_KEYS = ("batch_size", "max_new_tokens")
+EVAL_KEYS = ("batch_size", "max_new_tokens", "generation_batch_size")
 ENTRY_KEYS = ("recipe", "settings", "grid", "name")
 SANITY_KEYS = ("max_forget_quality", "enforce")
 # Which entry of a recipe is its recommended setting: the best forget quality among those keeping at least this

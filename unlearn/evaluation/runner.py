@@ -23,7 +23,7 @@ import torch
 from ..data import detect_shape, fingerprint, load_records, tokenize
 from ..errors import UnlearnError
 from ..rundir import write_atomic
-from ..scoring import RowStats, greedy_answers, row_stats
+from ..scoring import GENERATION_BATCH_SIZE, RowStats, greedy_answers, row_stats
 from .metrics import METRICS, REFERENCE_HINT, MetricResult, dependencies
 from .reference import load_reference, reference_agg, reference_values
 from .suite import load_suite
@@ -136,12 +136,14 @@ def evaluate(
     skip: tuple[str, ...] | list[str] = (),
     batch_size: int = 8,
     max_new_tokens: int = 64,
+    generation_batch_size: int = GENERATION_BATCH_SIZE,
     **params: Any,
 ) -> EvalResult:
     """Evaluate `model` on `suite` (a name from `eval/` or a YAML path); `params` fill the suite's parameters.
 
     `reference`: a directory or EVAL.json of the reference (retain-only) model, ours or open-unlearning's, for
     forget quality and privacy leakage. A metric that needs it fails before any scoring when it is missing.
+    `batch_size` rows per likelihood pass; `generation_batch_size` questions decoded together (ROUGE, fluency).
     """
     spec = load_suite(suite, **params)
     specs = {n: s for n, s in spec["metrics"].items() if n not in set(skip)}
@@ -167,7 +169,15 @@ def evaluate(
     scores = {}
     for dname, what in needs.items():
         scores[dname] = _score_dataset(
-            model, tokenizer, dname, spec["datasets"][dname], what, batch_size, max_new_tokens, fp, partial
+            model,
+            tokenizer,
+            dname,
+            spec["datasets"][dname],
+            what,
+            (batch_size, generation_batch_size),
+            max_new_tokens,
+            fp,
+            partial,
         )
     ctx = _Context(model, tokenizer, scores, ref_log, str(reference) if reference is not None else None)
     pending = dict(specs)
@@ -183,7 +193,12 @@ def evaluate(
         "model_fingerprint": fp,
         "data_fingerprints": {n: s.fingerprint for n, s in scores.items()},
         "reference": str(reference) if isinstance(reference, (str, os.PathLike)) else None,
-        "settings": {"batch_size": batch_size, "max_new_tokens": max_new_tokens, "skip": list(skip)},
+        "settings": {
+            "batch_size": batch_size,
+            "generation_batch_size": generation_batch_size,
+            "max_new_tokens": max_new_tokens,
+            "skip": list(skip),
+        },
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     result = EvalResult(spec["name"], spec["params"], {n: ctx.results[n] for n in specs}, specs, scores, meta)
@@ -192,7 +207,8 @@ def evaluate(
     return result
 
 
-def _score_dataset(model, tokenizer, name, dspec, needs, batch_size, max_new_tokens, fp, partial) -> DatasetScores:
+def _score_dataset(model, tokenizer, name, dspec, needs, batch_sizes, max_new_tokens, fp, partial) -> DatasetScores:
+    batch_size, generation_batch_size = batch_sizes
     ds = load_records({k: dspec[k] for k in ("path", "name", "split") if k in dspec})
     if dspec.get("limit") is not None:
         ds = ds.select(range(min(int(dspec["limit"]), len(ds))))
@@ -254,7 +270,9 @@ def _score_dataset(model, tokenizer, name, dspec, needs, batch_size, max_new_tok
             it = iter(stats[slice(*spans["perturbed"])])
             scores.perturbed = [[next(it) for _ in range(w)] for w in widths]
     if "generation" in needs:
-        scores.generations = greedy_answers(model, tokenizer, inputs, max_new_tokens, batch_size, raw=shape == "text")
+        scores.generations = greedy_answers(
+            model, tokenizer, inputs, max_new_tokens, generation_batch_size, raw=shape == "text"
+        )
     if cache is not None:
         write_atomic(cache, pickle.dumps(scores))
     return scores
