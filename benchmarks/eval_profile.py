@@ -79,7 +79,12 @@ def main() -> None:
     start = time.perf_counter()
     profiler.enable()
     result = unlearn.evaluate(
-        model, tok, suite=args.suite, skip=skip, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
+        model,
+        tok,
+        suite=args.suite,
+        skip=skip,
+        batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens,
         **params,
     )
     profiler.disable()

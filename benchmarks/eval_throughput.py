@@ -4,8 +4,11 @@
 
 Likelihood: `scoring.row_stats` (every statistic the likelihood metrics use) over TOFU forget rows with their
 paraphrased and perturbed answers, vs a bare forward pass over the same length-sorted padded batches.
-Generation: `scoring.greedy_answers` vs a plain batched `model.generate` on the same left-padded prompts.
-Targets (issue 8): likelihood >= 0.7x, generation >= 0.8x.
+Generation: `scoring.greedy_answers` vs a plain batched `model.generate` on the same left-padded prompts in input
+order, at the likelihood batch (`--batch-size`, as an evaluation loop would do it the obvious way): ours at the same
+batch (sorting by prompt length, ended rows dropped) and at its own generation batch (`--generation-batch-size`,
+default `scoring.GENERATION_BATCH_SIZE`), with the fraction of answers identical to `generate`'s.
+Targets (issue 20): likelihood >= 0.85x the bare forward, generation >= 1.5x the plain `generate`.
 """
 
 from __future__ import annotations
@@ -16,10 +19,9 @@ import time
 
 import torch
 
-from unlearn.data import format_qa, load_records, pad_rows, tokenize
+from unlearn.data import format_qa, load_records, load_tofu, pad_rows, tokenize
 from unlearn.loading import ensure_pad_token, load_model_and_tokenizer
-from unlearn.scoring import greedy_answers, row_stats
-from unlearn.tofu import load_tofu
+from unlearn.scoring import GENERATION_BATCH_SIZE, greedy_answers, row_stats
 
 
 def best_of(fn, repeats: int) -> float:
@@ -38,6 +40,8 @@ def main() -> None:
     p.add_argument("--rows", type=int, default=16, help="forget questions (each with 1 + 1 + 5 scored answers)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--max-new-tokens", type=int, default=32)
+    p.add_argument("--generation-batch-size", type=int, default=GENERATION_BATCH_SIZE)
+    p.add_argument("--generation-rows", type=int, default=None, help="questions to generate for (default: --rows)")
     p.add_argument("--repeats", type=int, default=2)
     args = p.parse_args()
     torch.manual_seed(0)
@@ -69,27 +73,43 @@ def main() -> None:
         f"model {args.model}, {len(examples)} rows, {n_tokens} tokens, batch {args.batch_size}, torch threads {torch.get_num_threads()}"
     )
     print(
-        f"likelihood  bare forward {n_tokens / t_bare:9.0f} tok/s | row_stats {n_tokens / t_ours:9.0f} tok/s | ratio {t_bare / t_ours:.2f} (target >= 0.70)"
+        f"likelihood  bare forward {n_tokens / t_bare:9.0f} tok/s | row_stats {n_tokens / t_ours:9.0f} tok/s | ratio {t_bare / t_ours:.2f} (target >= 0.85)"
     )
 
-    questions = list(ds["question"])
+    n_gen = args.generation_rows or args.rows
+    questions = list(load_tofu("forget10_perturbed", args.tofu).select(range(n_gen))["question"])
     tok.padding_side = "left"
     templated = bool(getattr(tok, "chat_template", None))
     prompts = [format_qa(tok, q, "")[0] for q in questions]
+    plain_answers: list[str] = []
 
     @torch.no_grad()
     def plain_generate():
+        plain_answers.clear()
         for s in range(0, len(prompts), args.batch_size):
             enc = tok(
                 prompts[s : s + args.batch_size], return_tensors="pt", padding=True, add_special_tokens=not templated
             )
-            model.generate(**enc, max_new_tokens=args.max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id)
+            ids = model.generate(
+                **enc, max_new_tokens=args.max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id
+            )
+            new = tok.batch_decode(ids[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+            plain_answers.extend(a.strip() for a in new)
+
+    ours: dict[int, list[str]] = {}
+
+    def generate_with(batch_size: int):
+        ours[batch_size] = greedy_answers(model, tok, questions, args.max_new_tokens, batch_size)
 
     t_plain = best_of(plain_generate, args.repeats)
-    t_gen = best_of(lambda: greedy_answers(model, tok, questions, args.max_new_tokens, args.batch_size), args.repeats)
-    print(
-        f"generation  plain generate {t_plain:6.2f} s | greedy_answers {t_gen:6.2f} s | ratio {t_plain / t_gen:.2f} (target >= 0.80)"
-    )
+    print(f"generation  {len(questions)} questions, {args.max_new_tokens} new tokens at most")
+    for batch_size in dict.fromkeys([args.batch_size, args.generation_batch_size]):
+        t_gen = best_of(lambda b=batch_size: generate_with(b), args.repeats)
+        same = sum(a == b for a, b in zip(plain_answers, ours[batch_size], strict=True)) / len(questions)
+        print(
+            f"generation  plain generate (batch {args.batch_size}) {t_plain:6.2f} s | greedy_answers (batch "
+            f"{batch_size}) {t_gen:6.2f} s | ratio {t_plain / t_gen:.2f} (target >= 1.5) | identical answers {same:.2f}"
+        )
 
 
 if __name__ == "__main__":

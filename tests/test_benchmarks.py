@@ -138,3 +138,32 @@ def test_startup_benchmark_prints_every_command(tmp_path):
     for name, row in report["commands"].items():
         assert 0 < row["min_s"] <= row["median_s"] <= row["max_s"], name
         assert name in proc.stdout
+
+
+@pytest.mark.slow
+def test_evaluation_benchmarks_run_on_the_tiny_model(tiny_model_dir, tmp_path):
+    """`eval_throughput.py` (ours against the bare forward and plain `generate`, same run) and `eval_profile.py`
+    (the evaluation's time by stage) print every figure; they are run here so that they keep working."""
+    tofu = str(ROOT.parent / "shared" / "data" / "tofu")
+    env = {**ENV, "UNLEARN_TOFU_DIR": os.environ.get("UNLEARN_TOFU_DIR", tofu)}
+    common = {"cwd": ROOT, "env": env, "capture_output": True, "text": True, "timeout": 600}
+    throughput = subprocess.run(
+        [sys.executable, "benchmarks/eval_throughput.py", "--model", str(tiny_model_dir), "--rows", "2"]
+        + ["--generation-rows", "6", "--max-new-tokens", "8", "--repeats", "1", "--generation-batch-size", "4"],
+        **common,
+    )
+    assert throughput.returncode == 0, throughput.stderr[-3000:]
+    lines = throughput.stdout.splitlines()
+    assert any(line.startswith("likelihood  bare forward") and "ratio" in line for line in lines)
+    generation = [line for line in lines if "greedy_answers (batch" in line]
+    assert len(generation) == 2 and all("identical answers" in line for line in generation)
+    out = tmp_path / "profile.json"
+    profile = subprocess.run(
+        [sys.executable, "benchmarks/eval_profile.py", "--model", str(tiny_model_dir), "--limit", "3"]
+        + ["--max-new-tokens", "8", "--json", str(out)],
+        **common,
+    )
+    assert profile.returncode == 0, profile.stderr[-3000:]
+    figures = json.loads(out.read_text())
+    assert figures["wall_s"] > 0 and figures["stages"]["greedy generation (greedy_answers)"] > 0
+    assert 0 <= figures["metrics"]["forget_probability"] <= 1

