@@ -22,31 +22,30 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-STAGES = {  # stage -> (file suffix, function name) whose cumulative time it is
+STAGES = {  # stage -> (file suffix, function name) whose cumulative time it is; None: every public function of it
     "likelihood scoring (row_stats)": ("unlearn/scoring.py", "row_stats"),
     "greedy generation (greedy_answers)": ("unlearn/scoring.py", "greedy_answers"),
     "  of which model.generate": ("transformers/generation/utils.py", "generate"),
     "tokenization (tokenize)": ("unlearn/data.py", "tokenize"),
-    "metric functions": ("unlearn/evaluation/runner.py", "<metrics>"),
+    "metric functions": ("unlearn/evaluation/metrics.py", None),
     "  of which ROUGE": ("unlearn/evaluation/metric_math.py", "rouge_l_recall"),
     "data loading (load_records)": ("unlearn/data.py", "load_records"),
 }
 
 
+def _counts(func: str, name: str | None) -> bool:
+    return func == name if name is not None else not func.startswith("_") and func != "register"
+
+
 def stage_times(stats: pstats.Stats) -> dict[str, float]:
-    out = {}
-    for stage, (path, name) in STAGES.items():
-        total = 0.0
-        for (file, _, func), (_, _, _, cum, _) in stats.stats.items():
-            if file.endswith(path) and func == name:
-                total += cum
-        out[stage] = total
-    metric_total = 0.0
-    for (file, _, func), (_, _, _, cum, _) in stats.stats.items():
-        if file.endswith("unlearn/evaluation/metrics.py") and not func.startswith("_") and func != "register":
-            metric_total += cum
-    out["metric functions"] = metric_total
-    return out
+    return {
+        stage: sum(
+            cum
+            for (file, _, func), (_, _, _, cum, _) in stats.stats.items()
+            if file.endswith(path) and _counts(func, name)
+        )
+        for stage, (path, name) in STAGES.items()
+    }
 
 
 def main() -> None:

@@ -14,10 +14,10 @@ FULL_STATE_DICT), with the pieces the Trainer uses:
 - at the end the full state dict gathered (`get_model_state_dict(full_state_dict=True)`), the adapter saved by
   the main process as an ordinary PEFT adapter, and evaluated there with the run's `eval_suite`.
 
-    torchrun --nproc_per_node 2 tests/fsdp_drive.py RUN.yaml OUT_DIR
+    torchrun --nproc_per_node 2 tests/fsdp_drive.py RUN.yaml
 
-writes OUT_DIR/adapter_model.safetensors (+ adapter_config.json), OUT_DIR/eval/, OUT_DIR/fsdp.json (what was
-sharded, per process).
+writes, in the run's `output_dir`, adapter_model.safetensors (+ adapter_config.json), eval/, and fsdp.json (what
+was sharded, per process).
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def shard(model: torch.nn.Module) -> int:
     return len(layers)
 
 
-def main(config_path: str, out_dir: str) -> None:
+def main(config_path: str) -> None:
     config = recipe_config(read_recipe_values(config_path, {}))
     model, tokenizer = load_model_and_tokenizer(config.model_name_or_path, config.dtype)
     ensure_pad_token(tokenizer)
@@ -81,23 +81,22 @@ def main(config_path: str, out_dir: str) -> None:
             trainer.model.zero_grad()
 
     state = get_model_state_dict(trainer.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    out = Path(config.output_dir)
     if rank == 0:
-        out = Path(out_dir)
         # The gathered weights into a fresh, unsharded copy: an ordinary PEFT adapter, saved and evaluated.
         base, _ = load_model_and_tokenizer(config.model_name_or_path, config.dtype)
         whole = wrap_adapter(base, config)
         set_peft_model_state_dict(whole, get_peft_model_state_dict(whole, state_dict=state))
         whole.save_pretrained(out)
-        config.output_dir = str(out)
         if config.eval_suite:
             _evaluate_run(whole, tokenizer, config)
     report = {"rank": rank, "world": world, "units": units, "local_trainable": local, "trainable": full}
     reports = [None] * world
     dist.all_gather_object(reports, {**report, "losses": losses})
     if rank == 0:
-        (Path(out_dir) / "fsdp.json").write_text(json.dumps(reports, indent=2))
+        (out / "fsdp.json").write_text(json.dumps(reports, indent=2))
     dist.barrier()
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:3])
+    main(sys.argv[1])

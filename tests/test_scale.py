@@ -36,6 +36,37 @@ def test_shipped_accelerate_configs_parse(name, kind):
     assert config.num_processes >= 2
 
 
+def one_process_run_and_two_process_config(model_dir, data_files, tmp_path) -> Path:
+    """NPO at global batch 4: run in one process (x 4) into `one/`; the config for two processes (x 2) into `two/`,
+    with the suite evaluated in the run."""
+    common = {"recipe": "npo", "retain_weight": 1.0}
+    one = write_config(
+        tmp_path / "one.yaml", model_dir, data_files, tmp_path / "one", per_device_train_batch_size=4, **common
+    )
+    unlearn_cli("forget", one)
+    return write_config(
+        tmp_path / "two.yaml",
+        model_dir,
+        data_files,
+        tmp_path / "two",
+        per_device_train_batch_size=2,
+        eval_suite="qa",
+        eval_params=json.dumps({"path": str(data_files["forget"]), "limit": 4}),
+        **common,
+    )
+
+
+def assert_two_processes_match_one(tmp_path) -> None:
+    """Every adapter tensor within 1e-3 relative (Frobenius) error, and the two-process run's evaluation written."""
+    a = load_file(tmp_path / "one" / "adapter_model.safetensors")
+    b = load_file(tmp_path / "two" / "adapter_model.safetensors")
+    assert a.keys() == b.keys()
+    for name in a:
+        assert ((a[name] - b[name]).norm() / a[name].norm()).item() < 1e-3, name
+    summary = json.loads((tmp_path / "two" / "eval" / "SUMMARY.json").read_text())
+    assert 0 < summary["metrics"]["probability"] < 1
+
+
 @pytest.mark.slow
 def test_two_processes_match_one(tiny_model_dir, data_files, tmp_path):
     """Global batch 4: one process x 4 vs two gloo processes x 2 (the shipped ddp.yaml) give the same adapter.
@@ -48,21 +79,7 @@ def test_two_processes_match_one(tiny_model_dir, data_files, tmp_path):
     runs to mpirun only); the ddp.yaml config (`MULTI_GPU`) starts the processes with torchrun and `UnlearnConfig`
     switches them to `use_cpu`, i.e. DDP over gloo.
     """
-    common = {"recipe": "npo", "retain_weight": 1.0}
-    one = write_config(
-        tmp_path / "one.yaml", tiny_model_dir, data_files, tmp_path / "one", per_device_train_batch_size=4, **common
-    )
-    two = write_config(
-        tmp_path / "two.yaml",
-        tiny_model_dir,
-        data_files,
-        tmp_path / "two",
-        per_device_train_batch_size=2,
-        eval_suite="qa",
-        eval_params=json.dumps({"path": str(data_files["forget"]), "limit": 4}),
-        **common,
-    )
-    unlearn_cli("forget", one)
+    two = one_process_run_and_two_process_config(tiny_model_dir, data_files, tmp_path)
     launch = [
         sys.executable,
         "-m",
@@ -77,14 +94,8 @@ def test_two_processes_match_one(tiny_model_dir, data_files, tmp_path):
     proc = subprocess.run(launch, env=ENV, capture_output=True, text=True, timeout=600)
     errors = [line for line in proc.stderr.splitlines() if "Error" in line and "Traceback" not in line]
     assert proc.returncode == 0, "\n".join(errors[:10]) + "\n" + proc.stderr[-2000:]
-    a = load_file(tmp_path / "one" / "adapter_model.safetensors")
-    b = load_file(tmp_path / "two" / "adapter_model.safetensors")
-    assert a.keys() == b.keys()
     assert proc.stdout.count("Unlearned adapter written") == 1, "only the main process reports (it really ran DDP)"
-    for name in a:
-        assert ((a[name] - b[name]).norm() / a[name].norm()).item() < 1e-3, name
-    summary = json.loads((tmp_path / "two" / "eval" / "SUMMARY.json").read_text())
-    assert 0 < summary["metrics"]["probability"] < 1
+    assert_two_processes_match_one(tmp_path)
 
 
 @pytest.mark.slow
@@ -109,36 +120,16 @@ def test_fsdp2_on_two_cpu_processes_matches_one(tiny_model_dir, data_files, tmp_
     process: global batch 4 (one process x 4 vs two x 2), NPO so that the reference log-probs run through the
     sharded model, every trainable tensor sharded over the two processes, and the run's `eval_suite` evaluated on
     the gathered adapter. Tolerance as for DDP (1e-3 relative per tensor)."""
-    common = {"recipe": "npo", "retain_weight": 1.0}
-    one = write_config(
-        tmp_path / "one.yaml", tiny_model_dir, data_files, tmp_path / "one", per_device_train_batch_size=4, **common
-    )
-    two = write_config(
-        tmp_path / "two.yaml",
-        tiny_model_dir,
-        data_files,
-        tmp_path / "unused",
-        per_device_train_batch_size=2,
-        eval_suite="qa",
-        eval_params=json.dumps({"path": str(data_files["forget"]), "limit": 4}),
-        **common,
-    )
-    unlearn_cli("forget", one)
+    two = one_process_run_and_two_process_config(tiny_model_dir, data_files, tmp_path)
     drive = Path(__file__).with_name("fsdp_drive.py")
     launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(drive), str(two)]
-    proc = subprocess.run([*launch, str(tmp_path / "two")], env=ENV, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(launch, env=ENV, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     reports = json.loads((tmp_path / "two" / "fsdp.json").read_text())
     assert [r["rank"] for r in reports] == [0, 1] and all(r["units"] == 2 for r in reports)  # 2 decoder layers
     assert sum(r["local_trainable"] for r in reports) == reports[0]["trainable"]  # sharded, not replicated
     assert all(r["local_trainable"] < r["trainable"] for r in reports)
-    a = load_file(tmp_path / "one" / "adapter_model.safetensors")
-    b = load_file(tmp_path / "two" / "adapter_model.safetensors")
-    assert a.keys() == b.keys()
-    for name in a:
-        assert ((a[name] - b[name]).norm() / a[name].norm()).item() < 1e-3, name
-    summary = json.loads((tmp_path / "two" / "eval" / "SUMMARY.json").read_text())
-    assert 0 < summary["metrics"]["probability"] < 1
+    assert_two_processes_match_one(tmp_path)
 
 
 def test_qlora_trains_an_adapter_on_a_4bit_base(tiny_model_dir, tofu_rows, tmp_path):
