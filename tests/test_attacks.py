@@ -72,6 +72,14 @@ def test_relearn_recovers_what_an_adapter_only_suppressed(target, tiny_init_dir,
     assert (tmp_path / "relearn_curve.png").stat().st_size > 1000
     log = json.loads((tmp_path / "ATTACKS.json").read_text())["attacks"][0]
     assert len(log["after"]["probability"]["value_by_index"]) == N_FORGET - 4
+    # The baseline curve computed once (what a benchmark does for all its entries) is the one computed here.
+    from unlearn.attacks.relearn import baseline_curve
+
+    scratch = AutoModelForCausalLM.from_pretrained(tiny_init_dir)
+    curve = baseline_curve(scratch, tok, forget, k=4, steps=20, learning_rate=5e-3)
+    assert curve == pytest.approx(d["baseline_curve"], abs=1e-6)
+    with pytest.raises(UnlearnError, match="`baseline_curve` has 2 points.*same options"):
+        unlearn.attack(unlearned, tok, "relearn", forget=forget, k=4, steps=20, baseline_curve=curve[:2])
 
 
 def test_attacks_without_generation_recover_the_same_fraction(target):

@@ -77,6 +77,8 @@ def test_benchmark_table_cache_and_changed_setting(tiny_init_dir, tofu_env, tmp_
             assert isinstance(row[attack], float)
         curve = row["attacks"]["relearn"]["details"]
         assert curve["steps"] == [0, 2, 4] and len(curve["baseline_curve"]) == 3
+        # the retain model's relearning, computed once for all entries
+        assert curve["baseline_curve"] == results["rows"][2]["attacks"]["relearn"]["details"]["baseline_curve"]
     assert any(r.get("pareto") for r in results["rows"])
     text = (out / "RESULTS.md").read_text()
     assert "| target " in text and "| ga-learning_rate=0.005" in text and "Sanity: " in text
@@ -87,6 +89,7 @@ def test_benchmark_table_cache_and_changed_setting(tiny_init_dir, tofu_env, tmp_
     assert rows["ga-learning_rate=0.005"]["attacks"]["relearn"]["details"]["measured_on"] == N_FORGET // 2
 
     again = unlearn.benchmark(tiny_protocol(tiny_init_dir), out=out)
+    assert "attacks/relearn-baseline" in results["ran_now"]
     assert again["ran_now"] == []  # every step cached
     assert again["rows"][2]["forget_quality"] == results["rows"][2]["forget_quality"]
 

@@ -39,27 +39,8 @@ def _area(y, x) -> float:
     return float(np.sum((y[1:] + y[:-1]) / 2 * np.diff(x)))
 
 
-def relearn(
-    models,
-    tokenizer,
-    forget,
-    retain,
-    before,
-    original,
-    k: int = 4,
-    data: str = "forget",
-    steps: int = 10,
-    eval_every: int | None = None,
-    learning_rate: float = 1e-4,
-    adapter: str = "lora",
-    baseline=None,
-    generate: bool = True,
-    **_,
-):
-    """Fine-tune on `k` forget examples (or `data: retain`) for `steps` steps; recovery on the other forget rows.
-
-    `generate=False` scores answer probabilities only (no greedy generations, no ROUGE): the recovered fraction is
-    the same, at a fraction of the cost on a CPU."""
+def _plan(forget, retain, k, data, steps, eval_every, learning_rate, adapter):
+    """The relearning rows, the rows it is measured on, the step counts measured at and the fine-tuning settings."""
     if data == "forget":
         if len(forget) <= k:
             raise UnlearnError(
@@ -82,11 +63,72 @@ def relearn(
         "lr_scheduler_type": "constant",
         "seed": 0,
     }
+    return train_rows, eval_rows, checkpoints, settings
+
+
+def baseline_curve(
+    baseline,
+    tokenizer,
+    forget,
+    retain=None,
+    k: int = 4,
+    data: str = "forget",
+    steps: int = 10,
+    eval_every: int | None = None,
+    learning_rate: float = 1e-4,
+    adapter: str = "lora",
+    **_,
+) -> list[float]:
+    """The forget-probability curve of relearning `baseline` with the same rows, steps and settings as `relearn`.
+
+    It depends only on the baseline and the options, so a benchmark computes it once and passes it to every
+    entry's attack as `baseline_curve` (fine-tuning is seeded: the curve is the same as computing it each time)."""
+    train_rows, eval_rows, checkpoints, settings = _plan(
+        forget, retain, k, data, steps, eval_every, learning_rate, adapter
+    )
+    return _relearn_curve(baseline, tokenizer, train_rows, eval_rows, checkpoints, settings)[1]
+
+
+def relearn(
+    models,
+    tokenizer,
+    forget,
+    retain,
+    before,
+    original,
+    k: int = 4,
+    data: str = "forget",
+    steps: int = 10,
+    eval_every: int | None = None,
+    learning_rate: float = 1e-4,
+    adapter: str = "lora",
+    baseline=None,
+    baseline_curve: list[float] | None = None,
+    generate: bool = True,
+    **_,
+):
+    """Fine-tune on `k` forget examples (or `data: retain`) for `steps` steps; recovery on the other forget rows.
+
+    `generate=False` scores answer probabilities only (no greedy generations, no ROUGE): the recovered fraction is
+    the same, at a fraction of the cost on a CPU. `baseline_curve` (from `baseline_curve()` with the same options)
+    stands for relearning the baseline here."""
+    train_rows, eval_rows, checkpoints, settings = _plan(
+        forget, retain, k, data, steps, eval_every, learning_rate, adapter
+    )
     attacked, curve = _relearn_curve(
         models.merged_copy(), tokenizer, train_rows, eval_rows, checkpoints, settings, models.rewrap
     )
-    base = models.original_copy() if baseline is None else baseline
-    _, base_curve = _relearn_curve(base, tokenizer, train_rows, eval_rows, checkpoints, settings)
+    if baseline_curve is None:
+        base = models.original_copy() if baseline is None else baseline
+        _, base_curve = _relearn_curve(base, tokenizer, train_rows, eval_rows, checkpoints, settings)
+    elif len(baseline_curve) != len(checkpoints) + 1:
+        raise UnlearnError(
+            f"`baseline_curve` has {len(baseline_curve)} points but this relearning measures at "
+            f"{len(checkpoints) + 1} step counts {[0, *checkpoints]}: compute it with `baseline_curve()` and the "
+            "same options."
+        )
+    else:
+        base_curve = [float(v) for v in baseline_curve]
     x = np.asarray([0, *checkpoints], dtype=float) / steps
     area, base_area = _area(curve, x), _area(base_curve, x)
     eval_original = None
@@ -105,7 +147,7 @@ def relearn(
             "baseline_area": base_area,
             "trained_on": f"{len(train_rows)} {data} examples",
             "measured_on": len(eval_rows),
-            "baseline": "original model" if baseline is None else "given baseline",
+            "baseline": "original model" if baseline is None and baseline_curve is None else "given baseline",
         },
     )
     result.details["summary"] = (

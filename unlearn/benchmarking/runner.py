@@ -53,6 +53,8 @@ def benchmark(
     models = build_models(p, data, steps)
     if only == "models":
         return {"target": models["target"], "retain": models["retain"]}
+    if "relearn" in p.attacks:
+        models["relearn_baseline"] = relearn_baseline(p.attacks["relearn"], data, models, steps)
     for entry in p.entries:
         run_entry(p, entry, data, models, steps)
     from .report import write_results
@@ -327,6 +329,33 @@ def run_entry(p: Protocol, entry: Entry, data: dict[str, dict[str, Any]], models
         )
 
 
+def _relearn_options(options: dict[str, Any], forget: list[dict[str, Any]]) -> dict[str, Any]:
+    # Relearn on half the forget rows, measure on the other half, unless the protocol says otherwise.
+    return {"k": len(forget) // 2, **options}
+
+
+def relearn_baseline(options: dict[str, Any], data: dict[str, dict[str, Any]], models, steps: Steps) -> list[float]:
+    """The retain model relearned as every entry's relearning attack is (how fast a model that never saw the forget
+    set learns it): the same for every entry, so computed once, as its own cached step."""
+    from ..attacks.relearn import baseline_curve
+    from ..loading import ensure_pad_token, load_model_and_tokenizer
+
+    opts = _relearn_options(options, data["forget"]["rows"])
+
+    def fn(d: Path) -> dict[str, Any]:
+        model, tokenizer = load_model_and_tokenizer(models["retain"])
+        ensure_pad_token(tokenizer)
+        return {"curve": baseline_curve(model, tokenizer, data["forget"]["rows"], data["retain"]["rows"], **opts)}
+
+    record = steps.run(
+        "attacks/relearn-baseline",
+        {"retain": models["retain_key"], "options": opts, "forget": data["forget"]["fingerprint"]},
+        fn,
+        "attacks",
+    )
+    return record["result"]["curve"]
+
+
 def _unlearn_step(entry: Entry, data: dict[str, dict[str, Any]], target: str):
     from ..loading import ensure_pad_token, load_model_and_tokenizer
     from ..run import forget
@@ -366,9 +395,8 @@ def _attack_step(name: str, options: dict[str, Any], data: dict[str, dict[str, A
         forget = data["forget"]["rows"]
         opts = dict(options)
         if name == "relearn":
-            opts.setdefault("k", len(forget) // 2)  # relearn on half the forget rows, measure on the other half
-            # The retain model beside it: how fast a model that never saw the forget set learns it.
-            opts.setdefault("baseline", load_model_and_tokenizer(models["retain"])[0])
+            opts = _relearn_options(opts, forget)
+            opts["baseline_curve"] = models["relearn_baseline"]
         result = attack(
             model, tokenizer, name, forget=forget, retain=data["retain"]["rows"], original=original, out=d, **opts
         )
