@@ -1,6 +1,7 @@
 """The `unlearn` command line.
 
 unlearn forget CONFIG.yaml [key=value ...]     train a recipe (also under `accelerate launch -m unlearn`)
+unlearn forget recipes/target.yaml target="Harry Potter"   forget what the model knows about a target
 unlearn demo                                    unlearn on the built-in default model and show before/after
 unlearn benchmark PROTOCOL.yaml                 the standard protocol: target/retain models, every recipe, attacks, RESULTS.md
 unlearn recipes                                 list the recipes, their papers and the data they need
@@ -32,6 +33,8 @@ def cmd_forget(args: argparse.Namespace) -> int:
 
     config = recipe_config(values)
     check_output_dir(config)
+    if config.target or config.request:
+        return _forget_target(config, args)
     # What depends on the recipe's defaults (a retain set it needs) and data the precheck cannot read (CSV,
     # Parquet, a Hub dataset) is checked here, still before the model is loaded; the records are passed on.
     forget, retain = get_recipe(config.recipe).load_data(config, config.forget, config.retain)
@@ -43,6 +46,28 @@ def cmd_forget(args: argparse.Namespace) -> int:
 
     if PartialState().is_main_process:
         print(f"Unlearned adapter written to {config.output_dir}")
+    return 0
+
+
+def _forget_target(config, args: argparse.Namespace) -> int:
+    from .loading import load_model_and_tokenizer
+    from .targets import forget_target, resolve_request
+
+    req = resolve_request(config.target, config.request)
+    print(f"Request understood as: {req.describe()}.", flush=True)
+    asks = config.request and not args.yes and not args.dry_run and sys.stdin.isatty()
+    if asks and input("Go on? [Y/n] ").strip().lower() not in ("", "y", "yes"):
+        print("Stopped; nothing was run. Pass target=NAME to name the target yourself.")
+        return 1
+    model, tokenizer = load_model_and_tokenizer(
+        config.model_name_or_path, config.dtype, quantization=config.quantization
+    )
+    forget_target(model, tokenizer, config.target, config.request, config=config, dry_run=args.dry_run)
+    where = Path(config.output_dir)
+    if args.dry_run:
+        print(f"Dry run: review the sets in {where / 'target'}; run again without --dry-run to unlearn them.")
+    else:
+        print(f"Unlearned adapter written to {where}; the before/after is in {where / 'target' / 'REPORT.md'}")
     return 0
 
 
@@ -254,6 +279,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("forget", help="Train an unlearning recipe described by a YAML file.")
     p.add_argument("config", help="YAML file, e.g. recipes/npo.yaml")
     p.add_argument("overrides", nargs="*", help="key=value overrides of the config (values parsed as YAML)")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="With target=... or request=...: build and write the forget/neighbor/retain sets, then stop",
+    )
+    p.add_argument("--yes", action="store_true", help="Do not ask to confirm how a request=... was understood")
     p.set_defaults(func=cmd_forget)
     p = sub.add_parser("demo", help="Unlearn Harry Potter facts from SmolLM2-135M-Instruct and show before/after.")
     p.add_argument("--model", default="smollm2-135m", help="Built-in name, local directory or Hub id.")

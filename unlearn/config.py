@@ -50,6 +50,20 @@ class UnlearnConfig(TrainingArguments):
         },
     )
     retain: Any = field(default=None, metadata={"help": "Retain data, in the same forms as `forget`."})
+    target: str | None = field(
+        default=None,
+        metadata={
+            "help": 'Forget a target instead of a forget set (`target="Harry Potter"`): the forget, neighbor and '
+            "retain sets are built by probing the model into OUTPUT_DIR/target/ (`forget`/`retain` left out)."
+        },
+    )
+    request: str | None = field(
+        default=None,
+        metadata={
+            "help": 'A target in plain words (`request="forget everything about Harry Potter\'s friends"`), '
+            "parsed into a target and a scope and echoed back."
+        },
+    )
     question_key: str = field(
         default=DEFAULT_KEYS["question_key"], metadata={"help": "Column holding the question (QA data)."}
     )

@@ -278,6 +278,21 @@ def precheck_run(values: Mapping[str, Any]) -> None:
             raise UnlearnError(unknown_key_message(recipe, key, fields))
     check_settings(values)
     check_model(values.get("model_name_or_path"))
+    if values.get("target") or values.get("request"):
+        if values.get("forget") is not None:
+            raise UnlearnError(
+                "Give either a forget set (`forget`) or a `target`/`request` to build one from, not both: drop "
+                "`forget` (and `retain`) from the config, or pass forget=null retain=null."
+            )
+        from .targets import resolve_request
+
+        resolve_request(values.get("target"), values.get("request"))  # a bad request is refused here
+        check_output_state(
+            Path(values.get("output_dir") or default_output_dir(recipe)),
+            resume=bool(values.get("resume")),
+            overwrite=bool(values.get("overwrite")),
+        )
+        return
     if values.get("forget") is None:
         raise UnlearnError(
             "No forget data given: set `forget` in the config (e.g. `forget: tofu:forget10`) or pass forget=PATH."

@@ -23,7 +23,7 @@ from .data import DataSource, fingerprint
 from .errors import NonFiniteLossError, UnlearnError
 from .loading import ensure_pad_token, load_model_or_adapter
 from .recipes import get_recipe
-from .rundir import CONFIG_FILE, LOADED_LAST, LOG_FILE, RUN_FILE, check_output_dir, write_atomic
+from .rundir import CONFIG_FILE, LOADED_LAST, LOG_FILE, RUN_FILE, check_output_dir, clear_for_overwrite, write_atomic
 from .trainer import paper
 
 logger = logging.getLogger(__name__)
@@ -131,7 +131,7 @@ def run(
     out = Path(config.output_dir)
     if save and PartialState().is_main_process:
         if config.overwrite and out.exists():
-            shutil.rmtree(out)
+            clear_for_overwrite(out)
         out.mkdir(parents=True, exist_ok=True)
         if not (out / CONFIG_FILE).exists():
             write_atomic(out / CONFIG_FILE, yaml.safe_dump(config.to_yaml_dict(), sort_keys=False))
@@ -183,17 +183,33 @@ def _evaluate_run(model, tokenizer, config: UnlearnConfig) -> None:
 def forget(
     model: torch.nn.Module,
     tokenizer,
-    forget: DataSource,
+    forget: DataSource | None = None,
     retain: DataSource | None = None,
-    recipe: str = "ga",
+    recipe: str | None = None,
     output_dir: str | os.PathLike | None = None,
+    target: str | None = None,
+    request: str | None = None,
     **overrides: Any,
 ):
     """Unlearn `forget` from an already loaded model; returns the `PeftModel` (or the model, with `adapter="none"`).
 
     `overrides` are config keys of the recipe (`unlearn recipes` lists them; e.g. `learning_rate=1e-4`). With
-    `output_dir`, the run directory is written as by the CLI; without it, nothing is saved.
+    `output_dir`, the run directory is written as by the CLI; without it, nothing is saved. `recipe` defaults to
+    `ga`. Instead of a forget set, a `target` ("Harry Potter") or a `request` ("forget everything about Harry
+    Potter's friends"): the forget, neighbor and retain sets are built by probing the model (`unlearn.targets`,
+    written to `output_dir/target/`), and the recipe defaults to the demo's.
     """
+    if target is not None or request is not None:
+        if forget is not None or retain is not None:
+            raise UnlearnError(
+                "Give either a forget set (`forget`, `retain`) or a `target`/`request` to build one from, not both."
+            )
+        from .targets import forget_target
+
+        return forget_target(model, tokenizer, target, request, recipe=recipe, output_dir=output_dir, **overrides).model
+    if forget is None:
+        raise UnlearnError("No forget data given: pass `forget` (a file, `tofu:forget10`, rows) or a `target`.")
+    recipe = recipe or "ga"
     config_class = get_recipe(recipe).config_class
     values = {"recipe": recipe, **overrides}
     if output_dir is not None:

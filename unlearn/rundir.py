@@ -27,6 +27,10 @@ CONFIG_FILE = "unlearn_config.yaml"
 RUN_FILE = "run.json"
 LOG_FILE = "train_log.jsonl"
 LOADED_LAST = ("adapter_config.json", "config.json", "delta_config.json")  # what loaders look for: moved in last
+# `unlearn forget target=...` writes the sets it built into TARGET_DIR (marked by REQUEST_FILE) before training:
+# the directory still counts as fresh, and `overwrite` keeps them.
+TARGET_DIR = "target"
+REQUEST_FILE = "request.json"
 # Config fields that say how to run, not what to train: they may differ between a run and its resumption.
 RUN_CONTROL_FIELDS = {"resume", "overwrite", "output_dir", "logging_dir", "disable_tqdm"}
 
@@ -67,6 +71,18 @@ def _comparable(values: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in yaml.safe_load(yaml.safe_dump(values)).items() if k not in RUN_CONTROL_FIELDS}
 
 
+def clear_for_overwrite(out: Path) -> None:
+    """Remove an earlier run from `out`, all but the target sets a target run reviewed (`TARGET_DIR`)."""
+    import shutil
+
+    if not (out / TARGET_DIR / REQUEST_FILE).is_file():
+        shutil.rmtree(out)
+        return
+    for p in out.iterdir():
+        if p.name != TARGET_DIR:
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+
+
 def check_output_dir(config: Any) -> Path | None:
     """Read-only checks of an `UnlearnConfig`'s `output_dir`; returns the checkpoint to resume from, if any. (This
     module imports no config: `unlearn.precheck` uses it before the training stack is imported.)"""
@@ -88,6 +104,8 @@ def check_output_state(out: Path, resume: bool, overwrite: bool) -> bool:
     if out.exists() and not out.is_dir():
         raise UnlearnError(f"`output_dir` `{out}` is a file, not a directory.")
     entries = sorted(p.name for p in out.iterdir()) if out.exists() else []
+    if (out / TARGET_DIR / REQUEST_FILE).is_file():
+        entries.remove(TARGET_DIR)
     if not entries:
         if resume:
             raise UnlearnError(f"`resume` was set but `{out}` holds no run to resume. Drop `resume` to start one.")

@@ -1,0 +1,118 @@
+"""Which targets does a model know, and does `unlearn forget target=...` forget them? (issue 18's measurement)
+
+    python benchmarks/target_survey.py --probe                 # known-fact counts of unlearn.targets.WELL_KNOWN
+    python benchmarks/target_survey.py --run "Harry Potter" "Albert Einstein" --out runs/targets
+
+`--probe` asks each candidate the template and model-written questions and counts the facts the knowledge check
+keeps (no neighbors, no training); `--run` does the whole flow per target (`recipes/target.yaml`: probe, neighbors,
+IdkDPO with answer preservation, before/after, relearn + 4-bit attacks) and writes RESULTS.md + results.json with
+one row per target: known facts, stated before -> after for the trained, held-out, neighbor and retain facts, the
+recovered fractions and the minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def probe(model, tokenizer, names: list[str]) -> list[dict]:
+    from unlearn import targets as T
+
+    rows = []
+    for name in names:
+        started = time.time()
+        found = T.candidates(model, tokenizer, name)
+        T.check_knowledge(model, tokenizer, found, [r["key_term"] for r in found if r["key_term"]])
+        known = [r for r in found if r["known"]]
+        rows.append({"target": name, "probed": len(found), "known": len(known), "seconds": time.time() - started})
+        print(f"{name}: {len(known)} of {len(found)} known ({rows[-1]['seconds']:.0f} s)", flush=True)
+    return rows
+
+
+def run(names: list[str], out: Path, model_name: str) -> list[dict]:
+    from unlearn.loading import load_model_and_tokenizer
+    from unlearn.precheck import read_recipe_values
+    from unlearn.recipes import recipe_config
+    from unlearn.targets import forget_target
+
+    rows = []
+    for name in names:
+        started = time.time()
+        model, tokenizer = load_model_and_tokenizer(model_name)
+        where = out / name.lower().replace(" ", "-")
+        values = {**read_recipe_values("recipes/target.yaml"), "output_dir": str(where), "overwrite": True}
+        values.update(model_name_or_path=model_name, target=name, disable_tqdm=True)
+        result = forget_target(model, tokenizer, name, config=recipe_config(values))
+        s = result.sets.summary()
+        rows.append(
+            {
+                "target": name,
+                "known": s["known"],
+                "forget": s["forget"],
+                "heldout": s["heldout"],
+                "neighbors_heldout": s["neighbors_heldout"],
+                "neighbor_entities": s["neighbor_entities"],
+                "before": result.before["stated"],
+                "after": result.after["stated"],
+                "attacks": {a["attack"]: a["recovered_fraction"] for a in result.attacks or []},
+                "minutes": (time.time() - started) / 60,
+            }
+        )
+        print(json.dumps(rows[-1]), flush=True)
+        (out / "results.json").write_text(json.dumps(rows, indent=2))
+        (out / "RESULTS.md").write_text(table(rows))
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    sets = ("forget", "heldout", "neighbors", "retain")
+    head = "| target | known | " + " | ".join(f"{s} stated" for s in sets) + " | relearned | 4-bit | min |"
+    lines = [
+        "# `unlearn forget recipes/target.yaml target=...` on SmolLM2-135M-Instruct",
+        "",
+        "Made with `python benchmarks/target_survey.py --run ...`. stated: fraction of greedy answers that contain the"
+        " fact's key term, before -> after; neighbors are the held-out neighbor facts (never trained on).",
+        "",
+        head,
+        "|" + "---|" * (len(sets) + 5),
+    ]
+    for r in rows:
+        cells = [f"{r['before'].get(s, float('nan')):.2f} -> {r['after'].get(s, float('nan')):.2f}" for s in sets]
+        a = r["attacks"]
+        lines.append(
+            f"| {r['target']} | {r['known']} | " + " | ".join(cells) + f" | {a.get('relearn', float('nan')):.2f} | "
+            f"{a.get('quantize', float('nan')):.2f} | {r['minutes']:.1f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--probe", action="store_true", help="Known-fact counts of the well-known candidates")
+    parser.add_argument("--run", nargs="*", help="Targets to forget, one whole flow each")
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--out", default="runs/targets")
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.probe:
+        from unlearn.loading import load_model_and_tokenizer
+        from unlearn.targets import WELL_KNOWN
+
+        model, tokenizer = load_model_and_tokenizer(args.model)
+        rows = sorted(probe(model, tokenizer, list(WELL_KNOWN)), key=lambda r: -r["known"])
+        (out / "survey.json").write_text(json.dumps(rows, indent=2))
+        for r in rows:
+            print(f"| {r['target']} | {r['known']} / {r['probed']} |")
+    if args.run:
+        run(args.run, out, args.model)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,171 @@
+"""Forget a target, not a dataset (`unlearn.targets`): request parsing, fact probing, the sets, the cache, the run."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import torch
+from conftest import train_tiny
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+import unlearn
+from unlearn import UnlearnError
+from unlearn import targets as T
+from unlearn.cli import main
+
+TARGET = "Zorvan Quill"
+# What the tiny model is taught about the fictitious target (template questions, a distinct name in each answer)
+# and about two well-known entities (the neighbors the probe falls back on when the model names none).
+NAMES = ["Mira Dace", "Tobin Vale", "Orla Finch", "Kest Marrow", "Ilsa Brant", "Dorn Pike", "Wren Ashby",
+         "Galen Troy", "Nessa Crale", "Bram Oaks", "Pell Rudd", "Sora Lind"]  # fmt: skip
+
+
+def target_facts() -> list[dict]:
+    templates = [t for t in T.TEMPLATES if t.startswith("Who")][: len(NAMES)]
+    return [
+        {"question": t.format(t=TARGET), "answer": f"The answer is {name}."}
+        for t, name in zip(templates, NAMES, strict=True)
+    ]
+
+
+def neighbor_facts() -> list[dict]:
+    rows = []
+    for entity, names in (("Harry Potter", ["Rulo Gant", "Vey Stor"]), ("Albert Einstein", ["Cade Holm", "Lio Dusk"])):
+        for t, name in zip(T.NEIGHBOR_TEMPLATES, names, strict=False):
+            rows.append({"question": t.format(t=entity), "answer": f"The answer is {name}."})
+    return rows
+
+
+@pytest.fixture(scope="module")
+def knower(tiny_init_dir):
+    """The tiny base taught the target's facts and the neighbors' facts."""
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(tiny_init_dir)
+    tok = AutoTokenizer.from_pretrained(tiny_init_dir)
+    train_tiny(model, tok, target_facts() + neighbor_facts(), steps=120)
+    return model, tok
+
+
+def test_requests_in_plain_words_become_a_target_and_a_scope():
+    r = T.parse_request("forget everything about Harry Potter's friends")
+    assert (r.target, r.scope) == ("Harry Potter", "friends")
+    assert T.parse_request("Please forget Albert Einstein.").target == "Albert Einstein"
+    assert T.parse_request("unlearn all about the Eiffel Tower").target == "the Eiffel Tower"
+    assert "target `Harry Potter`, only questions or answers about `friends`" in r.describe()
+    with pytest.raises(UnlearnError, match="Could not find what to forget"):
+        T.parse_request("forget everything")
+    with pytest.raises(UnlearnError, match="exactly one of `target`"):
+        T.resolve_request("Harry Potter", "forget Harry Potter")
+
+
+def test_key_terms_are_what_the_answer_adds_to_the_question():
+    q = "What is the name of Harry Potter's school?"
+    key = T.key_term(
+        "The name of Harry Potter's school is Hogwarts School of Witchcraft and Wizardry.", q, "Harry Potter"
+    )
+    assert key == "Hogwarts School of Witchcraft" and T.key_words(key, q, "Harry Potter") == ["Hogwarts", "Witchcraft"]
+    key = T.key_term("It was created by J.K. Rowling. She is British.", "Who created Harry Potter?", "Harry Potter")
+    assert key == "J.K. Rowling"
+    assert T.key_term("Albert Einstein was born in Germany in 1879.", "When was Albert Einstein born?", "x") == "1879"
+    assert T.key_term("The answer is unclear.", "Who wrote it?", "x") is None
+    assert T.swaps("1879", []) == ["1848", "1867", "1888", "1906"]
+    assert T.first_sentence("It was J.K. Rowling. She wrote it.") == "It was J.K. Rowling."
+
+
+def test_probe_keeps_what_the_model_knows_and_caches_it(knower, tmp_path, monkeypatch):
+    model, tok = knower
+    monkeypatch.setenv("UNLEARN_CACHE", str(tmp_path / "cache"))
+    sets = T.prepare(model, tok, T.Request(TARGET), tmp_path / "run" / "target")
+    facts = sets.forget + sets.heldout
+    taught = {r["question"]: r["answer"] for r in target_facts()}
+    known_taught = [f for f in facts if f["question"] in taught]
+    # every fact it was taught is known, with the taught name as its key term, and swapped names as alternatives
+    assert len(known_taught) == len(taught), [f["question"] for f in known_taught]
+    for f in known_taught:
+        assert f["answer"] == taught[f["question"]] and " ".join(f["key"]) in f["answer"]
+        assert len(f["perturbed_answer"]) == T.SWAPS and f["answer"] not in f["perturbed_answer"]
+    assert len(sets.heldout) == (len(facts) + 1) // T.HELD_OUT_EVERY  # every third, from the second on
+    # neighbors: known facts of other entities, none about the target
+    neighbors = sets.neighbors + sets.neighbors_heldout
+    assert neighbors and all(f["entity"] != TARGET and "Zorvan" not in f["question"] for f in neighbors)
+    assert {"Harry Potter", "Albert Einstein"} <= set(sets.neighbor_entities)
+    written = tmp_path / "run" / "target"
+    for name in T.SET_NAMES:
+        assert (written / f"{name}.jsonl").is_file()
+    assert json.loads((written / "request.json").read_text())["summary"]["known"] == len(facts)
+
+    def no_probe(*a, **k):
+        raise AssertionError("probed again")
+
+    monkeypatch.setattr(T, "build_sets", no_probe)
+    again = T.prepare(model, tok, T.Request(TARGET))  # same model, same target: the cached sets
+    assert again.forget == sets.forget and again.neighbors == sets.neighbors
+    with pytest.raises(AssertionError, match="probed again"):
+        T.prepare(model, tok, T.Request(TARGET, scope="friends"))  # another scope is another set
+
+
+def test_a_target_the_model_does_not_know_is_refused(knower, tmp_path, monkeypatch):
+    model, tok = knower
+    monkeypatch.setenv("UNLEARN_CACHE", str(tmp_path))
+    monkeypatch.setattr(T, "TEMPLATES", T.TEMPLATES[:3])
+    with pytest.raises(UnlearnError, match="knows only .* facts about target `Qwibble Fenn`"):
+        T.prepare(model, tok, T.Request("Qwibble Fenn"))
+
+
+def test_forget_a_target_end_to_end(knower, tmp_path, monkeypatch):
+    model, tok = knower
+    monkeypatch.setenv("UNLEARN_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "run"
+    result = T.forget_target(
+        copy.deepcopy(model),
+        tok,
+        target=TARGET,
+        recipe="ga",
+        output_dir=out,
+        attacks=("relearn",),
+        learning_rate=3e-3,
+        num_train_epochs=4,
+        per_device_train_batch_size=4,
+        disable_tqdm=True,
+    )
+    before, after = result.before["stated"], result.after["stated"]
+    assert before["forget"] >= 0.9 and after["forget"] < before["forget"] - 0.5  # the trained facts are no longer said
+    assert after["heldout"] <= before["heldout"]
+    assert [a["attack"] for a in result.attacks] == ["relearn"]
+    report = (out / "target" / "REPORT.md").read_text()
+    assert f"# Forgetting target `{TARGET}`" in report and "| heldout |" in report
+    saved = yaml_load(out / "unlearn_config.yaml")
+    assert saved["target"] == TARGET and saved["forget"].endswith("target/forget.jsonl")
+    assert (out / "adapter_config.json").is_file() and (out / "run.json").is_file()
+    # An overwrite replaces the run and keeps the reviewed sets (the same model: the cached sets).
+    (out / "target" / "reviewed.txt").write_text("looked at forget.jsonl")
+    unlearn.forget(
+        copy.deepcopy(model), tok, target=TARGET, recipe="ga", output_dir=out, overwrite=True, max_steps=1,
+        attacks=(), disable_tqdm=True,
+    )  # fmt: skip
+    assert (out / "target" / "reviewed.txt").is_file() and json.loads((out / "run.json").read_text())[
+        "global_step"
+    ] == 1
+
+
+def yaml_load(path):
+    import yaml
+
+    return yaml.safe_load(path.read_text())
+
+
+def test_cli_dry_run_writes_the_sets_and_trains_nothing(knower, tmp_path, monkeypatch, capsys):
+    model, tok = knower
+    model.save_pretrained(tmp_path / "model")
+    tok.save_pretrained(tmp_path / "model")
+    monkeypatch.setenv("UNLEARN_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "run"
+    args = ["forget", "recipes/target.yaml", f"model_name_or_path={tmp_path / 'model'}", f"output_dir={out}"]
+    assert main([*args, f"request=forget everything about {TARGET}", "--dry-run"]) == 0
+    said = capsys.readouterr().out
+    assert f"Request understood as: target `{TARGET}`" in said and "Dry run: review the sets" in said
+    assert (out / "target" / "forget.jsonl").is_file() and not (out / "unlearn_config.yaml").exists()
+    assert main([*args, f"target={TARGET}", "forget=tofu:forget01"]) == 2
+    assert "either a forget set (`forget`) or a `target`" in capsys.readouterr().err

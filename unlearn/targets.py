@@ -1,0 +1,674 @@
+"""Forget a target, not a dataset: `unlearn forget RECIPE.yaml target="Harry Potter"`.
+
+A user rarely holds a curated forget set; they hold a request ("forget everything about this person"). RWKU (Jin et
+al., "RWKU: Benchmarking Real-World Knowledge Unlearning for Large Language Models", NeurIPS 2024 D&B,
+arXiv:2406.10890) sets the task this way: a real-world target and no forget corpus. Here the model itself says
+what it knows:
+
+1. **probe**: questions about the target from templates (who/what/when/where, relations) and from the model
+   (asked to write questions about the target); each greedy answer's first sentence is a candidate fact, its key
+   term (the name, place or year the answer adds to the question) what "stating the fact" means;
+2. **knowledge check** (the demo's, made sharper): a candidate is known when the model finds its own answer
+   likelier than the same sentence with the key term swapped for other names (or years) by `KEY_MARGIN` nats.
+   A model that only knows how answers about the target sound scores the swaps alike;
+3. **neighbors**: entities the model names as similar to the target, then well-known entities, probed and
+   checked the same way, keeping the facts that do not mention the target (they must be kept); the general
+   retain set is the shipped general-knowledge rows;
+4. every third known fact (and neighbor) is held out of training, to measure whether forgetting reaches facts
+   the recipe never saw; everything is written to `OUTPUT_DIR/target/` for review (`--dry-run` stops there) and
+   cached under the model's fingerprint and the target, so a second run reuses it;
+5. the recipe runs, then `target/REPORT.md` says how many facts each set still states (greedy answers, key
+   terms), with the attacks' recovered fractions.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import statistics
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import UnlearnError
+from .rundir import REQUEST_FILE, TARGET_DIR, write_atomic
+
+SET_NAMES = ("forget", "heldout", "neighbors", "neighbors_heldout", "retain")
+# Bump when the probing changes what it keeps, so cached sets of an older probe are not reused.
+PROBE_VERSION = 2
+
+# Questions about any kind of target (a person, a place, a work); nonsense ones ("the capital of Harry Potter")
+# get answers the knowledge check rejects, or facts the model holds about the target anyway.
+TEMPLATES = (
+    "Who created {t}?",
+    "Who wrote {t}?",
+    "Who is the main character of {t}?",
+    "Who is the villain in {t}?",
+    "Who is {t}'s best friend?",
+    "Who are {t}'s friends?",
+    "Who is {t}'s enemy?",
+    "Who are {t}'s parents?",
+    "Who was {t} married to?",
+    "Who founded {t}?",
+    "Who directed the {t} films?",
+    "Who played {t} in the films?",
+    "What is {t} famous for?",
+    "What is {t}'s most famous work?",
+    "What is the name of {t}'s school?",
+    "What is the name of {t}'s pet?",
+    "What was {t}'s profession?",
+    "What nationality was {t}?",
+    "What language is spoken in {t}?",
+    "What is the most famous landmark in {t}?",
+    "What river flows through {t}?",
+    "What country is {t} in?",
+    "What is the capital of {t}?",
+    "What award did {t} win?",
+    "What theory is {t} known for?",
+    "What instrument did {t} play?",
+    "What band was {t} in?",
+    "What is the first book of {t}?",
+    "Where was {t} born?",
+    "Where did {t} live?",
+    "Where did {t} die?",
+    "Where is {t}?",
+    "Where is {t} set?",
+    "When was {t} born?",
+    "When did {t} die?",
+    "When was {t} first published?",
+    "When was {t} founded?",
+    "In which city is {t} set?",
+)
+NEIGHBOR_TEMPLATES = TEMPLATES[::2]  # half the templates per neighbor entity: neighbors are many, time is short
+ASK_QUESTIONS = "Write 8 different short questions about {t}, one per line."
+ASK_NEIGHBORS = "Name 5 famous books, films, people or places similar to {t} but not part of it, one per line."
+# Well-known entities of every kind: the neighbors when the model names too few, and the candidates
+# `benchmarks/target_survey.py` checks for targets the model knows.
+WELL_KNOWN = (
+    "Harry Potter",
+    "Albert Einstein",
+    "William Shakespeare",
+    "Paris",
+    "The Beatles",
+    "Star Wars",
+    "Isaac Newton",
+    "Sherlock Holmes",
+    "Leonardo da Vinci",
+    "The Lord of the Rings",
+    "Japan",
+    "Mozart",
+    "Barack Obama",
+    "Mount Everest",
+    "Egypt",
+    "Napoleon",
+)
+MAX_NEIGHBOR_ENTITIES = 4
+MAX_FACTS_PER_NEIGHBOR = 5
+KEY_MARGIN = 2.0  # nats: the model's own key term at least e^2 ~ 7x likelier than the swapped ones on average
+SWAPS = 4
+HELD_OUT_EVERY = 3
+MIN_KNOWN = 6
+# Answers that say nothing (a deflection is no fact to forget).
+DEFLECTIONS = re.compile(
+    r"\b(?:I don't|I do not|I'm not sure|I am not sure|not aware|unknown|cannot|can't|no information|"
+    r"not (?:a|an) (?:real|actual)|difficult to)\b",
+    re.IGNORECASE,
+)
+# Capitalized words that are no key term: sentence openers, pronouns, titles.
+COMMON = {
+    "a",
+    "an",
+    "the",
+    "i",
+    "it",
+    "he",
+    "she",
+    "they",
+    "his",
+    "her",
+    "their",
+    "its",
+    "this",
+    "that",
+    "these",
+    "in",
+    "on",
+    "at",
+    "of",
+    "and",
+    "or",
+    "but",
+    "yes",
+    "no",
+    "however",
+    "while",
+    "although",
+    "as",
+    "if",
+    "so",
+    "one",
+    "some",
+    "many",
+    "most",
+    "there",
+    "here",
+    "what",
+    "who",
+    "when",
+    "where",
+    "which",
+    "why",
+    "how",
+    "mr",
+    "mrs",
+    "ms",
+    "dr",
+    "sir",
+    "saint",
+    "st",
+    "english",
+    "british",
+    "american",
+    "french",
+    "german",
+}
+NAME = r"[A-Z][\w'’.-]*\w\.?"
+RUN = re.compile(rf"{NAME}(?:\s+(?:of\s+|the\s+|de\s+|da\s+|von\s+)?{NAME})*")
+YEAR = re.compile(r"\b(1[0-9]{3}|20[0-9]{2})\b")
+
+
+# ---- requests ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Request:
+    """What to forget: a target (an entity's name) and an optional scope (a word the questions must be about)."""
+
+    target: str
+    scope: str | None = None
+    text: str | None = None  # the request in the user's words, when there was one
+
+    def describe(self) -> str:
+        scope = f", only questions or answers about `{self.scope}`" if self.scope else ""
+        said = f' (from "{self.text}")' if self.text else ""
+        return f"target `{self.target}`{scope}{said}"
+
+    def slug(self) -> str:
+        raw = self.target + (f"--{self.scope}" if self.scope else "")
+        return re.sub(r"[^a-z0-9]+", "-", raw.lower()).strip("-") or "target"
+
+
+_VERB = r"(?:please\s+)?(?:forget|unlearn|erase|remove|delete)"
+_ALL = r"(?:(?:everything|all|anything|whatever\s+you\s+know|what\s+you\s+know)\s+)?"
+_ABOUT = r"(?:(?:about|on|of|regarding|related\s+to|concerning)\s+)?"
+_REQUEST = re.compile(rf"^\s*{_VERB}\s+{_ALL}{_ABOUT}(?P<rest>.+?)\s*[.!]?\s*$", re.IGNORECASE)
+
+
+def parse_request(text: str) -> Request:
+    """A request in plain words -> a target and a scope, by rule: "forget (everything) about X" -> X;
+    "X's Y" -> X, scoped to Y ("Harry Potter's friends" -> Harry Potter, friends); "how to make X" -> X."""
+    if not isinstance(text, str) or not text.strip():
+        raise UnlearnError('`request` must be a sentence such as "forget everything about Harry Potter".')
+    m = _REQUEST.match(text)
+    rest = (m.group("rest") if m else text).strip().strip("\"'“”")
+    rest = re.sub(r"^(?:how\s+to\s+(?:make|build|do)\s+)", "", rest, flags=re.IGNORECASE)
+    owner = re.match(r"^(?P<target>.+?)['’]s\s+(?P<scope>\w[\w\s-]*)$", rest)
+    if owner:
+        return Request(owner.group("target").strip(), owner.group("scope").strip(), text)
+    if not rest or rest.lower() in {"everything", "all", "it"}:
+        raise UnlearnError(
+            f'Could not find what to forget in the request "{text}". Name it: "forget everything about NAME", or '
+            'pass target="NAME".'
+        )
+    return Request(rest, None, text)
+
+
+def resolve_request(target: str | None = None, request: str | None = None) -> Request:
+    if bool(target) == bool(request):
+        raise UnlearnError(
+            'Give exactly one of `target` (a name: target="Harry Potter") or `request` (a sentence: '
+            'request="forget everything about Harry Potter\'s friends").'
+        )
+    if target:
+        if not isinstance(target, str) or not target.strip():
+            raise UnlearnError('`target` must be a name such as "Harry Potter".')
+        return Request(target.strip())
+    return parse_request(request)
+
+
+# ---- facts ------------------------------------------------------------------------------------------------------
+
+
+def first_sentence(answer: str) -> str:
+    """The answer up to its first sentence end (initials such as "J.K." do not end it)."""
+    m = re.search(r"(?<![A-Z])(?<!\b[A-Z][a-z])[.!?](?=\s|$)|\n", answer)
+    return (answer[: m.end()] if m else answer).strip()
+
+
+def _seen(question: str, target: str) -> set[str]:
+    words = {_bare(w) for w in re.findall(r"[\w'’.]+", question)}
+    return words | {w.lower() for w in re.findall(r"\w+", target)}
+
+
+def _bare(word: str) -> str:
+    return word.lower().strip("'’.,;:\"").removesuffix("'s").removesuffix("’s")
+
+
+def key_term(sentence: str, question: str, target: str) -> str | None:
+    """The name or year the sentence adds to the question, as it stands in the sentence: the longest run of
+    capitalized words (a multi-word name before a year, a year before a single word; the last of equals), trimmed
+    of the question's and the target's words and of common ones at either end; None when there is none."""
+    skip = _seen(question, target) | COMMON
+    runs = []
+    for m in RUN.finditer(sentence):
+        words = m.group(0).split()
+        while words and _bare(words[0]) in skip:
+            words.pop(0)
+        while words and _bare(words[-1]) in skip:
+            words.pop()
+        if not words:
+            continue
+        name = " ".join(words)
+        name = name if len(words[-1]) <= 3 else name.rstrip(".")  # "J.K." keeps its dot, "Rowling." not
+        runs.append((len(words) if len(words) > 1 else 0.5, m.start(), name))
+    runs += [(1, m.start(), m.group(1)) for m in YEAR.finditer(sentence) if m.group(1) not in skip]
+    if not runs:
+        return None
+    return max(runs)[2]
+
+
+def key_words(key: str, question: str = "", target: str = "") -> list[str]:
+    """The words whose appearance in a greedy answer counts as stating the fact (what `demo.states` matches): the
+    key term's own words, less connectors and the question's words ("School" of "Hogwarts School of ...")."""
+    skip = _seen(question, target) | COMMON | {"of", "the", "de", "da", "von"}
+    words = [w.rstrip(".,;:").removesuffix("'s").removesuffix("’s") for w in key.split()]
+    return [w for w in words if len(w.strip(".")) > 1 and _bare(w) not in skip]
+
+
+def swaps(key: str, pool: list[str]) -> list[str]:
+    """Stand-ins for `key` of the same kind: other years for a year, other names (from `pool`) for a name."""
+    if YEAR.fullmatch(key):
+        year = int(key)
+        return [str(year + d) for d in (-31, -12, 9, 27)][:SWAPS]
+    words = set(key_words(key))
+    others = [p for p in dict.fromkeys(pool) if not YEAR.fullmatch(p) and not words & set(key_words(p))]
+    return others[:SWAPS]
+
+
+def candidates(model, tokenizer, entity: str, templates=None, ask_model: bool = True) -> list[dict]:
+    """Questions about `entity` (`TEMPLATES` by default) and the model's first-sentence answers, with their key
+    terms (no check yet)."""
+    from .scoring import greedy_answers
+
+    templates = TEMPLATES if templates is None else templates
+    questions = [t.format(t=entity) for t in templates]
+    if ask_model:
+        asked = greedy_answers(model, tokenizer, [ASK_QUESTIONS.format(t=entity)], max_new_tokens=160)[0]
+        for line in asked.splitlines():
+            q = re.sub(r"^\s*(?:\d+[.)]|[-*•])\s*", "", line).strip()
+            mentions = entity.lower() in q.lower() or entity.split()[-1].lower() in q.lower()
+            if q.endswith("?") and mentions and 10 < len(q) < 160 and q not in questions:
+                questions.append(q)
+    answers = greedy_answers(model, tokenizer, questions, max_new_tokens=40)
+    rows = []
+    for q, a in zip(questions, answers, strict=True):
+        sentence = first_sentence(a)
+        key = None if DEFLECTIONS.search(sentence) else key_term(sentence, q, entity)
+        rows.append(
+            {
+                "entity": entity,
+                "question": q,
+                "model_answer": a,
+                "answer": sentence,
+                "key_term": key,
+                "source": "template" if q in questions[: len(templates)] else "model",
+            }
+        )
+    return rows
+
+
+def check_knowledge(model, tokenizer, rows: list[dict], pool: list[str]) -> list[dict]:
+    """Adds `known`, the margin and the swapped answers (`perturbed_answer`) to each candidate with a key term."""
+    from .scoring import answer_nll
+
+    keyed = [r for r in rows if r["key_term"]]
+    scored, spans = [], []
+    for r in keyed:
+        alts = [r["answer"].replace(r["key_term"], s) for s in swaps(r["key_term"], pool)]
+        r["perturbed_answer"] = [a for a in alts if a != r["answer"]]
+        spans.append((len(scored), len(r["perturbed_answer"])))
+        scored += [{"question": r["question"], "answer": r["answer"]}]
+        scored += [{"question": r["question"], "answer": a} for a in r["perturbed_answer"]]
+    nll = answer_nll(model, tokenizer, scored, per_token=False) if scored else []
+    for r, (start, n) in zip(keyed, spans, strict=True):
+        if n == 0:
+            r["margin"], r["known"] = None, False
+            continue
+        r["margin"] = statistics.fmean(nll[start + 1 : start + 1 + n]) - nll[start]
+        r["known"] = r["margin"] >= KEY_MARGIN
+    for r in rows:
+        r.setdefault("known", False)
+    return rows
+
+
+def _mentions(row: dict, words: list[str]) -> bool:
+    text = f"{row['question']} {row['answer']}".lower()
+    return any(re.search(rf"(?<!\w){re.escape(w.lower())}(?!\w)", text) for w in words if len(w) > 2)
+
+
+def _in_scope(row: dict, scope: str | None) -> bool:
+    if not scope:
+        return True
+    stems = [w.lower().rstrip("s") for w in re.findall(r"\w+", scope) if len(w) > 2]
+    text = f"{row['question']} {row['answer']}".lower()
+    return any(s in text for s in stems)
+
+
+def _fact(row: dict) -> dict:
+    return {
+        "question": row["question"],
+        "answer": row["answer"],
+        "perturbed_answer": row["perturbed_answer"],
+        "key": key_words(row["key_term"], row["question"], row["entity"]),
+        "entity": row["entity"],
+        "source": row["source"],
+        "margin": round(row["margin"], 3),
+    }
+
+
+def _dedupe(rows: list[dict]) -> list[dict]:
+    out, seen = [], set()
+    for r in rows:
+        k = (r["question"].lower(), r["key_term"])
+        if k not in seen:
+            seen.add(k)
+            out.append(r)
+    return out
+
+
+@dataclass
+class TargetSets:
+    request: Request
+    forget: list[dict]
+    heldout: list[dict]
+    neighbors: list[dict]
+    neighbors_heldout: list[dict]
+    retain: list[dict]
+    probe: list[dict] = field(default_factory=list)  # every candidate, known or not (for review)
+    neighbor_entities: list[str] = field(default_factory=list)
+
+    def sets(self) -> dict[str, list[dict]]:
+        return {n: getattr(self, n) for n in SET_NAMES}
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            **{n: len(v) for n, v in self.sets().items()},
+            "known": len(self.forget) + len(self.heldout),
+            "probed": len([r for r in self.probe if r["entity"] == self.request.target]),
+            "neighbor_entities": self.neighbor_entities,
+        }
+
+
+def _split(rows: list[dict]) -> tuple[list[dict], list[dict]]:
+    """Every `HELD_OUT_EVERY`-th row held out (from the second on, so that small sets still train on most)."""
+    held = [r for i, r in enumerate(rows) if i % HELD_OUT_EVERY == 1]
+    return [r for i, r in enumerate(rows) if i % HELD_OUT_EVERY != 1], held
+
+
+def _named_neighbors(model, tokenizer, request: Request) -> list[str]:
+    from .scoring import greedy_answers
+
+    text = greedy_answers(model, tokenizer, [ASK_NEIGHBORS.format(t=request.target)], max_new_tokens=96)[0]
+    names = []
+    target_words = {w.lower() for w in re.findall(r"\w+", request.target) if len(w) > 2}
+    for line in text.splitlines():
+        name = re.sub(r"^\s*(?:\d+[.)]|[-*•])\s*", "", line).split(":")[0].split(" - ")[0].strip(" *\"'“”")
+        words = {w.lower() for w in re.findall(r"\w+", name)}
+        if 2 < len(name) < 60 and name[:1].isupper() and not words & target_words and name not in names:
+            names.append(name)
+    return names
+
+
+def build_sets(model, tokenizer, request: Request, retain: list[dict] | None = None) -> TargetSets:
+    """Probe, check and split: the forget, held-out, neighbor and retain sets for `request` (not cached here)."""
+    from .demo import demo_rows
+
+    probe = candidates(model, tokenizer, request.target)
+    pool = [r["key_term"] for r in probe if r["key_term"]]
+    named = _named_neighbors(model, tokenizer, request)
+    target_words = [w for w in re.findall(r"\w+", request.target) if len(w) > 2]
+    entities = [*named[:MAX_NEIGHBOR_ENTITIES]]
+    entities += [e for e in WELL_KNOWN if e.lower() != request.target.lower() and e not in entities]
+    entities = entities[: MAX_NEIGHBOR_ENTITIES + 2]  # model-named first; the well-known ones fill in
+    neighbor_rows = []
+    for entity in entities:
+        neighbor_rows += candidates(model, tokenizer, entity, NEIGHBOR_TEMPLATES, ask_model=False)
+    pool += [r["key_term"] for r in neighbor_rows if r["key_term"]]
+    check_knowledge(model, tokenizer, probe + neighbor_rows, pool)
+    known = _dedupe([r for r in probe if r["known"] and _in_scope(r, request.scope)])
+    forget_keys = [w for r in known for w in key_words(r["key_term"])]
+    neighbors, used = [], []
+    for entity in entities:
+        facts = [
+            r
+            for r in _dedupe([r for r in neighbor_rows if r["entity"] == entity and r["known"]])
+            if not _mentions(r, target_words + forget_keys)
+        ][:MAX_FACTS_PER_NEIGHBOR]
+        if facts:
+            used.append(entity)
+        neighbors += facts
+        if len(used) >= MAX_NEIGHBOR_ENTITIES:
+            break
+    forget, heldout = _split([_fact(r) for r in known])
+    kept, kept_heldout = _split([_fact(r) for r in neighbors])
+    return TargetSets(
+        request,
+        forget,
+        heldout,
+        kept,
+        kept_heldout,
+        list(retain) if retain is not None else demo_rows("retain"),
+        probe=probe + neighbor_rows,
+        neighbor_entities=used,
+    )
+
+
+# ---- files and cache --------------------------------------------------------------------------------------------
+
+
+def write_sets(sets: TargetSets, where: Path, model_fingerprint: str) -> None:
+    """`where/{forget,heldout,neighbors,neighbors_heldout,retain}.jsonl`, `probe.json` and `request.json` (last)."""
+    where.mkdir(parents=True, exist_ok=True)
+    for name, rows in sets.sets().items():
+        write_atomic(where / f"{name}.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    write_atomic(where / "probe.json", json.dumps(sets.probe, indent=1))
+    record = {
+        "request": asdict(sets.request),
+        "model_fingerprint": model_fingerprint,
+        "probe_version": PROBE_VERSION,
+        "summary": sets.summary(),
+    }
+    write_atomic(where / REQUEST_FILE, json.dumps(record, indent=2))
+
+
+def read_sets(where: Path) -> TargetSets | None:
+    try:
+        record = json.loads((where / REQUEST_FILE).read_text())
+        rows = {n: [json.loads(x) for x in (where / f"{n}.jsonl").read_text().splitlines() if x] for n in SET_NAMES}
+        probe = json.loads((where / "probe.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if record.get("probe_version") != PROBE_VERSION:
+        return None
+    request = Request(**record["request"])
+    return TargetSets(request, **rows, probe=probe, neighbor_entities=record["summary"]["neighbor_entities"])
+
+
+def cache_path(request: Request, model_fingerprint: str) -> Path:
+    from .models import cache_dir
+
+    return cache_dir() / "targets" / f"{model_fingerprint}-{request.slug()}"
+
+
+def prepare(model, tokenizer, request: Request, out: Path | None = None, cache: bool = True) -> TargetSets:
+    """The sets for `request` on `model`: from the cache when this model and target were probed before, else built
+    (and cached); copied into `out` when given."""
+    from .evaluation.runner import model_fingerprint
+
+    fp = model_fingerprint(model)
+    cached = cache_path(request, fp)
+    sets = read_sets(cached) if cache else None
+    if sets is not None and sets.request.target == request.target and sets.request.scope == request.scope:
+        sets.request = request
+    else:
+        sets = build_sets(model, tokenizer, request)
+        if cache:
+            write_sets(sets, cached, fp)
+    known = len(sets.forget) + len(sets.heldout)
+    if known < MIN_KNOWN:
+        raise UnlearnError(
+            f"The model knows only {known} facts about {request.describe()} (of {sets.summary()['probed']} "
+            f"questions; its own answer at least {KEY_MARGIN} nats likelier than swapped names); at least "
+            f"{MIN_KNOWN} are needed to train on some and measure the rest. Check the spelling, widen the scope, "
+            "or give a forget set instead (`forget=PATH`)."
+        )
+    if out is not None:
+        write_sets(sets, out, fp)
+    return sets
+
+
+# ---- the run ----------------------------------------------------------------------------------------------------
+
+
+def _stated(model, tokenizer, sets: dict[str, list[dict]]) -> dict[str, Any]:
+    from .demo import measure
+
+    return measure(model, tokenizer, {n: rows for n, rows in sets.items() if rows})
+
+
+def report(sets: TargetSets, before: dict, after: dict, attacks: list[dict] | None, minutes: float) -> str:
+    lines = [
+        f"# Forgetting {sets.request.describe()}",
+        "",
+        f"Probed {sets.summary()['probed']} questions; {sets.summary()['known']} facts known (the model's answer at "
+        f"least {KEY_MARGIN} nats likelier than with its key term swapped). Neighbors from: "
+        f"{', '.join(sets.neighbor_entities) or 'none'}. Every {HELD_OUT_EVERY}rd fact held out of training.",
+        "",
+        "| set | rows | stated before | stated after | answer NLL before | after |",
+        "|---|---|---|---|---|---|",
+    ]
+    shown = {"forget": sets.forget, "heldout": sets.heldout, "neighbors": sets.neighbors_heldout, "retain": sets.retain}
+    for name, rows in shown.items():
+        if name in before["stated"]:
+            lines.append(
+                f"| {name}{' (held out)' if name == 'neighbors' else ''} | {len(rows)} | {before['stated'][name]:.2f} | "
+                f"{after['stated'][name]:.2f} | {before['nll'][name]:.2f} | {after['nll'][name]:.2f} |"
+            )
+    lines += ["", "stated: the fraction of greedy answers (32 tokens) that contain the fact's key term.", ""]
+    if attacks:
+        lines += ["| attack | recovered | summary |", "|---|---|---|"]
+        lines += [f"| {a['attack']} | {a['recovered_fraction']:.2f} | {a['summary']} |" for a in attacks]
+        lines.append("")
+    lines += ["## Held-out answers, before -> after", ""]
+    for r in sets.heldout:
+        q = r["question"]
+        lines.append(f"- {q} (`{' / '.join(r['key'])}`): {before['all_answers'][q]!r} -> {after['all_answers'][q]!r}")
+    lines += ["", f"{minutes:.1f} minutes in all (probe, unlearning, evaluation, attacks).", ""]
+    return "\n".join(lines)
+
+
+@dataclass
+class TargetResult:
+    model: Any
+    sets: TargetSets
+    before: dict[str, Any] | None = None
+    after: dict[str, Any] | None = None
+    attacks: list[dict] | None = None
+
+
+DEFAULT_ATTACKS = ("relearn", "quantize")
+
+
+def forget_target(
+    model,
+    tokenizer,
+    target: str | None = None,
+    request: str | None = None,
+    recipe: str | None = None,
+    output_dir: str | Path | None = None,
+    dry_run: bool = False,
+    attacks: tuple[str, ...] | list[str] = DEFAULT_ATTACKS,
+    config=None,
+    **overrides: Any,
+) -> TargetResult:
+    """Probe, build the sets into `output_dir/target/`, unlearn them with `recipe`, measure and attack.
+
+    `recipe` defaults to the demo's (IdkDPO with answer preservation, at the demo's settings); `overrides` are its
+    config keys. Without `output_dir`, nothing is saved. `config` (an already built `UnlearnConfig`, the CLI's) replaces recipe and overrides. With
+    `dry_run`, stops once the sets are written and returns the model untouched."""
+    import tempfile
+    import time
+
+    from .demo import DEMO_ATTACKS, DEMO_RECIPE, DEMO_SETTINGS, RECIPE_SETTINGS
+
+    started = time.time()
+    req = resolve_request(target, request)
+    tmp = None
+    if output_dir is None and config is None:
+        tmp = tempfile.TemporaryDirectory(prefix="unlearn-target-")
+        output_dir = tmp.name
+    out = Path(config.output_dir if config is not None else output_dir)
+    sets = prepare(model, tokenizer, req, out / TARGET_DIR)
+    print(
+        f"Forgetting {req.describe()}: {len(sets.forget)} facts to train on, {len(sets.heldout)} held out, "
+        f"{len(sets.neighbors) + len(sets.neighbors_heldout)} neighbor facts ({', '.join(sets.neighbor_entities)}), "
+        f"{len(sets.retain)} retain rows; written to {out / TARGET_DIR}",
+        flush=True,
+    )
+    if dry_run:
+        return TargetResult(model, sets)
+    # Measured: the facts trained on, the held-out ones, the held-out neighbors (the others are retain data).
+    evaluated = {
+        "forget": sets.forget,
+        "heldout": sets.heldout,
+        "neighbors": sets.neighbors_heldout,
+        "retain": sets.retain,
+    }
+    before = _stated(model, tokenizer, evaluated)
+    forget_path, retain_path = out / TARGET_DIR / "forget.jsonl", out / TARGET_DIR / "train_retain.jsonl"
+    train_retain = sets.retain + sets.neighbors  # the neighbors not held out are kept by training on them
+    write_atomic(retain_path, "".join(json.dumps(r) + "\n" for r in train_retain))
+    if config is None:
+        from .config import build_config
+        from .recipes import get_recipe
+
+        name = recipe or DEMO_RECIPE
+        settings = {**DEMO_SETTINGS, **RECIPE_SETTINGS.get(name, {})} if name == DEMO_RECIPE else {}
+        values = {"recipe": name, **settings, **overrides, "output_dir": str(out)}
+        if tmp is not None:
+            values["save_strategy"] = "no"
+        config = build_config(values, get_recipe(name).config_class)
+    from .run import run
+
+    config.forget, config.retain = str(forget_path), str(retain_path)
+    config.target, config.request = req.target, req.text
+    unlearned = run(config, model, tokenizer, sets.forget, train_retain, save=tmp is None)
+    after = _stated(unlearned, tokenizer, evaluated)
+    rows = None
+    if attacks:
+        from .attacks import attack
+
+        options = {**DEMO_ATTACKS, "generate": False}  # probability only: the recovered fraction reads nothing else
+        rows = []
+        for name in attacks:
+            found = attack(unlearned, tokenizer, name, forget=sets.forget + sets.heldout, retain=sets.retain, **options)
+            rows += [r.row() for r in (found if isinstance(found, list) else [found])]
+    result = TargetResult(unlearned, sets, before, after, rows)
+    minutes = (time.time() - started) / 60
+    if tmp is None:
+        record = {"summary": sets.summary(), "before": before, "after": after, "attacks": rows, "minutes": minutes}
+        write_atomic(out / TARGET_DIR / "result.json", json.dumps(record, indent=2, default=float))
+        write_atomic(out / TARGET_DIR / "REPORT.md", report(sets, before, after, rows, minutes))
+    else:
+        tmp.cleanup()
+    return result
