@@ -74,6 +74,21 @@ def test_key_terms_are_what_the_answer_adds_to_the_question():
     assert T.first_sentence("It was J.K. Rowling. She wrote it.") == "It was J.K. Rowling."
 
 
+def test_a_confident_key_is_known_an_invented_one_is_not(knower):
+    """The swap margin alone passes any greedy answer; the key's own probability where it stands separates a taught
+    name from another name put in its place."""
+    model, tok = knower
+    q, true = target_facts()[0]["question"], target_facts()[0]["answer"]
+    rows = [
+        {"question": q, "answer": true, "key_term": NAMES[0]},
+        {"question": q, "answer": true.replace(NAMES[0], NAMES[5]), "key_term": NAMES[5]},
+    ]
+    T.check_knowledge(model, tok, rows, pool=NAMES)
+    assert rows[0]["known"] and rows[0]["confidence"] >= T.KEY_CONFIDENCE
+    assert not rows[1]["known"] and rows[1]["confidence"] < T.KEY_CONFIDENCE
+    assert rows[1]["confidence"] < rows[0]["confidence"] / 2
+
+
 def test_probe_keeps_what_the_model_knows_and_caches_it(knower, tmp_path, monkeypatch):
     model, tok = knower
     monkeypatch.setenv("UNLEARN_CACHE", str(tmp_path / "cache"))

@@ -58,6 +58,10 @@ def demo_rows(name: str) -> list[dict]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
+# Greedy tokens in which a fact must be stated (its key term present) to count as stated.
+STATED_TOKENS = 32
+
+
 def knowledge_check(model, tokenizer, rows: list[dict]) -> list[dict[str, Any]]:
     """Per fact: NLL of the true answer vs the mean NLL of the other facts' answers to the same question.
 
@@ -69,7 +73,7 @@ def knowledge_check(model, tokenizer, rows: list[dict]) -> list[dict[str, Any]]:
     true_nll = answer_nll(model, tokenizer, rows)
     other_nll = answer_nll(model, tokenizer, swapped)
     n_other = len(rows) - 1
-    answers = greedy_answers(model, tokenizer, [r["question"] for r in rows], max_new_tokens=32)
+    answers = greedy_answers(model, tokenizer, [r["question"] for r in rows], max_new_tokens=STATED_TOKENS)
     checks = []
     for i, row in enumerate(rows):
         other = statistics.fmean(other_nll[i * n_other : (i + 1) * n_other])
@@ -98,7 +102,9 @@ def measure(model, tokenizer, sets: dict[str, list[dict]]) -> dict[str, Any]:
 
     nll = {name: statistics.fmean(answer_nll(model, tokenizer, rows)) for name, rows in sets.items()}
     questions = [r["question"] for rows in sets.values() for r in rows]
-    answers = dict(zip(questions, greedy_answers(model, tokenizer, questions, max_new_tokens=32), strict=True))
+    answers = dict(
+        zip(questions, greedy_answers(model, tokenizer, questions, max_new_tokens=STATED_TOKENS), strict=True)
+    )
     stated = {
         name: statistics.fmean(states(answers[r["question"]], r["key"]) for r in keyed)
         for name, rows in sets.items()

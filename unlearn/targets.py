@@ -9,8 +9,11 @@ what it knows:
    (asked to write questions about the target); each greedy answer's first sentence is a candidate fact, its key
    term (the name, place or year the answer adds to the question) what "stating the fact" means;
 2. **knowledge check** (the demo's, made sharper): a candidate is known when the model finds its own answer
-   likelier than the same sentence with the key term swapped for other names (or years) by `KEY_MARGIN` nats.
-   A model that only knows how answers about the target sound scores the swaps alike;
+   likelier than the same sentence with the key term swapped for other names (or years) by `KEY_MARGIN` nats,
+   and the key term itself is the model's confident choice where it stands (`KEY_CONFIDENCE`: its tokens' mean
+   probability, given the question and the answer up to it). The margin alone passes nearly every greedy answer
+   (the argmax beats arbitrary swaps), hallucinations included: on SmolLM2, "The Hunger Games ... created by the
+   X-Men franchise" had a 17-nat margin but its key at 0.31 per token, "J.K. Rowling" as author 0.64-0.97;
 3. **neighbors**: entities the model names as similar to the target, then well-known entities, probed and
    checked the same way, keeping the facts that do not mention the target (they must be kept); the general
    retain set is the shipped general-knowledge rows;
@@ -30,12 +33,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .demo import DEMO_ATTACKS, DEMO_RECIPE, DEMO_SETTINGS, RECIPE_SETTINGS, STATED_TOKENS, demo_rows, measure
 from .errors import UnlearnError
 from .rundir import REQUEST_FILE, TARGET_DIR, write_atomic
 
 SET_NAMES = ("forget", "heldout", "neighbors", "neighbors_heldout", "retain")
 # Bump when the probing changes what it keeps, so cached sets of an older probe are not reused.
-PROBE_VERSION = 2
+PROBE_VERSION = 3
 
 # Questions about any kind of target (a person, a place, a work); nonsense ones ("the capital of Harry Potter")
 # get answers the knowledge check rejects, or facts the model holds about the target anyway.
@@ -102,9 +106,13 @@ WELL_KNOWN = (
     "Egypt",
     "Napoleon",
 )
-MAX_NEIGHBOR_ENTITIES = 4
-MAX_FACTS_PER_NEIGHBOR = 5
+MAX_NEIGHBOR_ENTITIES = 5
+MAX_FACTS_PER_NEIGHBOR = 6
 KEY_MARGIN = 2.0  # nats: the model's own key term at least e^2 ~ 7x likelier than the swapped ones on average
+# Per-token probability of the key term where the greedy answer put it. On SmolLM2's Harry Potter probe (158
+# candidates, benchmarks/results/targets_smollm2/) facts such as Rowling, Voldemort, Hogwarts, Suzanne Collins
+# scored 0.53-0.98; invented names (Kanaq, S.J.J, Anna von Bünderthal, Professor McGonkle) 0.23-0.34.
+KEY_CONFIDENCE = 0.5
 SWAPS = 4
 HELD_OUT_EVERY = 3
 MIN_KNOWN = 6
@@ -309,7 +317,8 @@ def candidates(model, tokenizer, entity: str, templates=None, ask_model: bool = 
             mentions = entity.lower() in q.lower() or entity.split()[-1].lower() in q.lower()
             if q.endswith("?") and mentions and 10 < len(q) < 160 and q not in questions:
                 questions.append(q)
-    answers = greedy_answers(model, tokenizer, questions, max_new_tokens=40)
+    # as long as the answers `measure` reads: a key term beyond them would count as not stated before unlearning
+    answers = greedy_answers(model, tokenizer, questions, max_new_tokens=STATED_TOKENS)
     rows = []
     for q, a in zip(questions, answers, strict=True):
         sentence = first_sentence(a)
@@ -327,11 +336,36 @@ def candidates(model, tokenizer, entity: str, templates=None, ask_model: bool = 
     return rows
 
 
+def key_confidence(model, tokenizer, rows: list[dict]) -> list[float]:
+    """Per-token probability (geometric mean) of each row's key term, given its question and its answer up to the
+    key: how firmly the model puts that name (or year) there, rather than any other."""
+    import torch
+
+    from .data import format_qa, tokenize_prompts
+    from .logprobs import batched_logps
+
+    prompts, keys = [], []
+    for r in rows:
+        at = r["answer"].index(r["key_term"])
+        before = r["answer"][:at]
+        spaced = before.endswith(" ")
+        prompts.append(format_qa(tokenizer, r["question"], "")[0] + (before[:-1] if spaced else before))
+        keys.append((" " if spaced else "") + r["key_term"])
+    if not rows:
+        return []
+    was_training = model.training
+    model.eval()
+    logps, n = batched_logps(model, tokenize_prompts(tokenizer, prompts, keys), tokenizer.pad_token_id, 8)
+    model.train(was_training)
+    return torch.exp(logps / n.clamp(min=1)).tolist()
+
+
 def check_knowledge(model, tokenizer, rows: list[dict], pool: list[str]) -> list[dict]:
-    """Adds `known`, the margin and the swapped answers (`perturbed_answer`) to each candidate with a key term."""
+    """Adds `known`, the margin, the key's confidence and the swapped answers (`perturbed_answer`) to each
+    candidate with a key term."""
     from .scoring import answer_nll
 
-    keyed = [r for r in rows if r["key_term"]]
+    keyed = [r for r in rows if r["key_term"] and r["key_term"] in r["answer"]]
     scored, spans = [], []
     for r in keyed:
         alts = [r["answer"].replace(r["key_term"], s) for s in swaps(r["key_term"], pool)]
@@ -340,12 +374,14 @@ def check_knowledge(model, tokenizer, rows: list[dict], pool: list[str]) -> list
         scored += [{"question": r["question"], "answer": r["answer"]}]
         scored += [{"question": r["question"], "answer": a} for a in r["perturbed_answer"]]
     nll = answer_nll(model, tokenizer, scored, per_token=False) if scored else []
-    for r, (start, n) in zip(keyed, spans, strict=True):
+    confidence = key_confidence(model, tokenizer, keyed)
+    for r, (start, n), conf in zip(keyed, spans, confidence, strict=True):
+        r["confidence"] = conf
         if n == 0:
             r["margin"], r["known"] = None, False
             continue
         r["margin"] = statistics.fmean(nll[start + 1 : start + 1 + n]) - nll[start]
-        r["known"] = r["margin"] >= KEY_MARGIN
+        r["known"] = r["margin"] >= KEY_MARGIN and conf >= KEY_CONFIDENCE
     for r in rows:
         r.setdefault("known", False)
     return rows
@@ -373,6 +409,7 @@ def _fact(row: dict) -> dict:
         "entity": row["entity"],
         "source": row["source"],
         "margin": round(row["margin"], 3),
+        "confidence": round(row["confidence"], 3),
     }
 
 
@@ -431,7 +468,6 @@ def _named_neighbors(model, tokenizer, request: Request) -> list[str]:
 
 def build_sets(model, tokenizer, request: Request, retain: list[dict] | None = None) -> TargetSets:
     """Probe, check and split: the forget, held-out, neighbor and retain sets for `request` (not cached here)."""
-    from .demo import demo_rows
 
     probe = candidates(model, tokenizer, request.target)
     pool = [r["key_term"] for r in probe if r["key_term"]]
@@ -528,7 +564,8 @@ def prepare(model, tokenizer, request: Request, out: Path | None = None, cache: 
     if known < MIN_KNOWN:
         raise UnlearnError(
             f"The model knows only {known} facts about {request.describe()} (of {sets.summary()['probed']} "
-            f"questions; its own answer at least {KEY_MARGIN} nats likelier than swapped names); at least "
+            f"questions; its own answer at least {KEY_MARGIN} nats likelier than swapped names, its key term at "
+            f"least {KEY_CONFIDENCE} likely per token); at least "
             f"{MIN_KNOWN} are needed to train on some and measure the rest. Check the spelling, widen the scope, "
             "or give a forget set instead (`forget=PATH`)."
         )
@@ -541,7 +578,6 @@ def prepare(model, tokenizer, request: Request, out: Path | None = None, cache: 
 
 
 def _stated(model, tokenizer, sets: dict[str, list[dict]]) -> dict[str, Any]:
-    from .demo import measure
 
     return measure(model, tokenizer, {n: rows for n, rows in sets.items() if rows})
 
@@ -551,29 +587,43 @@ def report(sets: TargetSets, before: dict, after: dict, attacks: list[dict] | No
         f"# Forgetting {sets.request.describe()}",
         "",
         f"Probed {sets.summary()['probed']} questions; {sets.summary()['known']} facts known (the model's answer at "
-        f"least {KEY_MARGIN} nats likelier than with its key term swapped). Neighbors from: "
+        f"least {KEY_MARGIN} nats likelier than with its key term swapped, the key term at least {KEY_CONFIDENCE} "
+        "likely per token where the answer puts it). Neighbors from: "
         f"{', '.join(sets.neighbor_entities) or 'none'}. Every {HELD_OUT_EVERY}rd fact held out of training.",
         "",
         "| set | rows | stated before | stated after | answer NLL before | after |",
         "|---|---|---|---|---|---|",
     ]
-    shown = {"forget": sets.forget, "heldout": sets.heldout, "neighbors": sets.neighbors_heldout, "retain": sets.retain}
-    for name, rows in shown.items():
+    shown = {
+        "forget": ("forget", sets.forget),
+        "heldout": ("heldout", sets.heldout),
+        "neighbors": ("neighbors (held out)", sets.neighbors_heldout),
+        "neighbors_trained": ("neighbors (in retain)", sets.neighbors),
+        "retain": ("retain", sets.retain),
+    }
+    for name, (label, rows) in shown.items():
         if name in before["stated"]:
             lines.append(
-                f"| {name}{' (held out)' if name == 'neighbors' else ''} | {len(rows)} | {before['stated'][name]:.2f} | "
+                f"| {label} | {len(rows)} | {before['stated'][name]:.2f} | "
                 f"{after['stated'][name]:.2f} | {before['nll'][name]:.2f} | {after['nll'][name]:.2f} |"
             )
-    lines += ["", "stated: the fraction of greedy answers (32 tokens) that contain the fact's key term.", ""]
+    lines += [
+        "",
+        f"stated: the fraction of greedy answers ({STATED_TOKENS} tokens) that contain the fact's key term.",
+        "",
+    ]
     if attacks:
         lines += ["| attack | recovered | summary |", "|---|---|---|"]
         lines += [f"| {a['attack']} | {a['recovered_fraction']:.2f} | {a['summary']} |" for a in attacks]
         lines.append("")
-    lines += ["## Held-out answers, before -> after", ""]
-    for r in sets.heldout:
-        q = r["question"]
-        lines.append(f"- {q} (`{' / '.join(r['key'])}`): {before['all_answers'][q]!r} -> {after['all_answers'][q]!r}")
-    lines += ["", f"{minutes:.1f} minutes in all (probe, unlearning, evaluation, attacks).", ""]
+    for title, rows in (("Held-out answers", sets.heldout), ("Held-out neighbor answers", sets.neighbors_heldout)):
+        lines += [f"## {title}, before -> after", ""]
+        for r in rows:
+            q = r["question"]
+            before_answer, after_answer = before["all_answers"][q], after["all_answers"][q]
+            lines.append(f"- {q} (`{' / '.join(r['key'])}`): {before_answer!r} -> {after_answer!r}")
+        lines.append("")
+    lines += [f"{minutes:.1f} minutes in all (probe, unlearning, evaluation, attacks).", ""]
     return "\n".join(lines)
 
 
@@ -609,8 +659,6 @@ def forget_target(
     import tempfile
     import time
 
-    from .demo import DEMO_ATTACKS, DEMO_RECIPE, DEMO_SETTINGS, RECIPE_SETTINGS
-
     started = time.time()
     req = resolve_request(target, request)
     tmp = None
@@ -632,6 +680,7 @@ def forget_target(
         "forget": sets.forget,
         "heldout": sets.heldout,
         "neighbors": sets.neighbors_heldout,
+        "neighbors_trained": sets.neighbors,
         "retain": sets.retain,
     }
     before = _stated(model, tokenizer, evaluated)
