@@ -39,7 +39,7 @@ from .rundir import REQUEST_FILE, TARGET_DIR, write_atomic
 
 SET_NAMES = ("forget", "heldout", "neighbors", "neighbors_heldout", "retain")
 # Bump when the probing changes what it keeps, so cached sets of an older probe are not reused.
-PROBE_VERSION = 3
+PROBE_VERSION = 4
 
 # Questions about any kind of target (a person, a place, a work); nonsense ones ("the capital of Harry Potter")
 # get answers the knowledge check rejects, or facts the model holds about the target anyway.
