@@ -12,6 +12,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import unlearn
 from unlearn import UnlearnError
+from unlearn import target_request as R
 from unlearn import targets as T
 from unlearn.cli import main
 
@@ -49,15 +50,15 @@ def knower(tiny_init_dir):
 
 
 def test_requests_in_plain_words_become_a_target_and_a_scope():
-    r = T.parse_request("forget everything about Harry Potter's friends")
+    r = R.parse_request("forget everything about Harry Potter's friends")
     assert (r.target, r.scope) == ("Harry Potter", "friends")
-    assert T.parse_request("Please forget Albert Einstein.").target == "Albert Einstein"
-    assert T.parse_request("unlearn all about the Eiffel Tower").target == "the Eiffel Tower"
+    assert R.parse_request("Please forget Albert Einstein.").target == "Albert Einstein"
+    assert R.parse_request("unlearn all about the Eiffel Tower").target == "the Eiffel Tower"
     assert "target `Harry Potter`, only questions or answers about `friends`" in r.describe()
     with pytest.raises(UnlearnError, match="Could not find what to forget"):
-        T.parse_request("forget everything")
+        R.parse_request("forget everything")
     with pytest.raises(UnlearnError, match="exactly one of `target`"):
-        T.resolve_request("Harry Potter", "forget Harry Potter")
+        R.resolve_request("Harry Potter", "forget Harry Potter")
 
 
 def test_key_terms_are_what_the_answer_adds_to_the_question():

@@ -25,7 +25,7 @@ _EXPORTS = {
     "icul": ".incontext",
     "RECIPES": ".recipes",
     "get_recipe": ".recipes",
-    "forget": ".run",
+    "forget": ".forgetting",
     "load_model_and_tokenizer": ".loading",
     "sequential_forget": ".sequential",
     "load_tofu": ".data",

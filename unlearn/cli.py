@@ -51,7 +51,8 @@ def cmd_forget(args: argparse.Namespace) -> int:
 
 def _forget_target(config, args: argparse.Namespace) -> int:
     from .loading import load_model_and_tokenizer
-    from .targets import forget_target, resolve_request
+    from .target_request import resolve_request
+    from .targets import forget_target
 
     req = resolve_request(config.target, config.request)
     print(f"Request understood as: {req.describe()}.", flush=True)

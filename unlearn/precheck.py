@@ -284,7 +284,7 @@ def precheck_run(values: Mapping[str, Any]) -> None:
                 "Give either a forget set (`forget`) or a `target`/`request` to build one from, not both: drop "
                 "`forget` (and `retain`) from the config, or pass forget=null retain=null."
             )
-        from .targets import resolve_request
+        from .target_request import resolve_request
 
         resolve_request(values.get("target"), values.get("request"))  # a bad request is refused here
         check_output_state(

@@ -187,26 +187,14 @@ def forget(
     retain: DataSource | None = None,
     recipe: str | None = None,
     output_dir: str | os.PathLike | None = None,
-    target: str | None = None,
-    request: str | None = None,
     **overrides: Any,
 ):
     """Unlearn `forget` from an already loaded model; returns the `PeftModel` (or the model, with `adapter="none"`).
 
     `overrides` are config keys of the recipe (`unlearn recipes` lists them; e.g. `learning_rate=1e-4`). With
     `output_dir`, the run directory is written as by the CLI; without it, nothing is saved. `recipe` defaults to
-    `ga`. Instead of a forget set, a `target` ("Harry Potter") or a `request` ("forget everything about Harry
-    Potter's friends"): the forget, neighbor and retain sets are built by probing the model (`unlearn.targets`,
-    written to `output_dir/target/`), and the recipe defaults to the demo's.
+    `ga`. `unlearn.forget` (`unlearn.forgetting`) also takes a `target` or a `request` instead of a forget set.
     """
-    if target is not None or request is not None:
-        if forget is not None or retain is not None:
-            raise UnlearnError(
-                "Give either a forget set (`forget`, `retain`) or a `target`/`request` to build one from, not both."
-            )
-        from .targets import forget_target
-
-        return forget_target(model, tokenizer, target, request, recipe=recipe, output_dir=output_dir, **overrides).model
     if forget is None:
         raise UnlearnError("No forget data given: pass `forget` (a file, `tofu:forget10`, rows) or a `target`.")
     recipe = recipe or "ga"

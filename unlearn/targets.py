@@ -33,9 +33,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .demo import DEMO_ATTACKS, DEMO_RECIPE, DEMO_SETTINGS, RECIPE_SETTINGS, STATED_TOKENS, demo_rows, measure
 from .errors import UnlearnError
 from .rundir import REQUEST_FILE, TARGET_DIR, write_atomic
+from .target_request import Request, resolve_request
 
 SET_NAMES = ("forget", "heldout", "neighbors", "neighbors_heldout", "retain")
 # Bump when the probing changes what it keeps, so cached sets of an older probe are not reused.
@@ -188,65 +188,6 @@ YEAR = re.compile(r"\b(1[0-9]{3}|20[0-9]{2})\b")
 # ---- requests ---------------------------------------------------------------------------------------------------
 
 
-@dataclass
-class Request:
-    """What to forget: a target (an entity's name) and an optional scope (a word the questions must be about)."""
-
-    target: str
-    scope: str | None = None
-    text: str | None = None  # the request in the user's words, when there was one
-
-    def describe(self) -> str:
-        scope = f", only questions or answers about `{self.scope}`" if self.scope else ""
-        said = f' (from "{self.text}")' if self.text else ""
-        return f"target `{self.target}`{scope}{said}"
-
-    def slug(self) -> str:
-        raw = self.target + (f"--{self.scope}" if self.scope else "")
-        return re.sub(r"[^a-z0-9]+", "-", raw.lower()).strip("-") or "target"
-
-
-_VERB = r"(?:please\s+)?(?:forget|unlearn|erase|remove|delete)"
-_ALL = r"(?:(?:everything|all|anything|whatever\s+you\s+know|what\s+you\s+know)\s+)?"
-_ABOUT = r"(?:(?:about|on|of|regarding|related\s+to|concerning)\s+)?"
-_REQUEST = re.compile(rf"^\s*{_VERB}\s+{_ALL}{_ABOUT}(?P<rest>.+?)\s*[.!]?\s*$", re.IGNORECASE)
-
-
-def parse_request(text: str) -> Request:
-    """A request in plain words -> a target and a scope, by rule: "forget (everything) about X" -> X;
-    "X's Y" -> X, scoped to Y ("Harry Potter's friends" -> Harry Potter, friends); "how to make X" -> X."""
-    if not isinstance(text, str) or not text.strip():
-        raise UnlearnError('`request` must be a sentence such as "forget everything about Harry Potter".')
-    m = _REQUEST.match(text)
-    rest = (m.group("rest") if m else text).strip().strip("\"'“”")
-    rest = re.sub(r"^(?:how\s+to\s+(?:make|build|do)\s+)", "", rest, flags=re.IGNORECASE)
-    owner = re.match(r"^(?P<target>.+?)['’]s\s+(?P<scope>\w[\w\s-]*)$", rest)
-    if owner:
-        return Request(owner.group("target").strip(), owner.group("scope").strip(), text)
-    if not rest or rest.lower() in {"everything", "all", "it"}:
-        raise UnlearnError(
-            f'Could not find what to forget in the request "{text}". Name it: "forget everything about NAME", or '
-            'pass target="NAME".'
-        )
-    return Request(rest, None, text)
-
-
-def resolve_request(target: str | None = None, request: str | None = None) -> Request:
-    if bool(target) == bool(request):
-        raise UnlearnError(
-            'Give exactly one of `target` (a name: target="Harry Potter") or `request` (a sentence: '
-            'request="forget everything about Harry Potter\'s friends").'
-        )
-    if target:
-        if not isinstance(target, str) or not target.strip():
-            raise UnlearnError('`target` must be a name such as "Harry Potter".')
-        return Request(target.strip())
-    return parse_request(request)
-
-
-# ---- facts ------------------------------------------------------------------------------------------------------
-
-
 def first_sentence(answer: str) -> str:
     """The answer up to its first sentence end (initials such as "J.K." do not end it)."""
     m = re.search(r"(?<![A-Z])(?<!\b[A-Z][a-z])[.!?](?=\s|$)|\n", answer)
@@ -306,6 +247,7 @@ def swaps(key: str, pool: list[str]) -> list[str]:
 def candidates(model, tokenizer, entity: str, templates=None, ask_model: bool = True) -> list[dict]:
     """Questions about `entity` (`TEMPLATES` by default) and the model's first-sentence answers, with their key
     terms (no check yet)."""
+    from .demo import STATED_TOKENS
     from .scoring import greedy_answers
 
     templates = TEMPLATES if templates is None else templates
@@ -468,6 +410,7 @@ def _named_neighbors(model, tokenizer, request: Request) -> list[str]:
 
 def build_sets(model, tokenizer, request: Request, retain: list[dict] | None = None) -> TargetSets:
     """Probe, check and split: the forget, held-out, neighbor and retain sets for `request` (not cached here)."""
+    from .demo import demo_rows
 
     probe = candidates(model, tokenizer, request.target)
     pool = [r["key_term"] for r in probe if r["key_term"]]
@@ -578,11 +521,14 @@ def prepare(model, tokenizer, request: Request, out: Path | None = None, cache: 
 
 
 def _stated(model, tokenizer, sets: dict[str, list[dict]]) -> dict[str, Any]:
+    from .demo import measure
 
     return measure(model, tokenizer, {n: rows for n, rows in sets.items() if rows})
 
 
 def report(sets: TargetSets, before: dict, after: dict, attacks: list[dict] | None, minutes: float) -> str:
+    from .demo import STATED_TOKENS
+
     lines = [
         f"# Forgetting {sets.request.describe()}",
         "",
@@ -658,6 +604,8 @@ def forget_target(
     `dry_run`, stops once the sets are written and returns the model untouched."""
     import tempfile
     import time
+
+    from .demo import DEMO_ATTACKS, DEMO_RECIPE, DEMO_SETTINGS, RECIPE_SETTINGS
 
     started = time.time()
     req = resolve_request(target, request)
