@@ -28,10 +28,8 @@ def answer_nll(
     question_key: str = "question",
     answer_key: str = "answer",
     text_key: str = "text",
-    per_token: bool = True,
 ) -> list[float]:
-    """Per-token negative log-likelihood of each example's answer (or text), one value per example; with
-    `per_token=False`, the answer's total (what differs between answers that change only in a few tokens)."""
+    """Per-token negative log-likelihood of each example's answer (or text), one value per example."""
     ds = load_records(data)
     shape = detect_shape(ds, question_key, answer_key, text_key, "scored")
     examples = tokenize(ds, tokenizer, shape, max_length, question_key, answer_key, text_key)
@@ -39,7 +37,7 @@ def answer_nll(
     model.eval()
     logps, n_tokens = batched_logps(model, examples, tokenizer.pad_token_id, batch_size)
     model.train(was_training)
-    return (-logps / n_tokens.clamp(min=1)).tolist() if per_token else (-logps).tolist()
+    return (-logps / n_tokens.clamp(min=1)).tolist()
 
 
 # Rows decoded together. Decoding one token per row is bound by reading the weights, not by arithmetic, so wider

@@ -244,6 +244,11 @@ def swaps(key: str, pool: list[str]) -> list[str]:
     return others[:SWAPS]
 
 
+def _list_item(line: str) -> str:
+    """A line of a generated list without its numbering or bullet."""
+    return re.sub(r"^\s*(?:\d+[.)]|[-*•])\s*", "", line).strip()
+
+
 def candidates(model, tokenizer, entity: str, templates=None, ask_model: bool = True) -> list[dict]:
     """Questions about `entity` (`TEMPLATES` by default) and the model's first-sentence answers, with their key
     terms (no check yet)."""
@@ -255,7 +260,7 @@ def candidates(model, tokenizer, entity: str, templates=None, ask_model: bool = 
     if ask_model:
         asked = greedy_answers(model, tokenizer, [ASK_QUESTIONS.format(t=entity)], max_new_tokens=160)[0]
         for line in asked.splitlines():
-            q = re.sub(r"^\s*(?:\d+[.)]|[-*•])\s*", "", line).strip()
+            q = _list_item(line)
             mentions = entity.lower() in q.lower() or entity.split()[-1].lower() in q.lower()
             if q.endswith("?") and mentions and 10 < len(q) < 160 and q not in questions:
                 questions.append(q)
@@ -281,10 +286,9 @@ def candidates(model, tokenizer, entity: str, templates=None, ask_model: bool = 
 def key_confidence(model, tokenizer, rows: list[dict]) -> list[float]:
     """Per-token probability (geometric mean) of each row's key term, given its question and its answer up to the
     key: how firmly the model puts that name (or year) there, rather than any other."""
-    import torch
-
     from .data import format_qa, tokenize_prompts
-    from .logprobs import batched_logps
+    from .evaluation.metric_math import probability
+    from .scoring import row_stats
 
     prompts, keys = [], []
     for r in rows:
@@ -295,34 +299,31 @@ def key_confidence(model, tokenizer, rows: list[dict]) -> list[float]:
         keys.append((" " if spaced else "") + r["key_term"])
     if not rows:
         return []
-    was_training = model.training
-    model.eval()
-    logps, n = batched_logps(model, tokenize_prompts(tokenizer, prompts, keys), tokenizer.pad_token_id, 8)
-    model.train(was_training)
-    return torch.exp(logps / n.clamp(min=1)).tolist()
+    stats = row_stats(model, tokenize_prompts(tokenizer, prompts, keys), tokenizer.pad_token_id)
+    return probability([s.nll for s in stats]).tolist()
 
 
 def check_knowledge(model, tokenizer, rows: list[dict], pool: list[str]) -> list[dict]:
     """Adds `known`, the margin, the key's confidence and the swapped answers (`perturbed_answer`) to each
     candidate with a key term."""
-    from .scoring import answer_nll
+    from .attacks.common import grouped_loglik
+    from .data import format_qa
 
     keyed = [r for r in rows if r["key_term"] and r["key_term"] in r["answer"]]
-    scored, spans = [], []
+    groups = []
     for r in keyed:
         alts = [r["answer"].replace(r["key_term"], s) for s in swaps(r["key_term"], pool)]
         r["perturbed_answer"] = [a for a in alts if a != r["answer"]]
-        spans.append((len(scored), len(r["perturbed_answer"])))
-        scored += [{"question": r["question"], "answer": r["answer"]}]
-        scored += [{"question": r["question"], "answer": a} for a in r["perturbed_answer"]]
-    nll = answer_nll(model, tokenizer, scored, per_token=False) if scored else []
+        groups.append([format_qa(tokenizer, r["question"], a)[:2] for a in [r["answer"], *r["perturbed_answer"]]])
+    loglik = grouped_loglik(model, tokenizer, groups) if groups else []
     confidence = key_confidence(model, tokenizer, keyed)
-    for r, (start, n), conf in zip(keyed, spans, confidence, strict=True):
+    for r, ll, conf in zip(keyed, loglik, confidence, strict=True):
         r["confidence"] = conf
-        if n == 0:
+        if len(ll) == 1:
             r["margin"], r["known"] = None, False
             continue
-        r["margin"] = statistics.fmean(nll[start + 1 : start + 1 + n]) - nll[start]
+        # summed over the answer: the answers differ only in the key's few tokens
+        r["margin"] = ll[0] - statistics.fmean(ll[1:])
         r["known"] = r["margin"] >= KEY_MARGIN and conf >= KEY_CONFIDENCE
     for r in rows:
         r.setdefault("known", False)
@@ -401,7 +402,7 @@ def _named_neighbors(model, tokenizer, request: Request) -> list[str]:
     names = []
     target_words = {w.lower() for w in re.findall(r"\w+", request.target) if len(w) > 2}
     for line in text.splitlines():
-        name = re.sub(r"^\s*(?:\d+[.)]|[-*•])\s*", "", line).split(":")[0].split(" - ")[0].strip(" *\"'“”")
+        name = _list_item(line).split(":")[0].split(" - ")[0].strip(" *\"'“”")
         words = {w.lower() for w in re.findall(r"\w+", name)}
         if 2 < len(name) < 60 and name[:1].isupper() and not words & target_words and name not in names:
             names.append(name)
