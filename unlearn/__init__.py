@@ -11,6 +11,7 @@ logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 _EXPORTS = {
     "attack": ".attacks",
     "benchmark": ".benchmarking",
+    "sweep": ".sweeping",
     "UnlearnConfig": ".config",
     "load_config": ".recipes",
     "NonFiniteLossError": ".errors",
@@ -71,4 +72,5 @@ __all__ = [
     "load_tofu",
     "push_to_hub",
     "sequential_forget",
+    "sweep",
 ]

@@ -4,6 +4,7 @@ unlearn forget CONFIG.yaml [key=value ...]     train a recipe (also under `accel
 unlearn forget recipes/target.yaml target="Harry Potter"   forget what the model knows about a target
 unlearn demo                                    unlearn on the built-in default model and show before/after
 unlearn benchmark PROTOCOL.yaml                 the standard protocol: target/retain models, every recipe, attacks, RESULTS.md
+unlearn sweep SWEEP.yaml [--workers N]          search a recipe's settings (Optuna), pick a risk-certified one
 unlearn recipes                                 list the recipes, their papers and the data they need
 unlearn push RUN_DIR --repo-id USER/NAME         upload a finished run and its model card to the Hugging Face Hub
 """
@@ -84,6 +85,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
         require_known=not args.no_check,
         **parse_overrides(args.overrides),
     )
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from .precheck import parse_overrides
+    from .sweeping import load_sweep, sweep, work
+
+    s = load_sweep(args.sweep, parse_overrides(args.overrides))
+    out = Path(args.out or Path("runs") / "sweep" / s.name)
+    if args.worker:  # started by `sweep --workers N`: trials only, the parent writes the report
+        work(s, out)
+        return 0
+    if args.workers < 1:
+        raise UnlearnError(f"--workers must be at least 1, got {args.workers}.")
+    result = sweep(s, out=out, workers=args.workers)
+    print((out / "TRIALS.md").read_text())
+    if result["risk"] is not None:
+        print((out / "RISK.md").read_text())
     return 0
 
 
@@ -305,6 +324,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", choices=["models"], help="Stop after the target and retain models and their evaluations")
     p.add_argument("overrides", nargs="*", help="key=value overrides of the protocol's top-level keys (YAML values)")
     p.set_defaults(func=cmd_benchmark)
+    p = sub.add_parser(
+        "sweep",
+        help="Search a recipe's settings on a benchmark protocol with Optuna; write every trial, the Pareto front "
+        "and the chosen (optionally risk-certified) configuration as a recipe file.",
+    )
+    p.add_argument("sweep", help="Sweep YAML file")
+    p.add_argument("--out", help="Sweep directory (default runs/sweep/<name>); run again to resume")
+    p.add_argument("--workers", type=int, default=1, help="Worker processes sharing the study (default 1)")
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("overrides", nargs="*", help="key=value overrides of the sweep's top-level keys (YAML values)")
+    p.set_defaults(func=cmd_sweep)
     p = sub.add_parser("eval", help="Evaluate a model or an unlearned adapter directory with a suite from eval/.")
     p.add_argument("model", help="Adapter directory from `unlearn forget`, model directory, built-in name or Hub id")
     _eval_options(p)

@@ -23,7 +23,7 @@ import yaml
 from .delta import DELTA_CONFIG, DELTA_FILE, is_delta_dir
 from .errors import UnlearnError
 from .locations import HUB_ID, is_hub_id, offline
-from .rundir import CONFIG_FILE, LOG_FILE, RUN_FILE
+from .rundir import CERTIFICATE_FILE, CONFIG_FILE, LOG_FILE, RUN_FILE
 
 logger = logging.getLogger(__name__)
 
@@ -169,7 +169,7 @@ def files_to_upload(run_dir: str | os.PathLike, include_data: bool = False) -> d
         weights = (DELTA_FILE, DELTA_CONFIG)
     else:
         weights = FULL_FILES
-    wanted = weights + TOKENIZER_FILES + (RUN_FILE, LOG_FILE) + (DATA_FILES if include_data else ())
+    wanted = weights + TOKENIZER_FILES + (RUN_FILE, LOG_FILE, CERTIFICATE_FILE) + (DATA_FILES if include_data else ())
     for name in top:
         if _matches(name, wanted):
             out[name] = run / name
@@ -294,6 +294,15 @@ def _data_rows(meta: dict[str, Any]) -> list[list[Any]]:
     return rows
 
 
+def _certificate(run: Path) -> dict[str, Any] | None:
+    """The risk certificate `unlearn sweep` wrote into the run it picked, with its budgets as table rows."""
+    cert = _read_json(run / CERTIFICATE_FILE)
+    if cert is None:
+        return None
+    rows = [[f"`{b['name']}`", _fmt(b["level"]), _fmt(b["calibration_risk"]), b["means"]] for b in cert["budgets"]]
+    return {**cert, "table": rows}
+
+
 def _evaluations(run: Path) -> list[dict[str, Any]]:
     """Each evaluation uploaded with the run: its header line and metric rows, from its SUMMARY.json."""
     from .evaluation.report import direction
@@ -412,6 +421,7 @@ def model_card(run_dir: str | os.PathLike, repo_id: str | None = None, include_d
         include_data=include_data,
         evaluations=_evaluations(run),
         attacks=_attacks(run),
+        certificate=_certificate(run),
         training=_training(run, meta),
         adapter=adapter,
         base_id=base_id,

@@ -31,6 +31,7 @@ LOADED_LAST = ("adapter_config.json", "config.json", "delta_config.json")  # wha
 # the directory still counts as fresh, and `overwrite` keeps them.
 TARGET_DIR = "target"
 REQUEST_FILE = "request.json"
+CERTIFICATE_FILE = "certificate.json"  # a run `unlearn sweep` certified: its risk certificate (sweeping.py)
 # Config fields that say how to run, not what to train: they may differ between a run and its resumption.
 RUN_CONTROL_FIELDS = {"resume", "overwrite", "output_dir", "logging_dir", "disable_tqdm"}
 

@@ -101,6 +101,7 @@ class Protocol:
     attacks: dict[str, dict[str, Any]] = field(default_factory=dict)
     sanity: dict[str, Any] = field(default_factory=dict)
     select: dict[str, Any] = field(default_factory=dict)
+    defaults: dict[str, Any] = field(default_factory=dict)  # the settings every entry starts from
     description: str = ""
     source: str | None = None
     overrides: dict[str, Any] = field(default_factory=dict)  # top-level keys replaced on the command line
@@ -179,6 +180,7 @@ def load_protocol(source: str | Path | dict[str, Any], overrides: dict[str, Any]
         skip=list(raw.get("skip") or []),
         eval=eval_opts,
         entries=_entries(raw.get("entries"), _mapping(raw.get("defaults"), "defaults", where), where),
+        defaults=_mapping(raw.get("defaults"), "defaults", where),
         attacks=_attacks(raw.get("attacks", {name: {} for name in ATTACK_DEFAULTS}), where),
         sanity=sanity,
         select={**SELECT_DEFAULTS, **_mapping(raw.get("select"), "select", where)},

@@ -1,0 +1,210 @@
+"""`unlearn sweep` on the tiny model: trials as benchmark entries in an Optuna study shared by worker processes, a
+killed worker's trial marked failed, the risk-controlled pick (Learn-then-Test) and its refusals before training."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import yaml
+from conftest import ROOT, TOFU_DIR
+from test_benchmark import tiny_protocol
+
+import unlearn
+from unlearn import UnlearnError
+from unlearn.risk import Budget, certify, hb_p_value, rows_needed, smallest_p_value
+from unlearn.sweeping import load_sweep, search_metrics
+
+optuna = pytest.importorskip("optuna")
+
+
+@pytest.fixture(scope="module")
+def bench(tiny_init_dir, tmp_path_factory):
+    """The tiny protocol's target and retain models and evaluations, built once for every sweep here."""
+    os.environ["UNLEARN_TOFU_DIR"] = str(TOFU_DIR)
+    out = tmp_path_factory.mktemp("bench")
+    protocol = tiny_protocol(tiny_init_dir, attacks={"relearn": {"steps": 2, "eval_every": 2, "learning_rate": 3e-3}})
+    unlearn.benchmark(protocol, out=out, only="models")
+    return protocol, out
+
+
+def tiny_sweep(bench, **changes) -> dict:
+    protocol, out = bench
+    sweep = {
+        "name": "tiny-sweep",
+        "protocol": protocol,
+        "benchmark_dir": str(out),
+        "recipe": "graddiff",
+        "space": {"learning_rate": [5e-3, 1e-3]},
+        "objectives": {"forget_quality": "maximize", "model_utility": "maximize"},
+        "sampler": "grid",
+        "heartbeat_s": 1,
+        "risk": {
+            "delta": 0.5,
+            "calibration_fraction": 0.5,
+            "splits": 50,
+            "budgets": {"utility": {"metric": "retain_probability", "max_drop": 0.5}},
+        },
+    }
+    sweep.update(changes)
+    return sweep
+
+
+def test_two_workers_share_one_study_and_the_pick_is_certified(bench, tmp_path):
+    out = tmp_path / "sweep"
+    result = unlearn.sweep(
+        tiny_sweep(bench, objectives={"forget_quality": "maximize", "relearn": "minimize"}), out=out, workers=2
+    )
+    trials = result["trials"]
+    complete = [t for t in trials if t["state"] == "COMPLETE"]
+    assert len(complete) == 2 and len(trials) == 2  # the two grid points, each run once, between the two workers
+    assert sorted(t["params"]["learning_rate"] for t in complete) == [1e-3, 5e-3]
+    for t in complete:
+        base = out / "entries" / t["entry"]
+        assert (base / "train" / "STEP.json").is_file() and (base / "eval" / "EVAL.json").is_file()
+        assert 0 <= t["objectives"]["forget_quality"] <= 1 and np.isfinite(t["objectives"]["relearn"])
+    assert {p.name for p in out.joinpath("entries").iterdir()} == {t["entry"] for t in complete}
+    for name in ("trials.json", "TRIALS.md", "pareto.png", "risk.json", "RISK.md"):
+        assert (out / name).is_file(), name
+
+    risk = result["risk"]
+    cert = risk["certificate"]
+    assert cert["n_calibration"] == {"utility": 4}  # half of the suite's 8 retain rows
+    assert len(cert["p_values"]) == 2 and all(0 < p <= 1 for p in cert["p_values"])
+    for i, ok in enumerate(cert["certified"]):
+        assert ok == (cert["p_values"][i] <= 0.5 / 2)  # Bonferroni over the two candidates
+    assert "exchangeable" in risk["guarantee"]
+    check = risk["empirical_check"]
+    assert check["splits"] == 50 and 0 <= check["violations"] <= check["certified_a_pick"] <= 50
+    if risk["pick"] is not None:
+        chosen = result["chosen"]
+        assert chosen["trial"] == risk["pick"]
+        values = yaml.safe_load((out / "chosen.yaml").read_text())
+        picked = next(t for t in complete if t["number"] == risk["pick"])
+        assert values["recipe"] == "graddiff" and values["learning_rate"] == picked["params"]["learning_rate"]
+        from unlearn.precheck import precheck_run
+
+        precheck_run({**values, "output_dir": str(tmp_path / "chosen-run")})  # `unlearn forget chosen.yaml` runs
+        run_dir = out / "entries" / picked["entry"] / "train" / "run"
+        cert_file = json.loads((run_dir / "certificate.json").read_text())
+        assert cert_file["trial"] == risk["pick"] and cert_file["budgets"][0]["level"] == 0.5
+        from unlearn.hub import model_card
+
+        assert "Risk certificate" in model_card(run_dir)
+
+    # the search read the objectives without the calibration rows; with none held out they are the logged ones
+    t = complete[0]
+    log = json.loads((out / "entries" / t["entry"] / "eval" / "EVAL.json").read_text())
+    ref = json.loads((bench[1] / "eval" / "retain" / "EVAL.json").read_text())
+    from unlearn.evaluation import load_suite
+
+    suite = load_suite("tofu", **bench[0]["suite_params"])
+    full = search_metrics(log, ref, suite, ["forget_quality", "model_utility", "retain_probability"], {})
+    for name, value in full.items():
+        assert value == pytest.approx(log[name]["agg_value"], rel=1e-9), name
+    held = search_metrics(log, ref, suite, ["retain_probability"], {"retain": [0, 1, 2, 3]})
+    rows = [log["retain_probability"]["value_by_index"][str(i)]["score"] for i in range(4, 8)]
+    assert held["retain_probability"] == pytest.approx(np.mean(rows))
+
+    again = unlearn.sweep(tiny_sweep(bench, objectives={"forget_quality": "maximize", "relearn": "minimize"}), out=out)
+    assert [t["number"] for t in again["trials"]] == [t["number"] for t in trials]  # resumed: nothing rerun
+
+
+def test_a_killed_worker_trial_is_marked_failed_and_the_study_goes_on(bench, tmp_path):
+    out = tmp_path / "sweep"
+    out.mkdir()
+    config = tiny_sweep(bench, sampler="random", n_trials=2, space={"learning_rate": {"low": 1e-3, "high": 5e-3}})
+    config.pop("risk")
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(config))
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "unlearn", "sweep", str(path), "--out", str(out)],
+        cwd=ROOT,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    storage = f"sqlite:///{out / 'study.db'}"
+    deadline = time.time() + 600
+    running = None
+    while time.time() < deadline and running is None and worker.poll() is None:
+        time.sleep(0.5)
+        try:
+            study = optuna.load_study(study_name="tiny-sweep", storage=storage)
+        except Exception:  # noqa: BLE001 - the study is not created yet
+            continue
+        running = next((t.number for t in study.trials if t.state.name == "RUNNING"), None)
+    assert running is not None, "the worker never started a trial"
+    os.killpg(worker.pid, signal.SIGKILL)
+    worker.wait()
+    time.sleep(3)  # past the heartbeat's grace period (2 x heartbeat_s)
+
+    result = unlearn.sweep(load_sweep(path), out=out)
+    states = {t["number"]: t["state"] for t in result["trials"]}
+    assert states[running] == "FAIL"
+    assert sum(s == "COMPLETE" for s in states.values()) == 2
+    assert result["chosen"] is not None and (out / "chosen.yaml").is_file()
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"space": {"learnig_rate": [1e-3]}}, "Unknown graddiff setting 'learnig_rate'. Did you mean 'learning_rate'"),
+        ({"space": {"learning_rate": {"low": 1e-3, "high": 1e-4}}}, "empty range: low 0.001 must be below high"),
+        ({"space": {"learning_rate": []}}, "empty list"),
+        ({"space": {"learning_rate": {"low": 1e-4, "high": 1e-3}}}, "sampler: grid` needs a list or a stepped"),
+        ({"objectives": {"forget_qualty": "maximize"}}, "Unknown metric or attack 'forget_qualty'"),
+        ({"objectives": {"forget_quality": "up"}}, "is `maximize` or `minimize`"),
+        (
+            {"risk": {"delta": 0.1, "budgets": {"utility": {"metric": "retain_probability", "max_drop": 0.05}}}},
+            "cannot be certified by any candidate.*It needs at least",
+        ),
+        ({"risk": {"budgets": {"u": {"metric": "model_utility", "max_drop": 0.05}}}}, "no per-row score"),
+        ({"storage": "postgresql://nobody@127.0.0.1:1/none"}, "cannot be opened"),
+        ({"colour": 1}, "Unknown sweep key 'colour'"),
+    ],
+)
+def test_bad_sweep_is_refused_before_any_training(tiny_init_dir, change, message, monkeypatch):
+    monkeypatch.setenv("UNLEARN_TOFU_DIR", str(TOFU_DIR))
+    config = tiny_sweep((tiny_protocol(tiny_init_dir), "unused"), **change)
+    with pytest.raises(UnlearnError, match=message):
+        load_sweep(config)
+
+
+def test_hoeffding_bentkus_and_learn_then_test():
+    assert smallest_p_value(20, 0.05) == pytest.approx(0.95**20)  # no candidate can beat zero loss
+    n = rows_needed(0.05, 0.1 / 8)
+    assert smallest_p_value(n, 0.05) <= 0.1 / 8 < smallest_p_value(n - 1, 0.05)
+    assert hb_p_value(0.06, 200, 0.05) == 1.0  # above the level: never rejected
+    assert hb_p_value(0.01, 400, 0.05) < hb_p_value(0.03, 400, 0.05) < hb_p_value(0.03, 100, 0.05)
+
+    # The guarantee, by simulation: candidates with known risks, Bernoulli losses; how often is one whose risk is
+    # above the level certified? At most delta (LTT's family-wise error), with either correction.
+    rng = np.random.default_rng(0)
+    risks = [0.02, 0.05, 0.08, 0.12, 0.2]
+    budget = Budget("u", 0.1, "")
+    for correction in ("bonferroni", "fixed_sequence"):
+        bad = 0
+        for _ in range(400):
+            losses = [{"u": (rng.random(150) < r).astype(float)} for r in risks]
+            cert = certify(losses, [budget], delta=0.1, correction=correction, order=[0, 1, 2, 3, 4])
+            bad += any(c and r > 0.1 for c, r in zip(cert.certified, risks, strict=True))
+            assert not cert.certified[4]
+        assert bad / 400 <= 0.1, correction
+    cert = certify([{"u": np.zeros(150)}], [budget], delta=0.1)
+    assert cert.certified == [True] and cert.risks == [{"u": 0.0}]
+
+
+def test_shipped_sweeps_load(monkeypatch):
+    monkeypatch.setenv("UNLEARN_TOFU_DIR", str(TOFU_DIR))
+    files = sorted((ROOT / "benchmarks" / "sweeps").glob("*.yaml"))
+    assert files
+    for path in files:
+        s = load_sweep(path)
+        assert s.budgets and s.objectives and s.n_trials >= 1, path
