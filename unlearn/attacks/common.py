@@ -38,7 +38,7 @@ class AttackResult:
     @property
     def recovered(self) -> float | None:
         """(after - unlearned) / (original - unlearned) of the mean forget probability; None without an original,
-        0 when nothing measurable was forgotten (see `details['no_forgetting']`)."""
+        0 when nothing measurable was forgotten (original - unlearned below `NO_FORGETTING`)."""
         if self.original is None:
             return None
         gap = self.original["probability"].agg_value - self.before["probability"].agg_value
