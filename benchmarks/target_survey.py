@@ -1,13 +1,17 @@
 """Which targets does a model know, and does `unlearn forget target=...` forget them? (issue 18's measurement)
 
     python benchmarks/target_survey.py --probe                 # known-fact counts of unlearn.targets.WELL_KNOWN
+    python benchmarks/target_survey.py --probe Paris "Star Wars"   # of these
     python benchmarks/target_survey.py --run "Harry Potter" "Albert Einstein" --out runs/targets
+    python benchmarks/target_survey.py --run "Harry Potter" --set learning_rate=5e-4 --set retain_ratio=4
 
 `--probe` asks each candidate the template and model-written questions and counts the facts the knowledge check
 keeps (no neighbors, no training); `--run` does the whole flow per target (`recipes/target.yaml`: probe, neighbors,
 IdkDPO with answer preservation, before/after, relearn + 4-bit attacks) and writes RESULTS.md + results.json with
 one row per target: known facts, stated before -> after for the trained, held-out, neighbor and retain facts, the
-recovered fractions and the minutes.
+recovered fractions and the minutes. `--set KEY=VALUE` overrides a setting of the recipe (a row per target and
+settings; rows of earlier invocations in the same `--out` are kept), `--no-attacks` skips the attacks (a settings
+search reads the stated fractions first).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -35,24 +40,29 @@ def probe(model, tokenizer, names: list[str]) -> list[dict]:
     return rows
 
 
-def run(names: list[str], out: Path, model_name: str) -> list[dict]:
+def run(names: list[str], out: Path, model_name: str, settings: dict[str, Any], attacks: bool = True) -> list[dict]:
     from unlearn.loading import load_model_and_tokenizer
     from unlearn.precheck import read_recipe_values
     from unlearn.recipes import recipe_config
-    from unlearn.targets import forget_target
+    from unlearn.targets import DEFAULT_ATTACKS, forget_target
 
-    rows = []
+    label = " ".join(f"{k}={v}" for k, v in settings.items()) or "recipe"
+    results = out / "results.json"
+    rows = json.loads(results.read_text()) if results.exists() else []
     for name in names:
         started = time.time()
         model, tokenizer = load_model_and_tokenizer(model_name)
-        where = out / name.lower().replace(" ", "-")
-        values = {**read_recipe_values("recipes/target.yaml"), "output_dir": str(where), "overwrite": True}
-        values.update(model_name_or_path=model_name, target=name, disable_tqdm=True)
-        result = forget_target(model, tokenizer, name, config=recipe_config(values))
+        slug = name.lower().replace(" ", "-") + "".join(f"-{k}{v}" for k, v in settings.items())
+        values = {**read_recipe_values("recipes/target.yaml"), **settings, "output_dir": str(out / slug)}
+        values.update(model_name_or_path=model_name, target=name, disable_tqdm=True, overwrite=True)
+        chosen = DEFAULT_ATTACKS if attacks else ()
+        result = forget_target(model, tokenizer, name, config=recipe_config(values), attacks=chosen)
         s = result.sets.summary()
+        rows = [r for r in rows if (r["target"], r.get("settings", "recipe")) != (name, label)]
         rows.append(
             {
                 "target": name,
+                "settings": label,
                 "known": s["known"],
                 "forget": s["forget"],
                 "heldout": s["heldout"],
@@ -65,28 +75,31 @@ def run(names: list[str], out: Path, model_name: str) -> list[dict]:
             }
         )
         print(json.dumps(rows[-1]), flush=True)
-        (out / "results.json").write_text(json.dumps(rows, indent=2))
+        results.write_text(json.dumps(rows, indent=2))
         (out / "RESULTS.md").write_text(table(rows))
     return rows
 
 
 def table(rows: list[dict]) -> str:
-    sets = ("forget", "heldout", "neighbors", "retain")
-    head = "| target | known | " + " | ".join(f"{s} stated" for s in sets) + " | relearned | 4-bit | min |"
+    sets = ("forget", "heldout", "neighbors", "neighbors_trained", "retain")
+    head = "| target | settings | known | " + " | ".join(f"{s} stated" for s in sets) + " | relearned | 4-bit | min |"
     lines = [
         "# `unlearn forget recipes/target.yaml target=...` on SmolLM2-135M-Instruct",
         "",
         "Made with `python benchmarks/target_survey.py --run ...`. stated: fraction of greedy answers that contain the"
-        " fact's key term, before -> after; neighbors are the held-out neighbor facts (never trained on).",
+        " fact's key term, before -> after; neighbors are the held-out neighbor facts (never trained on),"
+        " neighbors_trained those trained on as retain rows.",
         "",
         head,
-        "|" + "---|" * (len(sets) + 5),
+        "|" + "---|" * (len(sets) + 6),
     ]
     for r in rows:
         cells = [f"{r['before'].get(s, float('nan')):.2f} -> {r['after'].get(s, float('nan')):.2f}" for s in sets]
         a = r["attacks"]
         lines.append(
-            f"| {r['target']} | {r['known']} | " + " | ".join(cells) + f" | {a.get('relearn', float('nan')):.2f} | "
+            f"| {r['target']} | {r.get('settings', 'recipe')} | {r['known']} | "
+            + " | ".join(cells)
+            + f" | {a.get('relearn', float('nan')):.2f} | "
             f"{a.get('quantize', float('nan')):.2f} | {r['minutes']:.1f} |"
         )
     return "\n".join(lines) + "\n"
@@ -94,24 +107,31 @@ def table(rows: list[dict]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--probe", action="store_true", help="Known-fact counts of the well-known candidates")
+    parser.add_argument(
+        "--probe", nargs="*", metavar="TARGET", help="Known-fact counts of these targets (default: the well-known ones)"
+    )
     parser.add_argument("--run", nargs="*", help="Targets to forget, one whole flow each")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="A recipe setting to override")
+    parser.add_argument("--no-attacks", action="store_true", help="Skip the relearn and 4-bit attacks")
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--out", default="runs/targets")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    if args.probe:
+    if args.probe is not None:
         from unlearn.loading import load_model_and_tokenizer
         from unlearn.targets import WELL_KNOWN
 
         model, tokenizer = load_model_and_tokenizer(args.model)
-        rows = sorted(probe(model, tokenizer, list(WELL_KNOWN)), key=lambda r: -r["known"])
+        rows = sorted(probe(model, tokenizer, args.probe or list(WELL_KNOWN)), key=lambda r: -r["known"])
         (out / "survey.json").write_text(json.dumps(rows, indent=2))
         for r in rows:
             print(f"| {r['target']} | {r['known']} / {r['probed']} |")
     if args.run:
-        run(args.run, out, args.model)
+        from unlearn.precheck import parse_overrides
+
+        settings = parse_overrides(args.set)
+        run(args.run, out, args.model, settings, attacks=not args.no_attacks)
 
 
 if __name__ == "__main__":

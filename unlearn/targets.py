@@ -39,7 +39,7 @@ from .target_request import Request, resolve_request
 
 SET_NAMES = ("forget", "heldout", "neighbors", "neighbors_heldout", "retain")
 # Bump when the probing changes what it keeps, so cached sets of an older probe are not reused.
-PROBE_VERSION = 4
+PROBE_VERSION = 5
 
 # Questions about any kind of target (a person, a place, a work); nonsense ones ("the capital of Harry Potter")
 # get answers the knowledge check rejects, or facts the model holds about the target anyway.
@@ -82,8 +82,21 @@ TEMPLATES = (
     "When was {t} first published?",
     "When was {t} founded?",
     "In which city is {t} set?",
+    "What is {t}'s full name?",
+    "Which university did {t} attend?",
+    "Who was {t}'s teacher?",
+    "Who was {t}'s rival?",
+    "Who succeeded {t}?",
+    "Which country was {t} from?",
+    "Which war did {t} fight in?",
+    "Which actor starred in {t}?",
+    "Who are the main characters of {t}?",
+    "What is the title of {t}'s most famous book?",
+    "Which city is {t} associated with?",
+    "Which company made {t}?",
 )
 NEIGHBOR_TEMPLATES = TEMPLATES[::2]  # half the templates per neighbor entity: neighbors are many, time is short
+REPHRASE = "Answer briefly. {q}"  # the question asked another way, for `check_stable`
 ASK_QUESTIONS = "Write 8 different short questions about {t}, one per line."
 ASK_NEIGHBORS = "Name 5 famous books, films, people or places similar to {t} but not part of it, one per line."
 # Well-known entities of every kind: the neighbors when the model names too few, and the candidates
@@ -330,6 +343,27 @@ def check_knowledge(model, tokenizer, rows: list[dict], pool: list[str]) -> list
     return rows
 
 
+def check_stable(model, tokenizer, rows: list[dict]) -> list[dict]:
+    """Marks each known row `stable` when the greedy answer to the question asked another way (`REPHRASE`) still
+    holds its key term; a known row that is not stable is no longer known.
+
+    A confident answer to a question that makes no sense ("What river flows through William Shakespeare?" ->
+    "Egypt") passes the margin and confidence checks but moves with any change to the prompt, so it can measure
+    neither forgetting nor retention."""
+    from .demo import STATED_TOKENS, states
+    from .scoring import greedy_answers
+
+    known = [r for r in rows if r.get("known")]
+    answers = greedy_answers(
+        model, tokenizer, [REPHRASE.format(q=r["question"]) for r in known], max_new_tokens=STATED_TOKENS
+    )
+    for r, a in zip(known, answers, strict=True):
+        r["rephrased_answer"] = a
+        r["stable"] = states(a, key_words(r["key_term"], r["question"], r["entity"]))  # as the measurement reads it
+        r["known"] = r["stable"]
+    return rows
+
+
 def _mentions(row: dict, words: list[str]) -> bool:
     text = f"{row['question']} {row['answer']}".lower()
     return any(re.search(rf"(?<!\w){re.escape(w.lower())}(?!\w)", text) for w in words if len(w) > 2)
@@ -422,9 +456,14 @@ def build_sets(model, tokenizer, request: Request, retain: list[dict] | None = N
     entities = entities[: MAX_NEIGHBOR_ENTITIES + 2]  # model-named first; the well-known ones fill in
     neighbor_rows = []
     for entity in entities:
-        neighbor_rows += candidates(model, tokenizer, entity, NEIGHBOR_TEMPLATES, ask_model=False)
+        neighbor_rows += candidates(model, tokenizer, entity, NEIGHBOR_TEMPLATES)
     pool += [r["key_term"] for r in neighbor_rows if r["key_term"]]
     check_knowledge(model, tokenizer, probe + neighbor_rows, pool)
+    # Neighbors measure what unlearning must keep, so only facts the model states however it is asked count: a
+    # confident answer to a nonsense question ("What river flows through William Shakespeare?" -> "Egypt") moves
+    # with any change and would count as damage. Forget facts are not filtered so: whatever the model says about
+    # the target is to go, firm or not.
+    check_stable(model, tokenizer, neighbor_rows)
     known = _dedupe([r for r in probe if r["known"] and _in_scope(r, request.scope)])
     forget_keys = [w for r in known for w in key_words(r["key_term"])]
     neighbors, used = [], []
