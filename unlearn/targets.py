@@ -123,8 +123,9 @@ MAX_NEIGHBOR_ENTITIES = 5
 MAX_FACTS_PER_NEIGHBOR = 6
 KEY_MARGIN = 2.0  # nats: the model's own key term at least e^2 ~ 7x likelier than the swapped ones on average
 # Per-token probability of the key term where the greedy answer put it. On SmolLM2's Harry Potter probe (158
-# candidates, benchmarks/results/targets_smollm2/) facts such as Rowling, Voldemort, Hogwarts, Suzanne Collins
-# scored 0.53-0.98; invented names (Kanaq, S.J.J, Anna von Bünderthal, Professor McGonkle) 0.23-0.34.
+# scored candidates, benchmarks/results/targets_smollm2/harry-potter-probe.json) facts such as Rowling, Voldemort,
+# Hogwarts, Suzanne Collins scored 0.53-0.98; invented names (Kanaq, S.J.J, Anna von Bünderthal, Professor
+# McGonkle, Wiziaball) 0.23-0.37. Not a clean cut: "Philosopher's Breakfast" scored 0.53.
 KEY_CONFIDENCE = 0.5
 SWAPS = 4
 HELD_OUT_EVERY = 3
