@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+from pathlib import Path
 
 
 class UnlearnError(ValueError):
@@ -32,6 +33,35 @@ def unknown_name(kind: str, name: str, available: list[str] | tuple[str, ...]) -
     close = difflib.get_close_matches(name, available, n=3, cutoff=0.5)
     hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
     return f"Unknown {kind} {name!r}.{hint} Available: {', '.join(sorted(available))}."
+
+
+def reject_unknown(keys, allowed, kind: str, where: str) -> None:
+    """An error for the first of `keys` not in `allowed`, with suggestions ("In `f.yaml`: Unknown sweep key ...")."""
+    for key in keys:
+        if key not in allowed:
+            raise UnlearnError(f"In {where}: " + unknown_name(kind, key, allowed))
+
+
+def as_mapping(value, key: str, where: str) -> dict:
+    """A config section as a dict: {} when left out, an error naming the key when it is not a mapping."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise UnlearnError(f"In {where}, `{key}` must be a mapping, got {type(value).__name__}: {value!r}.")
+    return dict(value)
+
+
+def read_mapping_file(path, what: str) -> dict:
+    """A YAML file that must hold a mapping of key: value (`what` names it in the errors: "Sweep file")."""
+    import yaml
+
+    try:
+        raw = yaml.safe_load(Path(path).read_text()) or {}
+    except yaml.YAMLError as e:
+        raise UnlearnError(f"{what} `{path}` is not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise UnlearnError(f"{what} `{path}` must be a mapping of key: value, got {type(raw).__name__}.")
+    return raw
 
 
 def require(module: str, extra: str):

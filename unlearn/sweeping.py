@@ -50,7 +50,8 @@ from typing import Any
 import numpy as np
 import yaml
 
-from .errors import UnlearnError, require, unknown_name
+from .errors import UnlearnError, read_mapping_file, reject_unknown, require, unknown_name
+from .errors import as_mapping as _mapping
 from .rundir import CERTIFICATE_FILE, write_atomic
 
 logger = logging.getLogger(__name__)
@@ -182,14 +183,6 @@ class Sweep:
 # ---- reading and checking ---------------------------------------------------------------------------------------
 
 
-def _mapping(value: Any, key: str, where: str) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise UnlearnError(f"In {where}, `{key}` must be a mapping, got {type(value).__name__}: {value!r}.")
-    return dict(value)
-
-
 def _number(value: Any, what: str, where: str) -> float:
     try:
         return float(value)
@@ -242,14 +235,10 @@ def load_sweep(source: str | os.PathLike | dict[str, Any], overrides: dict[str, 
         path = Path(source)
         if not path.is_file():
             raise UnlearnError(f"Sweep file `{source}` does not exist.")
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = read_mapping_file(path, "Sweep file")
         where = f"`{path}`"
-        if not isinstance(raw, dict):
-            raise UnlearnError(f"Sweep file {where} must be a mapping of key: value.")
     raw.update(overrides or {})
-    for key in raw:
-        if key not in SWEEP_KEYS:
-            raise UnlearnError(f"In {where}: " + unknown_name("sweep key", key, SWEEP_KEYS))
+    reject_unknown(raw, SWEEP_KEYS, "sweep key", where)
     for key in ("name", "protocol", "recipe", "space", "objectives"):
         if not raw.get(key):
             raise UnlearnError(f"{where} needs `{key}`" + _EXAMPLES.get(key, "."))
@@ -352,9 +341,7 @@ def _objectives(value: Any, metrics: dict, protocol, where: str) -> dict[str, st
 def _risk(sweep: Sweep, spec: dict, metrics: dict, suite: dict, protocol, where: str) -> None:
     from .risk import CORRECTIONS, rows_needed, smallest_p_value
 
-    for key in spec:
-        if key not in RISK_KEYS:
-            raise UnlearnError(f"In {where}, `risk`: " + unknown_name("risk option", key, RISK_KEYS))
+    reject_unknown(spec, RISK_KEYS, "risk option", f"{where}, `risk`")
     sweep.delta = _number(spec.get("delta", 0.1), "`risk.delta`", where)
     sweep.calibration_fraction = _number(spec.get("calibration_fraction", 0.5), "`risk.calibration_fraction`", where)
     sweep.correction = str(spec.get("correction", "bonferroni"))

@@ -31,9 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from ..errors import UnlearnError, unknown_name
+from ..errors import UnlearnError, read_mapping_file, reject_unknown, unknown_name
+from ..errors import as_mapping as _mapping
 
 TOP_KEYS = (
     "name",
@@ -140,14 +139,10 @@ def load_protocol(source: str | Path | dict[str, Any], overrides: dict[str, Any]
                 f"Benchmark protocol `{source}` does not exist, and no shipped protocol has that name. The shipped "
                 f"ones (by name or as benchmarks/protocols/NAME.yaml): {', '.join(available('protocols'))}."
             )
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = read_mapping_file(path, "Benchmark protocol")
         where = f"`{path}`"
-        if not isinstance(raw, dict):
-            raise UnlearnError(f"Benchmark protocol {where} must be a mapping of key: value.")
     raw.update(overrides or {})
-    for key in raw:
-        if key not in TOP_KEYS:
-            raise UnlearnError(f"In {where}: " + unknown_name("protocol key", key, TOP_KEYS))
+    reject_unknown(raw, TOP_KEYS, "protocol key", where)
     if not raw.get("name"):
         raise UnlearnError(f"{where} needs a `name` (it names the run directory, runs/benchmark/NAME).")
     target, trained_on = _target(raw.get("target"), where)
@@ -190,14 +185,6 @@ def load_protocol(source: str | Path | dict[str, Any], overrides: dict[str, Any]
     _check_finetune(protocol.finetune, where)
     _check_suite(protocol, where)
     return protocol
-
-
-def _mapping(value: Any, key: str, where: str) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise UnlearnError(f"In {where}, `{key}` must be a mapping, got {type(value).__name__}: {value!r}.")
-    return dict(value)
 
 
 def _section(raw: dict, key: str, allowed: tuple[str, ...], kind: str, where: str, defaults=None) -> dict[str, Any]:
