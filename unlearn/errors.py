@@ -60,7 +60,7 @@ def read_mapping_file(path, what: str) -> dict:
     except yaml.YAMLError as e:
         raise UnlearnError(f"{what} `{path}` is not valid YAML: {e}") from None
     if not isinstance(raw, dict):
-        raise UnlearnError(f"{what} `{path}` must be a mapping of key: value, got {type(raw).__name__}.")
+        raise UnlearnError(f"{what} `{path}` must hold a mapping of key: value, got {type(raw).__name__}.")
     return raw
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from .errors import UnlearnError, unknown_name
+from .errors import UnlearnError, read_mapping_file, unknown_name
 
 logger = logging.getLogger(__name__)
 
@@ -118,13 +118,7 @@ def read_recipe_values(path: str | Path, overrides: Mapping[str, Any] | None = N
             f"Config file `{path}` does not exist, and no shipped recipe file has that name. The "
             f"shipped ones (by name or as recipes/NAME.yaml): {', '.join(available('recipes'))}."
         )
-    try:
-        values = yaml.safe_load(found.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise UnlearnError(f"Config file `{found}` is not valid YAML: {e}") from None
-    if not isinstance(values, dict):
-        raise UnlearnError(f"Config file `{found}` must hold a mapping of key: value, got {type(values).__name__}.")
-    return {**values, **(overrides or {})}
+    return {**read_mapping_file(found, "Config file"), **(overrides or {})}
 
 
 # ---- data --------------------------------------------------------------------------------------------------------

@@ -553,11 +553,7 @@ def _recovered(result: dict[str, Any]) -> float:
     """An attack's recovered fraction as an objective. A trial that removed nothing measurable has nothing to
     recover (the attack reports 0), which would make it the best at resisting the attack: it counts as 1, all of it
     still there."""
-    from .attacks.common import NO_FORGETTING
-
-    row = result["row"]
-    original, unlearned = row.get("original_probability"), row.get("unlearned_probability")
-    if original is not None and unlearned is not None and original - unlearned < NO_FORGETTING:
+    if result["row"].get("forgot_nothing"):
         return 1.0
     return float(result["recovered"]) if result["recovered"] is not None else float("nan")
 

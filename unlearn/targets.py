@@ -460,10 +460,8 @@ def build_sets(model, tokenizer, request: Request, retain: list[dict] | None = N
         neighbor_rows += candidates(model, tokenizer, entity, NEIGHBOR_TEMPLATES)
     pool += [r["key_term"] for r in neighbor_rows if r["key_term"]]
     check_knowledge(model, tokenizer, probe + neighbor_rows, pool)
-    # Neighbors measure what unlearning must keep, so only facts the model states however it is asked count: a
-    # confident answer to a nonsense question ("What river flows through William Shakespeare?" -> "Egypt") moves
-    # with any change and would count as damage. Forget facts are not filtered so: whatever the model says about
-    # the target is to go, firm or not.
+    # Neighbors measure what unlearning must keep: only stable facts count (`check_stable`). Forget facts are not
+    # filtered so: whatever the model says about the target is to go, firm or not.
     check_stable(model, tokenizer, neighbor_rows)
     known = _dedupe([r for r in probe if r["known"] and _in_scope(r, request.scope)])
     forget_keys = [w for r in known for w in key_words(r["key_term"])]

@@ -41,10 +41,18 @@ class AttackResult:
         0 when nothing measurable was forgotten (original - unlearned below `NO_FORGETTING`)."""
         if self.original is None:
             return None
-        gap = self.original["probability"].agg_value - self.before["probability"].agg_value
-        if gap < NO_FORGETTING:
+        if self.forgot_nothing:
             return 0.0
+        gap = self.original["probability"].agg_value - self.before["probability"].agg_value
         return (self.after["probability"].agg_value - self.before["probability"].agg_value) / gap
+
+    @property
+    def forgot_nothing(self) -> bool:
+        """The unlearned model's forget probability is within `NO_FORGETTING` of the original's (False without an
+        original): there was nothing for the attack to bring back."""
+        if self.original is None:
+            return False
+        return self.original["probability"].agg_value - self.before["probability"].agg_value < NO_FORGETTING
 
     def to_log(self) -> dict[str, Any]:
         def logs(metrics):
@@ -69,6 +77,7 @@ class AttackResult:
             **{f"{k}_probability": v for k, v in p.items()},
             "attacked_rouge": self.after["rouge"].agg_value if "rouge" in self.after else None,
             "recovered_fraction": self.recovered,
+            "forgot_nothing": self.forgot_nothing,
             "summary": self.details.get("summary", ""),
         }
 
