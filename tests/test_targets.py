@@ -75,6 +75,34 @@ def test_key_terms_are_what_the_answer_adds_to_the_question():
     assert T.first_sentence("It was J.K. Rowling. She wrote it.") == "It was J.K. Rowling."
 
 
+def test_neighbors_are_asked_only_what_suits_their_kind(monkeypatch):
+    """A neighbor's kind comes from the model's own description of it, read from what it says the entity is (not
+    from the entity's name, nor from whom the description goes on to name); its questions are those that suit it."""
+    said = {
+        "The Beatles": "The Beatles were an English rock band from Liverpool. They sang.",
+        "The Lion King": "The Lion King is a 1994 animated film, starring a lion king.",
+        "Harry Potter": "Harry Potter is a fictional book written by J.K. Rowling, a British author.",
+        "Zorvan Quill": "The answer is Mira Dace.",
+    }
+    asked = {T.ASK_KIND.format(t=entity): text for entity, text in said.items()}
+    monkeypatch.setattr("unlearn.scoring.greedy_answers", lambda m, t, prompts, **k: [asked[p] for p in prompts])
+    kinds = T.entity_kinds(None, None, list(said))
+    assert kinds == {
+        "The Beatles": {T.GROUP},
+        "The Lion King": {T.WORK},
+        "Harry Potter": {T.WORK},
+        "Zorvan Quill": set(),
+    }
+    band = T.templates_for({T.GROUP})
+    assert "When was {t} founded?" in band and "Where did {t} die?" not in band and "What is {t} famous for?" in band
+    assert T.templates_for(set()) == T.NEIGHBOR_TEMPLATES  # no kind stated: the untyped half, as before
+    # the key must be what the question asks for
+    assert not T.well_posed({"question": "Who created The Beatles?", "key_term": "1960"})
+    assert not T.well_posed({"question": "When was Star Wars founded?", "key_term": "George Lucas"})
+    assert T.well_posed({"question": "When was Star Wars released?", "key_term": "1977"})
+    assert T.well_posed({"question": "Who wrote Hamlet?", "key_term": "William Shakespeare"})
+
+
 def test_a_confident_key_is_known_an_invented_one_is_not(knower):
     """The swap margin alone passes any greedy answer; the key's own probability where it stands separates a taught
     name from another name put in its place."""

@@ -14,9 +14,11 @@ what it knows:
    probability, given the question and the answer up to it). The margin alone passes nearly every greedy answer
    (the argmax beats arbitrary swaps), hallucinations included: on SmolLM2, "The Hunger Games ... created by the
    X-Men franchise" had a 17-nat margin but its key at 0.31 per token, "J.K. Rowling" as author 0.64-0.97;
-3. **neighbors**: entities the model names as similar to the target, then well-known entities, probed and
-   checked the same way, keeping the facts that do not mention the target (they must be kept); the general
-   retain set is the shipped general-knowledge rows;
+3. **neighbors**: entities the model names as similar to the target, then well-known entities, each asked the
+   template questions that suit its kind (person, place, work, group: read from the model's own description of
+   it), checked the same way, and kept where the answer is of the kind asked for, survives the question asked
+   another way and does not mention the target (they must be kept); the general retain set is the shipped
+   general-knowledge rows;
 4. every third known fact (and neighbor) is held out of training, to measure whether forgetting reaches facts
    the recipe never saw; everything is written to `OUTPUT_DIR/target/` for review (`--dry-run` stops there) and
    cached under the model's fingerprint and the target, so a second run reuses it;
@@ -39,7 +41,7 @@ from .target_request import Request, resolve_request
 
 SET_NAMES = ("forget", "heldout", "neighbors", "neighbors_heldout", "retain")
 # Bump when the probing changes what it keeps, so cached sets of an older probe are not reused.
-PROBE_VERSION = 5
+PROBE_VERSION = 6
 
 # Questions about any kind of target (a person, a place, a work); nonsense ones ("the capital of Harry Potter")
 # get answers the knowledge check rejects, or facts the model holds about the target anyway.
@@ -95,7 +97,76 @@ TEMPLATES = (
     "Which city is {t} associated with?",
     "Which company made {t}?",
 )
-NEIGHBOR_TEMPLATES = TEMPLATES[::2]  # half the templates per neighbor entity: neighbors are many, time is short
+NEIGHBOR_TEMPLATES = TEMPLATES[::2]  # an entity of no stated kind: half the templates (neighbors are many)
+# What kind of entity a template asks about sensibly (absent: any kind). A neighbor is asked only the questions that
+# suit its kind (`entity_kinds`): neighbors measure what unlearning keeps, and a confident answer to a nonsense
+# question ("Where did The Beatles die?" -> "Liverpool, United Kingdom") is no fact the model holds, so it moves with
+# any training and counts as lost. Facts about the target are probed with every template (whatever it says goes).
+PERSON, PLACE, WORK, GROUP = "person", "place", "work", "group"
+SUITS = {
+    "Who created {t}?": (WORK,),
+    "Who wrote {t}?": (WORK,),
+    "Who is the main character of {t}?": (WORK,),
+    "Who is the villain in {t}?": (WORK,),
+    "Who is {t}'s best friend?": (PERSON,),
+    "Who are {t}'s friends?": (PERSON,),
+    "Who is {t}'s enemy?": (PERSON,),
+    "Who are {t}'s parents?": (PERSON,),
+    "Who was {t} married to?": (PERSON,),
+    "Who founded {t}?": (PLACE, GROUP),
+    "Who directed the {t} films?": (WORK,),
+    "Who played {t} in the films?": (PERSON,),
+    "What is {t}'s most famous work?": (PERSON, GROUP),
+    "What is the name of {t}'s school?": (PERSON,),
+    "What is the name of {t}'s pet?": (PERSON,),
+    "What was {t}'s profession?": (PERSON,),
+    "What nationality was {t}?": (PERSON,),
+    "What language is spoken in {t}?": (PLACE,),
+    "What is the most famous landmark in {t}?": (PLACE,),
+    "What river flows through {t}?": (PLACE,),
+    "What country is {t} in?": (PLACE,),
+    "What is the capital of {t}?": (PLACE,),
+    "What award did {t} win?": (PERSON, WORK, GROUP),
+    "What theory is {t} known for?": (PERSON,),
+    "What instrument did {t} play?": (PERSON,),
+    "What band was {t} in?": (PERSON,),
+    "What is the first book of {t}?": (WORK,),
+    "Where was {t} born?": (PERSON,),
+    "Where did {t} live?": (PERSON,),
+    "Where did {t} die?": (PERSON,),
+    "Where is {t}?": (PLACE,),
+    "Where is {t} set?": (WORK,),
+    "When was {t} born?": (PERSON,),
+    "When did {t} die?": (PERSON,),
+    "When was {t} first published?": (WORK,),
+    "When was {t} founded?": (PLACE, GROUP),
+    "In which city is {t} set?": (WORK,),
+    "What is {t}'s full name?": (PERSON,),
+    "Which university did {t} attend?": (PERSON,),
+    "Who was {t}'s teacher?": (PERSON,),
+    "Who was {t}'s rival?": (PERSON,),
+    "Who succeeded {t}?": (PERSON,),
+    "Which country was {t} from?": (PERSON, GROUP),
+    "Which war did {t} fight in?": (PERSON,),
+    "Which actor starred in {t}?": (WORK,),
+    "Who are the main characters of {t}?": (WORK,),
+    "What is the title of {t}'s most famous book?": (PERSON,),
+    "Which company made {t}?": (WORK,),
+}
+ASK_KIND = "In one sentence: who or what is {t}?"
+# The words of the model's one-sentence description that say what kind of entity it is ("Albert Einstein was a
+# German-born theoretical physicist", "The Beatles were an English rock band"); several kinds may apply (Harry
+# Potter: "a series of fantasy novels ... about a young wizard").
+KIND_WORDS = {
+    PERSON: r"physicist|scientist|mathematician|chemist|astronomer|inventor|philosopher|writer|author|novelist|poet|"
+    r"playwright|president|politician|statesman|leader|emperor|king|queen|general|actor|actress|singer|musician|"
+    r"composer|painter|artist|sculptor|businessman|entrepreneur|character|wizard|detective|figure|man|woman|person",
+    PLACE: r"city|capital|country|nation|town|village|mountain|river|island|continent|region|kingdom|republic|peak|"
+    r"school|university|castle|building|landmark",
+    WORK: r"novels?|books?|series|films?|movies?|franchise|play|saga|trilogy|opera|songs?|album|story|stories|"
+    r"musical|game|show|painting|retelling",
+    GROUP: r"band|group|company|team|organi[sz]ation|club|duo|quartet",
+}
 REPHRASE = "Answer briefly. {q}"  # the question asked another way, for `check_stable`
 ASK_QUESTIONS = "Write 8 different short questions about {t}, one per line."
 ASK_NEIGHBORS = "Name 5 famous books, films, people or places similar to {t} but not part of it, one per line."
@@ -261,6 +332,49 @@ def swaps(key: str, pool: list[str]) -> list[str]:
 def _list_item(line: str) -> str:
     """A line of a generated list without its numbering or bullet."""
     return re.sub(r"^\s*(?:\d+[.)]|[-*•])\s*", "", line).strip()
+
+
+def entity_kinds(model, tokenizer, entities: list[str]) -> dict[str, set[str]]:
+    """What kind of entity each one is (`PERSON`, `PLACE`, `WORK`, `GROUP`; empty when the model's one-sentence
+    description names none of `KIND_WORDS`), from its own greedy description, first sentence only."""
+    from .scoring import greedy_answers
+
+    said = greedy_answers(model, tokenizer, [ASK_KIND.format(t=e) for e in entities], max_new_tokens=32)
+    kinds = {}
+    for entity, text in zip(entities, said, strict=True):
+        kinds[entity] = {k for k, words in KIND_WORDS.items() if re.search(rf"\b(?:{words})\b", _head(text))}
+    return kinds
+
+
+def _head(description: str) -> str:
+    """What a description says its subject is: its first sentence after the first "is/are/was/were", up to the
+    first word that moves on to something else ("a fantasy novel | by J.R.R. Tolkien", "a fictional book | written
+    by J.K. Rowling, a British author"), lower-cased; empty when there is no such verb."""
+    sentence = first_sentence(description).lower()
+    verb = re.search(r"\b(?:is|are|was|were)\b", sentence)
+    if not verb:
+        return ""
+    rest = sentence[verb.end() :]
+    stop = re.search(r"\b(?:by|of|from|who|which|that|written|created|starring|set|with|where|in|on)\b|[,;:]", rest)
+    return rest[: stop.start()] if stop else rest
+
+
+def templates_for(kinds: set[str]) -> tuple[str, ...]:
+    """The templates that suit an entity of these kinds (`SUITS`); `NEIGHBOR_TEMPLATES` when no kind is known."""
+    if not kinds:
+        return NEIGHBOR_TEMPLATES
+    return tuple(t for t in TEMPLATES if t not in SUITS or kinds & set(SUITS[t]))
+
+
+def well_posed(row: dict) -> bool:
+    """Whether the key term is the kind of thing the question asks for: a year for "When ...", a name (not a year)
+    for "Who ..." ("Who created The Beatles?" -> "1960" is no fact)."""
+    q, key = row["question"].lower(), row["key_term"] or ""
+    if q.startswith("when"):
+        return bool(YEAR.fullmatch(key))
+    if q.startswith("who"):
+        return not YEAR.fullmatch(key)
+    return True
 
 
 def candidates(model, tokenizer, entity: str, templates=None, ask_model: bool = True) -> list[dict]:
@@ -455,13 +569,16 @@ def build_sets(model, tokenizer, request: Request, retain: list[dict] | None = N
     entities = [*named[:MAX_NEIGHBOR_ENTITIES]]
     entities += [e for e in WELL_KNOWN if e.lower() != request.target.lower() and e not in entities]
     entities = entities[: MAX_NEIGHBOR_ENTITIES + 2]  # model-named first; the well-known ones fill in
+    kinds = entity_kinds(model, tokenizer, entities)
     neighbor_rows = []
     for entity in entities:
-        neighbor_rows += candidates(model, tokenizer, entity, NEIGHBOR_TEMPLATES)
+        neighbor_rows += candidates(model, tokenizer, entity, templates_for(kinds[entity]))
     pool += [r["key_term"] for r in neighbor_rows if r["key_term"]]
     check_knowledge(model, tokenizer, probe + neighbor_rows, pool)
-    # Neighbors measure what unlearning must keep: only stable facts count (`check_stable`). Forget facts are not
-    # filtered so: whatever the model says about the target is to go, firm or not.
+    # Neighbors measure what unlearning must keep: only well-posed, stable facts count (`well_posed`,
+    # `check_stable`). Forget facts are not filtered so: whatever the model says about the target is to go.
+    for r in neighbor_rows:
+        r["known"] = r.get("known", False) and well_posed(r)
     check_stable(model, tokenizer, neighbor_rows)
     known = _dedupe([r for r in probe if r["known"] and _in_scope(r, request.scope)])
     forget_keys = [w for r in known for w in key_words(r["key_term"])]
