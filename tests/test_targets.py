@@ -73,6 +73,8 @@ def test_key_terms_are_what_the_answer_adds_to_the_question():
     assert T.key_term("The answer is unclear.", "Who wrote it?", "x") is None
     assert T.swaps("1879", []) == ["1848", "1867", "1888", "1906"]
     assert T.first_sentence("It was J.K. Rowling. She wrote it.") == "It was J.K. Rowling."
+    # a mention of the target is a mention of its own words, not of its "The"
+    assert T._name_words("The Lord of the Rings") == ["Lord", "Rings"]
 
 
 def test_neighbors_are_asked_only_what_suits_their_kind(monkeypatch):

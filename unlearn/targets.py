@@ -41,7 +41,7 @@ from .target_request import Request, resolve_request
 
 SET_NAMES = ("forget", "heldout", "neighbors", "neighbors_heldout", "retain")
 # Bump when the probing changes what it keeps, so cached sets of an older probe are not reused.
-PROBE_VERSION = 6
+PROBE_VERSION = 8
 
 # Questions about any kind of target (a person, a place, a work); nonsense ones ("the capital of Harry Potter")
 # get answers the knowledge check rejects, or facts the model holds about the target anyway.
@@ -190,7 +190,7 @@ WELL_KNOWN = (
     "Egypt",
     "Napoleon",
 )
-MAX_NEIGHBOR_ENTITIES = 5
+MAX_NEIGHBOR_ENTITIES = 8  # about 2 facts each pass the checks: 8 give ~16 neighbors, ~5 held out
 MAX_FACTS_PER_NEIGHBOR = 6
 KEY_MARGIN = 2.0  # nats: the model's own key term at least e^2 ~ 7x likelier than the swapped ones on average
 # Per-token probability of the key term where the greedy answer put it. On SmolLM2's Harry Potter probe (158
@@ -544,12 +544,18 @@ def _split(rows: list[dict]) -> tuple[list[dict], list[dict]]:
     return [r for i, r in enumerate(rows) if i % HELD_OUT_EVERY != 1], held
 
 
+def _name_words(target: str) -> list[str]:
+    """The words that make a mention of `target`: "Lord", "Rings" of "The Lord of the Rings", not "The" (which would
+    count every sentence with a "the" in it as mentioning the target)."""
+    return [w for w in re.findall(r"\w+", target) if len(w) > 2 and w.lower() not in COMMON]
+
+
 def _named_neighbors(model, tokenizer, request: Request) -> list[str]:
     from .scoring import greedy_answers
 
     text = greedy_answers(model, tokenizer, [ASK_NEIGHBORS.format(t=request.target)], max_new_tokens=96)[0]
     names = []
-    target_words = {w.lower() for w in re.findall(r"\w+", request.target) if len(w) > 2}
+    target_words = {w.lower() for w in _name_words(request.target)}
     for line in text.splitlines():
         name = _list_item(line).split(":")[0].split(" - ")[0].strip(" *\"'“”")
         words = {w.lower() for w in re.findall(r"\w+", name)}
@@ -565,7 +571,7 @@ def build_sets(model, tokenizer, request: Request, retain: list[dict] | None = N
     probe = candidates(model, tokenizer, request.target)
     pool = [r["key_term"] for r in probe if r["key_term"]]
     named = _named_neighbors(model, tokenizer, request)
-    target_words = [w for w in re.findall(r"\w+", request.target) if len(w) > 2]
+    target_words = _name_words(request.target)
     entities = [*named[:MAX_NEIGHBOR_ENTITIES]]
     entities += [e for e in WELL_KNOWN if e.lower() != request.target.lower() and e not in entities]
     entities = entities[: MAX_NEIGHBOR_ENTITIES + 2]  # model-named first; the well-known ones fill in
