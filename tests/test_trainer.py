@@ -365,3 +365,37 @@ def test_recipes_reading_forget_and_retain_together_are_not_split(tiny, tofu_row
     )
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(2)])
     assert trainer.split_passes(batch) == [batch]
+
+
+def test_adaptive_rmu_scales_the_coefficient_to_the_frozen_activation_norm(tiny, tofu_rows, tmp_path):
+    """Adaptive RMU (arXiv:2408.06223): c = beta x the mean layer-l norm of the frozen model's forget activations,
+    measured once on the forget rows (not on whichever batch comes first), and the forget activations move to it."""
+    model, tokenizer = tiny
+    args = _config(
+        "rmu",
+        tmp_path,
+        rmu_layer=0,
+        steering_scale=40.0,
+        retain_weight=100.0,
+        learning_rate=1e-2,
+        num_train_epochs=4,
+        save_strategy="no",
+    )
+    trainer = unlearn.get_recipe("rmu")(
+        model=model, args=args, forget=tofu_rows["forget"], retain=tofu_rows["retain"], processing_class=tokenizer
+    )
+    with torch.no_grad():  # by hand: the untrained adapter is the frozen model; the answer tokens' layer-0 outputs
+        norms = []
+        for ex in trainer.forget_examples:
+            ids = torch.tensor([ex["input_ids"]])
+            h = trainer.model(input_ids=ids, output_hidden_states=True).hidden_states[1][0]
+            norms.append(h[torch.tensor(ex["labels"]) != -100].norm(dim=-1))
+        expected = 40.0 * torch.cat(norms).mean().item()
+    assert trainer.steering_coefficient(trainer.model) == pytest.approx(expected, rel=1e-4)
+    assert expected != pytest.approx(args.steering_coef)  # the measured norm, not the fixed c
+    trainer.train()
+    logs = [row for row in trainer.state.log_history if "forget_loss" in row]
+    assert logs[-1]["forget_loss"] < logs[0]["forget_loss"]  # || h_0 - c u ||^2 falls
+    assert trainer.steering_coefficient(trainer.model) == pytest.approx(expected, rel=1e-4)  # fixed once measured
+    with pytest.raises(ValueError, match="steering_scale"):
+        _config("rmu", tmp_path, steering_scale=0.0)

@@ -30,7 +30,7 @@ import torch
 
 from ..adapter import reference_mode
 from ..config import UnlearnConfig
-from ..data import IGNORE_INDEX, pad_rows
+from ..data import IGNORE_INDEX
 from ..errors import UnlearnError
 from ..trainer import Term
 from .registry import register
@@ -75,19 +75,6 @@ class KIFTrainer(RMUTrainer):
 
     def layer_setting(self) -> tuple[int, str]:
         return self.args.kif_layer, "kif_layer"
-
-    @torch.no_grad()
-    def _answer_activations(self, model, examples: list[dict]) -> torch.Tensor:
-        """Layer-l activations of the scored tokens of `examples` on the frozen model, (N tokens, H)."""
-        out = []
-        for start in range(0, len(examples), self.args.per_device_eval_batch_size):
-            batch = pad_rows(
-                examples[start : start + self.args.per_device_eval_batch_size], self.processing_class.pad_token_id
-            )
-            batch = {k: v.to(self.args.device) for k, v in batch.items()}
-            _, h = self._hidden(model, batch["input_ids"], batch["attention_mask"])
-            out.append(h[batch["labels"] != IGNORE_INDEX].float())
-        return torch.cat(out)
 
     def signature(self, model) -> dict[str, torch.Tensor]:
         """S, mu_r and the normalizers, measured once on the frozen model."""

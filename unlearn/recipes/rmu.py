@@ -8,12 +8,22 @@ activations where the frozen model has them:
 
 (`mse_loss` over tokens and hidden units, as the reference implementation), u a seeded random unit vector. The
 frozen model is the adapter-disabled model. Defaults are WMDP's for Zephyr-7B (layer 7, c = 6.5, alpha = 1200,
-lr 5e-5), with the LoRA on the MLP down-projections of layers l-2..l, the parameters WMDP updates. c scales with
-the model's activation norms: retune it (and `rmu_layer`) for other models.
+lr 5e-5), with the LoRA on the MLP down-projections of layers l-2..l, the parameters WMDP updates.
+
+c only misdirects when it is large against the activations it replaces: WMDP's 6.5 suits Zephyr's layer 7, but
+SmolLM2-135M's layer-7 activations have a norm near 145 per token, and there c = 6.5 moved nothing (every TOFU
+metric equal to the target's). Adaptive RMU (Dang et al., "On Effects of Steering Latent Representation for Large
+Language Model Unlearning", AAAI 2025, arXiv:2408.06223, Sec. 4) sets the coefficient from the model itself:
+
+    c = beta * mean_t || h_l^frozen(x_f)_t ||
+
+`steering_scale: beta` (their default 5) turns it on; the mean is taken once, over the first forget batch's
+scored tokens in the frozen model, averaged over processes, so it is the same on every launcher.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 import torch
@@ -21,11 +31,15 @@ import torch.nn.functional as F
 
 from ..adapter import reference_mode
 from ..config import UnlearnConfig
-from ..data import IGNORE_INDEX
+from ..data import IGNORE_INDEX, pad_rows
 from ..errors import UnlearnError
 from ..logprobs import head_sequence_logps, sequence_logps
 from ..trainer import Forward, Term, UnlearnTrainer
 from .registry import register
+
+logger = logging.getLogger(__name__)
+
+ADAPTIVE_ROWS = 256  # forget rows Adaptive RMU's coefficient is measured on: enough for a stable mean norm
 
 
 def mlp_targets_up_to(layer: int) -> list[str]:
@@ -42,6 +56,13 @@ class RMUConfig(UnlearnConfig):
     steering_coef: float = field(
         default=6.5, metadata={"help": "c: the norm of the control vector (WMDP Zephyr: 6.5)."}
     )
+    steering_scale: float | None = field(
+        default=None,
+        metadata={
+            "help": "Adaptive RMU's beta: c = beta x the mean norm of the frozen model's layer-l forget activations "
+            "(measured on the first forget batch), replacing `steering_coef`. Dang et al. use 5."
+        },
+    )
     retain_weight: float = field(default=1200.0, metadata={"help": "alpha: weight of the retain activation loss."})
     learning_rate: float = field(default=5e-5, metadata={"help": "WMDP's learning rate."})
     lora_target_modules: object = field(
@@ -54,6 +75,11 @@ class RMUConfig(UnlearnConfig):
         super().__post_init__()
         if self.rmu_layer < 0:
             raise UnlearnError(f"`rmu_layer` must be >= 0, got {self.rmu_layer}.")
+        if self.steering_scale is not None and not self.steering_scale > 0:
+            raise UnlearnError(
+                f"`steering_scale` must be > 0 (Adaptive RMU's beta, e.g. 5), or left out to use `steering_coef`; "
+                f"got {self.steering_scale}."
+            )
 
 
 def _detach_input(module, args, kwargs):
@@ -119,6 +145,39 @@ class RMUTrainer(UnlearnTrainer):
             self._control = (u / u.norm()).to(device)
         return self._control
 
+    @torch.no_grad()
+    def _answer_activations(self, model, examples: list[dict]) -> torch.Tensor:
+        """Layer-l activations of the scored tokens of `examples`, (N tokens, H)."""
+        out = []
+        for start in range(0, len(examples), self.args.per_device_eval_batch_size):
+            batch = pad_rows(
+                examples[start : start + self.args.per_device_eval_batch_size], self.processing_class.pad_token_id
+            )
+            batch = {k: v.to(self.args.device) for k, v in batch.items()}
+            _, h = self._hidden(model, batch["input_ids"], batch["attention_mask"])
+            out.append(h[batch["labels"] != IGNORE_INDEX].float())
+        return torch.cat(out)
+
+    def steering_coefficient(self, model) -> float:
+        """c: `steering_coef`, or Adaptive RMU's beta x the frozen model's mean layer-l activation norm over the
+        scored tokens of the first `ADAPTIVE_ROWS` forget rows: measured once, from the same rows on every process
+        and after a resume, so that c does not depend on the launcher or on where training stopped."""
+        if self.args.steering_scale is None:
+            return self.args.steering_coef
+        if getattr(self, "_adaptive_coef", None) is None:
+            frozen = self.accelerator.unwrap_model(model)
+            with reference_mode(frozen):
+                norms = self._answer_activations(frozen, self.forget_examples[:ADAPTIVE_ROWS]).norm(dim=-1)
+            self._adaptive_coef = self.args.steering_scale * norms.mean().item()
+            logger.info(
+                "Adaptive RMU: c = %g x %.4g (mean layer-%d forget activation norm) = %.4g",
+                self.args.steering_scale,
+                norms.mean().item(),
+                self.layer_setting()[0],
+                self._adaptive_coef,
+            )
+        return self._adaptive_coef
+
     def forward(self, model, inputs):
         """One pass over forget and retain rows, keeping the layer-l activations (`extra["h"]`)."""
         out, h = self._hidden(model, inputs["input_ids"], inputs["attention_mask"])
@@ -133,7 +192,7 @@ class RMUTrainer(UnlearnTrainer):
         is_forget, h = inputs["is_forget"], fwd.extra["h"]
         scored = inputs["loss_labels"] != IGNORE_INDEX  # answer tokens (QA) or every token (text)
         h_f = h[is_forget][scored[is_forget]]  # (N_f tokens, H)
-        target = self.args.steering_coef * self.control_vector(h.shape[-1], h.device)
+        target = self.steering_coefficient(model) * self.control_vector(h.shape[-1], h.device)
         terms = {"forget_loss": Term(F.mse_loss(h_f.float(), target.expand_as(h_f).float()), self.args.forget_weight)}
         is_retain = ~is_forget
         if self.args.uses_retain and is_retain.any():
