@@ -75,6 +75,55 @@ def test_shipped_recipes_load():
         assert config.recipe in unlearn.RECIPES and (config.forget or path.stem == "target"), path
 
 
+def test_interrupted_full_finetune_npo_resumes_with_the_original_reference(
+    tiny_model_dir, data_files, tmp_path, monkeypatch
+):
+    """Full fine-tuning has no adapter to switch off: a resumed NPO run must take the reference log-probs from its
+    checkpoint, not score the half-unlearned weights (which would make the log ratio 0 where it resumed)."""
+    from unlearn.recipes.npo import NPOTrainer
+    from unlearn.trainer import REFERENCE_FILE
+
+    settings = dict(
+        recipe="npo",
+        adapter="none",
+        learning_rate=1e-3,
+        max_steps=4,
+        save_strategy="steps",
+        save_steps=2,
+        retain_weight=0.0,
+    )
+
+    def go(out, **kw):
+        model, tok = load_model_and_tokenizer(str(tiny_model_dir))
+        unlearn.forget(model, tok, str(data_files["forget"]), None, output_dir=out, disable_tqdm=True, **settings, **kw)
+
+    go(tmp_path / "straight")
+    original = NPOTrainer.training_step
+
+    def crash_at_step_3(self, *a, **kw):
+        if self.state.global_step == 3:
+            raise KeyboardInterrupt("simulated interruption")
+        return original(self, *a, **kw)
+
+    def interrupted(out):
+        monkeypatch.setattr(NPOTrainer, "training_step", crash_at_step_3)
+        with pytest.raises(KeyboardInterrupt):
+            go(out)
+        monkeypatch.setattr(NPOTrainer, "training_step", original)
+        return out / "checkpoint-2" / REFERENCE_FILE
+
+    saved = torch.load(interrupted(tmp_path / "broken"))
+    assert set(saved) == {"reference_logps"} and saved["reference_logps"].shape == (8,)  # one per forget row
+    go(tmp_path / "broken", resume=True)
+    a = load_file(tmp_path / "straight" / "model.safetensors")
+    b = load_file(tmp_path / "broken" / "model.safetensors")
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-5)
+    interrupted(tmp_path / "old").unlink()  # as a checkpoint written before references were saved
+    with pytest.raises(unlearn.UnlearnError, match=f"no {REFERENCE_FILE}"):
+        go(tmp_path / "old", resume=True)
+
+
 def test_interrupted_run_resumes_to_the_same_adapter(tiny_model_dir, data_files, tmp_path, monkeypatch):
     settings = dict(
         recipe="graddiff",

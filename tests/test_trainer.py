@@ -399,3 +399,5 @@ def test_adaptive_rmu_scales_the_coefficient_to_the_frozen_activation_norm(tiny,
     assert trainer.steering_coefficient(trainer.model) == pytest.approx(expected, rel=1e-4)  # fixed once measured
     with pytest.raises(ValueError, match="steering_scale"):
         _config("rmu", tmp_path, steering_scale=0.0)
+    with pytest.raises(ValueError, match="no frozen model"):  # full fine-tuning has no adapter to disable
+        _config("rmu", tmp_path, adapter="none")

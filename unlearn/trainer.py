@@ -18,12 +18,15 @@ import contextlib
 import functools
 import logging
 import math
+import os
 from collections import defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 from transformers import Trainer, TrainerCallback, set_seed
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from .adapter import reference_mode, wrap_adapter
 from .config import UnlearnConfig
@@ -41,6 +44,8 @@ from .precheck import missing_retain_message, position_limit_warning
 from .recipe_catalogue import paper_title
 
 logger = logging.getLogger(__name__)
+
+REFERENCE_FILE = "reference_logps.pt"  # in a checkpoint: the reference values a resumed run must not recompute
 
 
 def mean_nll(logps: torch.Tensor, n_tokens: torch.Tensor) -> torch.Tensor:
@@ -83,6 +88,20 @@ class _SetEpoch(TrainerCallback):
         self.dataset.set_epoch(math.floor((state.epoch or 0) + 1e-6))
 
 
+class _SaveReference(TrainerCallback):
+    """Writes the trainer's cached reference values into each checkpoint it saves (`UnlearnTrainer.train` reads
+    them back on resume)."""
+
+    def __init__(self, trainer: UnlearnTrainer):
+        self.trainer = trainer
+
+    def on_save(self, args, state, control, **kwargs):
+        saved = self.trainer.reference_state()
+        if saved and state.is_world_process_zero:
+            folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+            torch.save(saved, folder / REFERENCE_FILE)
+
+
 class _FiniteGuard(TrainerCallback):
     """Raises before `optimizer.step()` when any gradient is NaN/inf, so the weights stay at the last good step.
 
@@ -103,6 +122,9 @@ class UnlearnTrainer(Trainer):
     config_class: ClassVar[type[UnlearnConfig]] = UnlearnConfig
     data_needs: ClassVar[str] = "forget: QA pairs or text"
     needs_reference: ClassVar[bool] = False  # True: reference log-probs of the forget set, computed once
+    # The cached reference values, saved with every checkpoint: a resumed full fine-tune has no adapter to switch off,
+    # so recomputing them would score the half-unlearned weights instead of the model before unlearning.
+    reference_attrs: ClassVar[tuple[str, ...]] = ("reference_logps",)
     # False for recipes whose extra terms read forget and retain rows together (RMU, SAE).
     can_split_passes: ClassVar[bool] = True
     # Losses are per-batch means: the Trainer must divide them by the accumulation steps.
@@ -136,7 +158,7 @@ class UnlearnTrainer(Trainer):
             *self._entities(args),
         )
         set_seed(args.seed)  # before the adapter is created, so its initialization is reproducible
-        callbacks = [*(kwargs.pop("callbacks", None) or []), _SetEpoch(dataset), _FiniteGuard()]
+        callbacks = [*(kwargs.pop("callbacks", None) or []), _SetEpoch(dataset), _FiniteGuard(), _SaveReference(self)]
         self.suite_evaluation = None
         if getattr(args.eval_strategy, "value", args.eval_strategy) != "no":
             from .evaluation.during_training import SuiteEvaluation
@@ -272,6 +294,27 @@ class UnlearnTrainer(Trainer):
                 self.args.loss_chunk_tokens,
             )
         return logps.to(self.args.device)
+
+    def reference_state(self) -> dict[str, torch.Tensor]:
+        """The reference values computed so far (`reference_attrs`), for a checkpoint."""
+        return {a: getattr(self, a).cpu() for a in self.reference_attrs if getattr(self, a, None) is not None}
+
+    def train(self, resume_from_checkpoint=None, **kwargs):
+        """As `Trainer.train`; a resumed run takes the reference values its checkpoint saved instead of recomputing
+        them (a checkpoint from before they were saved is refused under full fine-tuning, where they would be
+        wrong)."""
+        if self.needs_reference and isinstance(resume_from_checkpoint, (str, os.PathLike)):
+            path = Path(resume_from_checkpoint) / REFERENCE_FILE
+            if path.is_file():
+                for name, value in torch.load(path, map_location="cpu").items():
+                    setattr(self, name, value.to(self.args.device))
+            elif self.args.adapter == "none":
+                raise UnlearnError(
+                    f"Checkpoint {resume_from_checkpoint} has no {REFERENCE_FILE}: recipe `{self._name}` compares "
+                    "with the model before unlearning, which a resumed full fine-tune cannot recompute. Start the "
+                    "run again (`overwrite: true`)."
+                )
+        return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
 
     # ---- the recipe contract -------------------------------------------------------------------------------------
     #

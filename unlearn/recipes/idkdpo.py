@@ -49,6 +49,7 @@ class IdkDPOTrainer(RefusalTrainer):
     config_class = IdkDPOConfig
     data_needs = "forget: QA pairs (+ retain when retain_weight > 0; QA pairs for `retain_loss: ap`)"
     needs_reference = True  # of the true answers; the refusals' at the first step
+    reference_attrs = ("reference_logps", "refusal_reference")
     refuses_forget = True
 
     def __init__(self, *args, **kwargs):

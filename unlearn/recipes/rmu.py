@@ -75,6 +75,12 @@ class RMUConfig(UnlearnConfig):
         super().__post_init__()
         if self.rmu_layer < 0:
             raise UnlearnError(f"`rmu_layer` must be >= 0, got {self.rmu_layer}.")
+        if self.adapter == "none" and (self.uses_retain or self.steering_scale is not None):
+            raise UnlearnError(
+                "`rmu` reads the frozen model's activations (the adapter disabled) for its retain term and for "
+                "`steering_scale`; with `adapter: none` there is no frozen model, so the retain term would compare the "
+                "model with itself. Use `adapter: lora`, or `retain_weight: 0` without `steering_scale`."
+            )
         if self.steering_scale is not None and not self.steering_scale > 0:
             raise UnlearnError(
                 f"`steering_scale` must be > 0 (Adaptive RMU's beta, e.g. 5), or left out to use `steering_coef`; "
