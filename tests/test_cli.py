@@ -75,6 +75,21 @@ def test_shipped_recipes_load():
         assert config.recipe in unlearn.RECIPES and (config.forget or path.stem == "target"), path
 
 
+def run_interrupted(monkeypatch, trainer_cls, go, out, step: int = 3) -> None:
+    """`go(out)` with `trainer_cls.training_step` raising at `step`, as a run killed mid-training stops."""
+    original = trainer_cls.training_step
+
+    def crash(self, *a, **kw):
+        if self.state.global_step == step:
+            raise KeyboardInterrupt("simulated interruption")
+        return original(self, *a, **kw)
+
+    monkeypatch.setattr(trainer_cls, "training_step", crash)
+    with pytest.raises(KeyboardInterrupt):
+        go(out)
+    monkeypatch.setattr(trainer_cls, "training_step", original)
+
+
 def test_interrupted_full_finetune_npo_resumes_with_the_original_reference(
     tiny_model_dir, data_files, tmp_path, monkeypatch
 ):
@@ -98,18 +113,9 @@ def test_interrupted_full_finetune_npo_resumes_with_the_original_reference(
         unlearn.forget(model, tok, str(data_files["forget"]), None, output_dir=out, disable_tqdm=True, **settings, **kw)
 
     go(tmp_path / "straight")
-    original = NPOTrainer.training_step
-
-    def crash_at_step_3(self, *a, **kw):
-        if self.state.global_step == 3:
-            raise KeyboardInterrupt("simulated interruption")
-        return original(self, *a, **kw)
 
     def interrupted(out):
-        monkeypatch.setattr(NPOTrainer, "training_step", crash_at_step_3)
-        with pytest.raises(KeyboardInterrupt):
-            go(out)
-        monkeypatch.setattr(NPOTrainer, "training_step", original)
+        run_interrupted(monkeypatch, NPOTrainer, go, out)
         return out / "checkpoint-2" / REFERENCE_FILE
 
     saved = torch.load(interrupted(tmp_path / "broken"))
@@ -143,17 +149,7 @@ def test_interrupted_run_resumes_to_the_same_adapter(tiny_model_dir, data_files,
 
     go(tmp_path / "straight")
 
-    original = GradDiffTrainer.training_step
-
-    def crash_at_step_3(self, *a, **kw):
-        if self.state.global_step == 3:
-            raise KeyboardInterrupt("simulated interruption")
-        return original(self, *a, **kw)
-
-    monkeypatch.setattr(GradDiffTrainer, "training_step", crash_at_step_3)
-    with pytest.raises(KeyboardInterrupt):
-        go(tmp_path / "broken")
-    monkeypatch.setattr(GradDiffTrainer, "training_step", original)
+    run_interrupted(monkeypatch, GradDiffTrainer, go, tmp_path / "broken")
     broken = tmp_path / "broken"
     assert not (broken / "run.json").exists() and not (broken / "adapter_config.json").exists()
     assert (broken / "checkpoint-2").is_dir()

@@ -17,8 +17,9 @@ Language Model Unlearning", AAAI 2025, arXiv:2408.06223, Sec. 4) sets the coeffi
 
     c = beta * mean_t || h_l^frozen(x_f)_t ||
 
-`steering_scale: beta` (their default 5) turns it on; the mean is taken once, over the first forget batch's
-scored tokens in the frozen model, averaged over processes, so it is the same on every launcher.
+`steering_scale: beta` (their default 5) turns it on; the mean is taken once, over the scored tokens of the first
+`ADAPTIVE_ROWS` forget rows in the frozen model (their code: the first batch), so that c is the same on every
+launcher and after a resume.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ class RMUConfig(UnlearnConfig):
         default=None,
         metadata={
             "help": "Adaptive RMU's beta: c = beta x the mean norm of the frozen model's layer-l forget activations "
-            "(measured on the first forget batch), replacing `steering_coef`. Dang et al. use 5."
+            "(measured once on the forget rows), replacing `steering_coef`. Dang et al. use 5."
         },
     )
     retain_weight: float = field(default=1200.0, metadata={"help": "alpha: weight of the retain activation loss."})
