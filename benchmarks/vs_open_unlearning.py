@@ -45,6 +45,13 @@ sys.path.insert(0, str(ROOT))
 KEPT = ("forget_probability", "forget_rouge", "forget_truth_ratio")
 
 
+def _plain(value):
+    """numpy scalars (open-unlearning's per-row values and indices) as the Python numbers JSON writes."""
+    if hasattr(value, "item"):
+        return value.item()
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
 def theirs_tokenizer(model_dir: str):
     """A tokenizer of its own for open-unlearning, whose `apply_chat_template(tokenize=True)` returns ids."""
     from transformers import AutoTokenizer
@@ -245,7 +252,9 @@ def main() -> None:
         )
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"seconds": times, "ratio": ratio, "metrics": same}, indent=1))
+        Path(args.json).write_text(
+            json.dumps({"seconds": times, "ratio": ratio, "metrics": same}, indent=1, default=_plain)
+        )
 
 
 if __name__ == "__main__":
