@@ -175,11 +175,12 @@ class RMUTrainer(UnlearnTrainer):
             frozen = self.accelerator.unwrap_model(model)
             with reference_mode(frozen):
                 norms = self._answer_activations(frozen, self.forget_examples[:ADAPTIVE_ROWS]).norm(dim=-1)
-            self._adaptive_coef = self.args.steering_scale * norms.mean().item()
+            mean_norm = norms.mean().item()
+            self._adaptive_coef = self.args.steering_scale * mean_norm
             logger.info(
                 "Adaptive RMU: c = %g x %.4g (mean layer-%d forget activation norm) = %.4g",
                 self.args.steering_scale,
-                norms.mean().item(),
+                mean_norm,
                 self.layer_setting()[0],
                 self._adaptive_coef,
             )
