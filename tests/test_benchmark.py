@@ -210,6 +210,29 @@ def test_shipped_protocols_load(tofu_env):
         assert protocol.data["forget"] and protocol.data["retain"]
 
 
+def test_a_protocol_includes_another_and_replaces_what_it_names(tiny_init_dir, tofu_env, tmp_path):
+    base = tiny_protocol(tiny_init_dir)
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
+    sub = tmp_path / "more" / "other.yaml"
+    sub.parent.mkdir()
+    sub.write_text(yaml.safe_dump({"include": "../base", "name": "other", "entries": ["npo"], "attacks": {}}))
+    protocol = load_protocol(sub)
+    expected = load_protocol({**base, "name": "other", "entries": ["npo"], "attacks": {}})
+    assert protocol.to_dict() == expected.to_dict()
+    assert [e.recipe for e in protocol.entries] == ["npo"] and protocol.data == expected.data
+
+    shipped = load_protocol({"include": "tofu_smollm2_cpu", "name": "mine", "entries": ["ga"]})  # by name, from a dict
+    assert shipped.model == "smollm2-135m" and shipped.name == "mine" and len(shipped.entries) == 1
+
+    (tmp_path / "loop.yaml").write_text(yaml.safe_dump({"include": "loop2", "name": "a"}))
+    (tmp_path / "loop2.yaml").write_text(yaml.safe_dump({"include": "loop.yaml", "name": "b"}))
+    with pytest.raises(UnlearnError, match="includes itself"):
+        load_protocol(tmp_path / "loop.yaml")
+    (tmp_path / "missing.yaml").write_text(yaml.safe_dump({"include": "nowhere", "name": "c"}))
+    with pytest.raises(UnlearnError, match="`nowhere` is neither a file in .* nor a shipped protocol"):
+        load_protocol(tmp_path / "missing.yaml")
+
+
 def test_cli_benchmark_refuses_bad_protocol(tmp_path, capsys):
     from unlearn.cli import main
 

@@ -17,6 +17,13 @@ evaluation suite, the recipes x settings to compare and the attacks to run on ea
       relearn: {steps: 20}                     # k: half the forget rows unless given
       quantize: {bits: [4]}
 
+A protocol that reuses another's models and evaluations can `include:` it (a shipped name or a path) and give only
+the keys that differ, each replacing the included key whole:
+
+    include: tofu_smollm2_cpu
+    name: tofu_smollm2_cpu_robust
+    entries: [{recipe: idkdpo, settings: {learning_rate: 1.0e-3}}]
+
 Everything is checked when the file is read, before any model is loaded: unknown keys, recipes, recipe settings,
 attacks and their options, suites and their metrics.
 """
@@ -35,6 +42,7 @@ from ..errors import UnlearnError, read_mapping_file, reject_unknown, unknown_na
 from ..errors import as_mapping as _mapping
 
 TOP_KEYS = (
+    "include",
     "name",
     "description",
     "model",
@@ -139,8 +147,10 @@ def load_protocol(source: str | Path | dict[str, Any], overrides: dict[str, Any]
                 f"Benchmark protocol `{source}` does not exist, and no shipped protocol has that name. The shipped "
                 f"ones (by name or as benchmarks/protocols/NAME.yaml): {', '.join(available('protocols'))}."
             )
-        raw = read_mapping_file(path, "Benchmark protocol")
+        raw = _read_with_includes(path)
         where = f"`{path}`"
+    if isinstance(source, dict) and raw.get("include"):
+        raw = _with_includes(raw, Path.cwd(), ())
     raw.update(overrides or {})
     reject_unknown(raw, TOP_KEYS, "protocol key", where)
     if not raw.get("name"):
@@ -185,6 +195,35 @@ def load_protocol(source: str | Path | dict[str, Any], overrides: dict[str, Any]
     _check_finetune(protocol.finetune, where)
     _check_suite(protocol, where)
     return protocol
+
+
+def _read_with_includes(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    path = path.resolve()
+    if path in seen:
+        chain = " -> ".join(str(p) for p in (*seen, path))
+        raise UnlearnError(f"Benchmark protocol `{path}` includes itself ({chain}); remove the loop of `include:`.")
+    return _with_includes(read_mapping_file(path, "Benchmark protocol"), path.parent, (*seen, path))
+
+
+def _with_includes(raw: dict[str, Any], folder: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
+    """`raw` over the protocols it names in `include:` (a name or path, or a list of them; a relative path is read
+    from `folder` first, then among the shipped protocols). A key of `raw` replaces the included one's whole: a
+    protocol that reuses another's models and evaluations names only what differs (`name`, `entries`...)."""
+    from ..resources import find_shipped
+
+    raw = dict(raw)
+    includes = raw.pop("include", None) or []
+    merged: dict[str, Any] = {}
+    for name in [includes] if isinstance(includes, str) else includes:
+        here = [p for p in (folder / str(name), folder / f"{name}.yaml") if p.is_file()]
+        found = here[0] if here else find_shipped("protocols", str(name))
+        if found is None:
+            raise UnlearnError(
+                f"Protocol include `{name}` is neither a file in {folder} nor a shipped protocol; give its path."
+            )
+        merged.update(_read_with_includes(Path(found), seen))
+    merged.update(raw)
+    return merged
 
 
 def _section(raw: dict, key: str, allowed: tuple[str, ...], kind: str, where: str, defaults=None) -> dict[str, Any]:
