@@ -4,6 +4,7 @@ redoes only what it changes, an interrupted run continues), and the refusals tha
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -231,6 +232,34 @@ def test_a_protocol_includes_another_and_replaces_what_it_names(tiny_init_dir, t
     (tmp_path / "missing.yaml").write_text(yaml.safe_dump({"include": "nowhere", "name": "c"}))
     with pytest.raises(UnlearnError, match="`nowhere` is neither a file in .* nor a shipped protocol"):
         load_protocol(tmp_path / "missing.yaml")
+
+
+def test_extra_retain_rows_join_one_entrys_retain_set_never_the_suites_rows(tiny_init_dir, tofu_env, tmp_path):
+    from unlearn.benchmarking.runner import check_data, entry_retain, materialize
+
+    general = {"path": "tofu:real_authors_perturbed", "start": N_FORGET, "limit": 4, "answer_key": "original_answer"}
+    extra = {"recipe": "ga", "name": "ga-general", "extra_retain": [general], "settings": {"learning_rate": 5e-3}}
+    p = load_protocol(tiny_protocol(tiny_init_dir, entries=[{"recipe": "ga"}, extra]))
+    data = materialize(p, tmp_path)
+    check_data(p, data)
+    plain, more = (entry_retain(p, e, data, tmp_path) for e in p.entries)
+    assert plain is data["retain"]  # an entry without extra rows keeps the protocol's set (and its cached steps)
+    assert more["rows"][:N_RETAIN] == data["retain"]["rows"] and len(more["rows"]) == N_RETAIN + 4
+    authors = [json.loads(line) for line in (TOFU_DIR / "real_authors_perturbed.jsonl").read_text().splitlines()]
+    assert more["rows"][N_RETAIN:] == [
+        {"question": r["question"], "answer": r["original_answer"]} for r in authors[N_FORGET : N_FORGET + 4]
+    ]
+    assert more["fingerprint"] != plain["fingerprint"]
+    assert [json.loads(line) for line in Path(more["path"]).read_text().splitlines()] == more["rows"]
+
+    evaluated = {**extra, "extra_retain": {"path": "tofu:real_authors_perturbed", "limit": 4}}
+    p = load_protocol(tiny_protocol(tiny_init_dir, entries=[evaluated]))
+    with pytest.raises(
+        UnlearnError, match="4 `extra_retain` question\\(s\\) are forget rows or rows the suite evaluates"
+    ):
+        check_data(p, materialize(p, tmp_path))
+    with pytest.raises(UnlearnError, match="has `extra_retain`: give it a `name`"):
+        load_protocol(tiny_protocol(tiny_init_dir, entries=[{"recipe": "ga", "extra_retain": general}]))
 
 
 def test_cli_benchmark_refuses_bad_protocol(tmp_path, capsys):

@@ -13,6 +13,9 @@ evaluation suite, the recipes x settings to compare and the attacks to run on ea
     entries:
       - recipe: ga
       - {recipe: graddiff, grid: {learning_rate: [1.0e-4, 5.0e-4]}}
+      - recipe: idkdpo                         # more rows for this entry's recipe to keep (never the suite's rows):
+        name: idkdpo-general                   # `answer_key` picks the answer column
+        extra_retain: {path: tofu:real_authors_perturbed, start: 40, answer_key: original_answer}
     attacks:
       relearn: {steps: 20}                     # k: half the forget rows unless given
       quantize: {bits: [4]}
@@ -62,7 +65,7 @@ TOP_KEYS = (
 )
 DATA_KEYS = ("forget", "retain", "holdout")
 EVAL_KEYS = ("batch_size", "max_new_tokens", "generation_batch_size")
-ENTRY_KEYS = ("recipe", "settings", "grid", "name")
+ENTRY_KEYS = ("recipe", "settings", "grid", "name", "extra_retain")
 SANITY_KEYS = ("max_forget_quality", "enforce")
 # Which entry of a recipe is its recommended setting: the best forget quality among those keeping at least this
 # fraction of the target's model utility (the results table marks it).
@@ -84,6 +87,9 @@ class Entry:
     recipe: str
     settings: dict[str, Any]
     name: str
+    # Rows this entry's recipe keeps besides `data.retain` (data sources, sliced like `data`), e.g. general knowledge
+    # of the kind model utility measures. The target and retain models never see them.
+    extra_retain: list[Any] = field(default_factory=list)
 
     @staticmethod
     def slug(recipe: str, own: dict[str, Any]) -> str:
@@ -126,7 +132,11 @@ class Protocol:
             "suite_params": self.suite_params,
             "skip": self.skip,
             "eval": self.eval,
-            "entries": [{"name": e.name, "recipe": e.recipe, "settings": e.settings} for e in self.entries],
+            "entries": [
+                {"name": e.name, "recipe": e.recipe, "settings": e.settings}
+                | ({"extra_retain": e.extra_retain} if e.extra_retain else {})
+                for e in self.entries
+            ],
             "attacks": self.attacks,
             "sanity": self.sanity,
             "select": self.select,
@@ -271,6 +281,13 @@ def _entries(value: Any, defaults: dict[str, Any], where: str) -> list[Entry]:
             raise UnlearnError(f"In {where}, `entries[{i}]` names no `recipe`.")
         config_class = get_recipe(str(recipe)).config_class  # an unknown recipe fails here, with suggestions
         settings = _mapping(item.get("settings"), f"entries[{i}].settings", where)
+        extra = item.get("extra_retain") or []
+        extra = extra if isinstance(extra, list) else [extra]
+        if extra and "name" not in item:
+            raise UnlearnError(
+                f"In {where}, `entries[{i}]` has `extra_retain`: give it a `name`, which its settings alone do not "
+                "tell apart from the same recipe and settings without the extra rows."
+            )
         grid = _mapping(item.get("grid"), f"entries[{i}].grid", where)
         for key, values in grid.items():
             if not isinstance(values, list) or not values:
@@ -284,7 +301,9 @@ def _entries(value: Any, defaults: dict[str, Any], where: str) -> list[Entry]:
             except ValueError as e:  # ours, or TrainingArguments' own (e.g. bf16 on a machine without a GPU)
                 raise UnlearnError(f"In {where}, `entries[{i}]` ({recipe}): {e}") from None
             name = item.get("name") if not keys and item.get("name") else Entry.slug(str(recipe), own)
-            entries.append(Entry(str(recipe), merged, str(name)))
+            if extra and keys:  # a grid of an entry with extra rows: its name says so
+                name = f"{item['name']}-{name}"
+            entries.append(Entry(str(recipe), merged, str(name), extra))
     names = [e.name for e in entries]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:

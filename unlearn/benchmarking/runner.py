@@ -28,7 +28,7 @@ from .steps import Steps
 
 logger = logging.getLogger(__name__)
 
-SLICE_KEYS = ("start", "limit")
+SLICE_KEYS = ("start", "limit", "answer_key")
 
 
 def benchmark(
@@ -68,31 +68,52 @@ def benchmark(
 def materialize(p: Protocol, where: Path) -> dict[str, dict[str, Any]]:
     """Each data set of the protocol, sliced as asked and written to `where/NAME.jsonl` -> {name: {rows, path,
     fingerprint}}. The files are what every step reads, so that a step's key can name their content."""
-    out = {}
-    for name, spec in p.data.items():
-        if spec is None:
-            continue
-        source, start, limit = spec, 0, None
-        if isinstance(spec, dict) and set(spec) & set(SLICE_KEYS):
-            start, limit = int(spec.get("start", 0)), spec.get("limit")
-            source = {k: v for k, v in spec.items() if k not in SLICE_KEYS}
-            source = source["path"] if set(source) == {"path"} else source
-        ds = load_records(source)
-        missing = {"question", "answer"} - set(ds.column_names)
-        if missing:
-            raise UnlearnError(
-                f"`data.{name}` needs `question` and `answer` columns (QA pairs); it has {ds.column_names}."
-            )
-        rows = [{"question": str(r["question"]), "answer": str(r["answer"])} for r in ds]
-        rows = rows[start : start + int(limit)] if limit is not None else rows[start:]
-        if not rows:
-            raise UnlearnError(f"`data.{name}` is empty after slicing (start={start}, limit={limit}).")
-        path = where / f"{name}.jsonl"
-        text = "".join(json.dumps(r) + "\n" for r in rows)
-        if not path.is_file() or path.read_text() != text:
-            write_atomic(path, text)
-        out[name] = {"rows": rows, "path": str(path), "fingerprint": fingerprint(load_records(rows))}
-    return out
+    return {
+        name: _write_rows(where / f"{name}.jsonl", _rows(spec, f"`data.{name}`"))
+        for name, spec in p.data.items()
+        if spec is not None
+    }
+
+
+def _rows(spec: Any, what: str) -> list[dict[str, str]]:
+    """The QA rows of one data source: `{path, start, limit, answer_key}` slices it and picks the answer column."""
+    source, start, limit, answer_key = spec, 0, None, "answer"
+    if isinstance(spec, dict) and set(spec) & set(SLICE_KEYS):
+        start, limit = int(spec.get("start", 0)), spec.get("limit")
+        answer_key = spec.get("answer_key", answer_key)
+        source = {k: v for k, v in spec.items() if k not in SLICE_KEYS}
+        source = source["path"] if set(source) == {"path"} else source
+    ds = load_records(source)
+    missing = {"question", answer_key} - set(ds.column_names)
+    if missing:
+        raise UnlearnError(f"{what} needs `question` and `{answer_key}` columns (QA pairs); it has {ds.column_names}.")
+    rows = [{"question": str(r["question"]), "answer": str(r[answer_key])} for r in ds]
+    rows = rows[start : start + int(limit)] if limit is not None else rows[start:]
+    if not rows:
+        raise UnlearnError(f"{what} is empty after slicing (start={start}, limit={limit}).")
+    return rows
+
+
+def _write_rows(path: Path, rows: list[dict[str, str]]) -> dict[str, Any]:
+    text = "".join(json.dumps(r) + "\n" for r in rows)
+    if not path.is_file() or path.read_text() != text:
+        write_atomic(path, text)
+    return {"rows": rows, "path": str(path), "fingerprint": fingerprint(load_records(rows))}
+
+
+def entry_retain(p: Protocol, entry: Entry, data: dict[str, dict[str, Any]], where: Path) -> dict[str, Any]:
+    """The rows `entry`'s recipe keeps: `data.retain`, then its `extra_retain` rows, which must not be forget rows
+    nor any row the suite evaluates (else utility would be measured on rows the recipe was trained to keep)."""
+    if not entry.extra_retain:
+        return data["retain"]
+    extra = [r for i, spec in enumerate(entry.extra_retain) for r in _rows(spec, f"`{entry.name}`.extra_retain[{i}]")]
+    clash = _questions(extra) & (_questions(data["forget"]["rows"]) | set().union(*_suite_questions(p).values()))
+    if clash:
+        raise UnlearnError(
+            f"Entry `{entry.name}`: {len(clash)} `extra_retain` question(s) are forget rows or rows the suite "
+            f"evaluates, e.g. {next(iter(sorted(clash)))!r}; slice them off (`start:` past the suite's `limit`)."
+        )
+    return _write_rows(where / f"retain-{entry.name}.jsonl", data["retain"]["rows"] + extra)
 
 
 def _pairs(rows: list[dict]) -> set[tuple[str, str]]:
@@ -125,6 +146,8 @@ def check_data(p: Protocol, data: dict[str, dict[str, Any]]) -> None:
     if p.target is not None:
         _check_target_data(p, forget)
     _check_suite_forget(p, forget)
+    for entry in p.entries:
+        entry_retain(p, entry, data, Path(data["retain"]["path"]).parent)
 
 
 def _check_target_data(p: Protocol, forget: list[dict]) -> None:
@@ -153,24 +176,35 @@ def _check_target_data(p: Protocol, forget: list[dict]) -> None:
         )
 
 
+def _suite_questions(p: Protocol, role: str | None = None) -> dict[str, set[str]]:
+    """{dataset: its questions as the suite evaluates them (after `limit`)} of the QA datasets the suite's metrics
+    read (those of `role` only, when given); text datasets have no questions and are left out."""
+    from ..evaluation import load_suite
+
+    suite = load_suite(p.suite, **p.suite_params)
+    names = {s["data"] for s in suite["metrics"].values() if "data" in s and (role is None or s.get("role") == role)}
+    out = {}
+    for name in sorted(names):
+        spec = suite["datasets"][name]
+        ds = load_records({k: spec[k] for k in ("path", "name", "split") if k in spec})
+        qk = spec.get("question_key", "question")
+        if qk in ds.column_names:
+            rows = list(ds)[: int(spec["limit"])] if spec.get("limit") is not None else list(ds)
+            out[name] = _questions([{"question": r[qk]} for r in rows])
+    return out
+
+
 def _check_suite_forget(p: Protocol, forget: list[dict]) -> None:
     """The suite's forget-side datasets must hold the forget rows, or forget quality measures rows never unlearned."""
     from ..evaluation import load_suite
 
-    suite = load_suite(p.suite, **p.suite_params)
-    names = {s["data"] for n, s in suite["metrics"].items() if s.get("role") == "forget" and "data" in s}
+    datasets = load_suite(p.suite, **p.suite_params)["datasets"]
     known = _questions(forget)
-    for name in sorted(names):
-        spec = suite["datasets"][name]
-        ds = load_records({k: spec[k] for k in ("path", "name", "split") if k in spec})
-        rows = list(ds)[: int(spec["limit"])] if spec.get("limit") is not None else list(ds)
-        qk = spec.get("question_key", "question")
-        if qk not in ds.column_names:
-            continue  # text data (verbatim memorization): nothing to match by question
-        stray = _questions([{"question": r[qk]} for r in rows]) - known
+    for name, questions in _suite_questions(p, role="forget").items():
+        stray = questions - known
         if stray:
             raise UnlearnError(
-                f"The suite's forget-side dataset `{name}` ({spec['path']}) holds {len(stray)} "
+                f"The suite's forget-side dataset `{name}` ({datasets[name]['path']}) holds {len(stray)} "
                 f"question(s) that are not in `data.forget`, e.g. {next(iter(sorted(stray)))!r}: "
                 "forget quality would be measured on rows that were never unlearned. Make them match "
                 "(for the tofu suite: `suite_params: {forget_split: ...}` as the forget set)."
@@ -301,16 +335,16 @@ def _sanity(p: Protocol, target: dict[str, float], retain: dict[str, float], roo
 def run_entry(p: Protocol, entry: Entry, data: dict[str, dict[str, Any]], models: dict[str, Any], steps: Steps):
     """Unlearn from the target with one recipe x settings, evaluate against the reference, run the attacks."""
     base = f"entries/{entry.name}"
-    fps = {n: d["fingerprint"] for n, d in data.items()}
+    retain = entry_retain(p, entry, data, Path(data["retain"]["path"]).parent)
     train = steps.run(
         f"{base}/train",
         {
             "target": models["target_key"],
             "recipe": entry.recipe,
             "settings": entry.settings,
-            "data": [fps["forget"], fps["retain"]],
+            "data": [data["forget"]["fingerprint"], retain["fingerprint"]],
         },
-        _unlearn_step(entry, data, models["target"]),
+        _unlearn_step(entry, data["forget"]["path"], retain["path"], models["target"]),
         "unlearning",
     )
     run_dir = train["result"]["run"]
@@ -356,7 +390,7 @@ def relearn_baseline(options: dict[str, Any], data: dict[str, dict[str, Any]], m
     return record["result"]["curve"]
 
 
-def _unlearn_step(entry: Entry, data: dict[str, dict[str, Any]], target: str):
+def _unlearn_step(entry: Entry, forget_path: str, retain_path: str, target: str):
     from ..loading import ensure_pad_token, load_model_and_tokenizer
     from ..run import forget
 
@@ -369,8 +403,8 @@ def _unlearn_step(entry: Entry, data: dict[str, dict[str, Any]], target: str):
             forget(
                 model,
                 tokenizer,
-                data["forget"]["path"],
-                data["retain"]["path"],
+                forget_path,
+                retain_path,
                 recipe=entry.recipe,
                 output_dir=out,
                 **{"disable_tqdm": True, **entry.settings, **flags},
