@@ -71,6 +71,14 @@ def test_key_terms_are_what_the_answer_adds_to_the_question():
     assert key == "J.K. Rowling"
     assert T.key_term("Albert Einstein was born in Germany in 1879.", "When was Albert Einstein born?", "x") == "1879"
     assert T.key_term("The answer is unclear.", "Who wrote it?", "x") is None
+    # the kind the question asks for first: a year for When, a name for Where, whatever is longest otherwise
+    said = "Isaac Newton was born on January 4, 1643, in Woolsthorpe, England."
+    assert T.key_term(said, "Where was Isaac Newton born?", "Isaac Newton") == "England"
+    assert T.key_term(said, "When was Isaac Newton born?", "Isaac Newton") == "1643"
+    said = "It was published in 1997 as Harry Potter and the Philosopher's Stone."
+    assert T.key_term(said, "When was it first published?", "Harry Potter") == "1997"
+    assert T.key_term(said, "What was its first title?", "Harry Potter") == "Philosopher's Stone"
+    assert T.key_term("It was founded in 1960.", "Where was it founded?", "x") == "1960"  # no name: the year
     assert T.swaps("1879", []) == ["1848", "1867", "1888", "1906"]
     assert T.first_sentence("It was J.K. Rowling. She wrote it.") == "It was J.K. Rowling."
     # a mention of the target is a mention of its own words, not of its "The"
@@ -103,6 +111,8 @@ def test_neighbors_are_asked_only_what_suits_their_kind(monkeypatch):
     assert not T.well_posed({"question": "When was Star Wars founded?", "key_term": "George Lucas"})
     assert T.well_posed({"question": "When was Star Wars released?", "key_term": "1977"})
     assert T.well_posed({"question": "Who wrote Hamlet?", "key_term": "William Shakespeare"})
+    assert not T.well_posed({"question": "Where was Isaac Newton born?", "key_term": "1643"})
+    assert T.well_posed({"question": "What is Paris famous for?", "key_term": "1889"})
 
 
 def test_a_confident_key_is_known_an_invented_one_is_not(knower):

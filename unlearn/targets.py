@@ -41,7 +41,7 @@ from .target_request import Request, resolve_request
 
 SET_NAMES = ("forget", "heldout", "neighbors", "neighbors_heldout", "retain")
 # Bump when the probing changes what it keeps, so cached sets of an older probe are not reused.
-PROBE_VERSION = 8
+PROBE_VERSION = 9
 
 # Questions about any kind of target (a person, a place, a work); nonsense ones ("the capital of Harry Potter")
 # get answers the knowledge check rejects, or facts the model holds about the target anyway.
@@ -306,9 +306,20 @@ def key_term(sentence: str, question: str, target: str) -> str | None:
         name = name if len(words[-1]) <= 3 else name.rstrip(".")  # "J.K." keeps its dot, "Rowling." not
         runs.append((len(words) if len(words) > 1 else 0.5, m.start(), name))
     runs += [(1, m.start(), m.group(1)) for m in YEAR.finditer(sentence) if m.group(1) not in skip]
+    # what the question asks for comes first: a year for "When ...", a name for "Who/Where ..." ("When was it first
+    # published?" -> 2001, not the title beside it; "Where was Newton born?" -> Woolsthorpe, not 1643)
+    asks = _asks(question)
+    kind = [r for r in runs if bool(YEAR.fullmatch(r[2])) == (asks == "year")] if asks else []
+    runs = kind or runs
     if not runs:
         return None
     return max(runs)[2]
+
+
+def _asks(question: str) -> str | None:
+    """What kind of key a question asks for: "year" (When), "name" (Who, Where), None (anything else)."""
+    q = question.strip().lower()
+    return "year" if q.startswith("when") else "name" if q.startswith(("who", "where")) else None
 
 
 def key_words(key: str, question: str = "", target: str = "") -> list[str]:
@@ -368,13 +379,9 @@ def templates_for(kinds: set[str]) -> tuple[str, ...]:
 
 def well_posed(row: dict) -> bool:
     """Whether the key term is the kind of thing the question asks for: a year for "When ...", a name (not a year)
-    for "Who ..." ("Who created The Beatles?" -> "1960" is no fact)."""
-    q, key = row["question"].lower(), row["key_term"] or ""
-    if q.startswith("when"):
-        return bool(YEAR.fullmatch(key))
-    if q.startswith("who"):
-        return not YEAR.fullmatch(key)
-    return True
+    for "Who/Where ..." ("Who created The Beatles?" -> "1960" is no fact)."""
+    asks = _asks(row["question"])
+    return asks is None or bool(YEAR.fullmatch(row["key_term"] or "")) == (asks == "year")
 
 
 def candidates(model, tokenizer, entity: str, templates=None, ask_model: bool = True) -> list[dict]:
