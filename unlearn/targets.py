@@ -588,20 +588,17 @@ def build_sets(model, tokenizer, request: Request, retain: list[dict] | None = N
         neighbor_rows += candidates(model, tokenizer, entity, templates_for(kinds[entity]))
     pool += [r["key_term"] for r in neighbor_rows if r["key_term"]]
     check_knowledge(model, tokenizer, probe + neighbor_rows, pool)
-    # Neighbors measure what unlearning must keep: only well-posed, stable facts count (`well_posed`,
-    # `check_stable`). Forget facts are not filtered so: whatever the model says about the target is to go.
-    for r in neighbor_rows:
-        r["known"] = r.get("known", False) and well_posed(r)
-    check_stable(model, tokenizer, neighbor_rows)
     known = _dedupe([r for r in probe if r["known"] and _in_scope(r, request.scope)])
     forget_keys = [w for r in known for w in key_words(r["key_term"])]
+    # Neighbors measure what unlearning must keep: only well-posed, stable facts that do not mention the target
+    # count (`well_posed`, `check_stable`; the mentions are left out first, so they are not asked again). Forget
+    # facts are not filtered so: whatever the model says about the target is to go.
+    for r in neighbor_rows:
+        r["known"] = r.get("known", False) and well_posed(r) and not _mentions(r, target_words + forget_keys)
+    check_stable(model, tokenizer, neighbor_rows)
     neighbors, used = [], []
     for entity in entities:
-        facts = [
-            r
-            for r in _dedupe([r for r in neighbor_rows if r["entity"] == entity and r["known"]])
-            if not _mentions(r, target_words + forget_keys)
-        ][:MAX_FACTS_PER_NEIGHBOR]
+        facts = _dedupe([r for r in neighbor_rows if r["entity"] == entity and r["known"]])[:MAX_FACTS_PER_NEIGHBOR]
         if facts:
             used.append(entity)
         neighbors += facts
