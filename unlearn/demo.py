@@ -28,12 +28,14 @@ from .errors import UnlearnError
 
 # The default recipe is the one that best meets the forgetting targets on SmolLM2-135M (benchmarks/results/
 # demo_smollm2/, `unlearn demo --recipe R ...`): IdkDPO at 1e-3 with answer preservation (`retain_loss: nll+ap`)
-# states none of the 15 known facts after (0.27 before), keeps every retain and neighbor fact stated (1.00 / 1.00),
-# raises retain probability 0.49 -> 0.82, and the few-shot probe / 4-bit quantization bring back 0.06 / 0.02 of the
-# forgotten probability; relearning (10 steps on 2 rows) brings back 0.34 (target 0.3, missed). GradDiff at 5e-4,
-# the default before: 1 of 15 stated, retain 0.88, neighbors 1.00, relearned 0.40, few-shot 0.14. IdkDPO without
-# answer preservation refuses a neighbor ("Who wrote Pride and Prejudice?"); with SAM (rho 1) it forgets less and
-# relearns 0.88. `--recipe` picks another; RECIPE_SETTINGS holds the defaults a recipe needs beyond DEMO_SETTINGS.
+# and retain weight 3 states none of the 15 known facts after (0.27 before), keeps every retain and neighbor fact
+# stated (1.00 / 1.00), raises retain probability 0.49 -> 0.93, and relearning (10 steps on 2 rows), the few-shot
+# probe and 4-bit quantization bring back 0.23 / 0.04 / 0.02 of the forgotten probability: every target of issue 16
+# met on the demo. At retain weight 1 relearning brought back 0.34; on five probed targets (recipes/target.yaml)
+# weight 3 also kept more trained neighbors (0.90 vs 0.78). GradDiff at 5e-4, the default before: 1 of 15 stated,
+# relearned 0.40, few-shot 0.14. IdkDPO without answer preservation refuses a neighbor ("Who wrote Pride and
+# Prejudice?"); with SAM (rho 1) it forgets less and relearns 0.88. `--recipe` picks another; RECIPE_SETTINGS holds
+# the defaults a recipe needs beyond DEMO_SETTINGS.
 DEMO_RECIPE = "idkdpo"
 DEMO_SETTINGS: dict[str, Any] = {
     "learning_rate": 5e-4,  # graddiff's and the other recipes' (graddiff at 5e-4: forget NLL +1.37, retain -0.27)
@@ -43,7 +45,9 @@ DEMO_SETTINGS: dict[str, Any] = {
     "max_length": 128,
     "logging_steps": 2,
 }
-RECIPE_SETTINGS: dict[str, dict[str, Any]] = {"idkdpo": {"learning_rate": 1e-3, "retain_loss": "nll+ap"}}
+RECIPE_SETTINGS: dict[str, dict[str, Any]] = {
+    "idkdpo": {"learning_rate": 1e-3, "retain_loss": "nll+ap", "retain_weight": 3.0}
+}
 SHOWN = {"forget": 4, "neighbors": 4}
 # A fact counts as known when its true answer is at least this many nats/token likelier than the other facts'
 # answers to the same question; the demo needs MIN_KNOWN known facts (relearning trains on some, scores the rest).
