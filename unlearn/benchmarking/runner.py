@@ -107,7 +107,8 @@ def entry_retain(p: Protocol, entry: Entry, data: dict[str, dict[str, Any]], whe
     if not entry.extra_retain:
         return data["retain"]
     extra = [r for i, spec in enumerate(entry.extra_retain) for r in _rows(spec, f"`{entry.name}`.extra_retain[{i}]")]
-    clash = _questions(extra) & (_questions(data["forget"]["rows"]) | set().union(*_suite_questions(p).values()))
+    evaluated = set().union(*(questions for _, questions in _suite_questions(p).values()))
+    clash = _questions(extra) & (_questions(data["forget"]["rows"]) | evaluated)
     if clash:
         raise UnlearnError(
             f"Entry `{entry.name}`: {len(clash)} `extra_retain` question(s) are forget rows or rows the suite "
@@ -176,9 +177,9 @@ def _check_target_data(p: Protocol, forget: list[dict]) -> None:
         )
 
 
-def _suite_questions(p: Protocol, role: str | None = None) -> dict[str, set[str]]:
-    """{dataset: its questions as the suite evaluates them (after `limit`)} of the QA datasets the suite's metrics
-    read (those of `role` only, when given); text datasets have no questions and are left out."""
+def _suite_questions(p: Protocol, role: str | None = None) -> dict[str, tuple[str, set[str]]]:
+    """{dataset: (its path, its questions as the suite evaluates them, after `limit`)} of the QA datasets the
+    suite's metrics read (those of `role` only, when given); text datasets have no questions and are left out."""
     from ..evaluation import load_suite
 
     suite = load_suite(p.suite, **p.suite_params)
@@ -190,21 +191,18 @@ def _suite_questions(p: Protocol, role: str | None = None) -> dict[str, set[str]
         qk = spec.get("question_key", "question")
         if qk in ds.column_names:
             rows = list(ds)[: int(spec["limit"])] if spec.get("limit") is not None else list(ds)
-            out[name] = _questions([{"question": r[qk]} for r in rows])
+            out[name] = (str(spec["path"]), _questions([{"question": r[qk]} for r in rows]))
     return out
 
 
 def _check_suite_forget(p: Protocol, forget: list[dict]) -> None:
     """The suite's forget-side datasets must hold the forget rows, or forget quality measures rows never unlearned."""
-    from ..evaluation import load_suite
-
-    datasets = load_suite(p.suite, **p.suite_params)["datasets"]
     known = _questions(forget)
-    for name, questions in _suite_questions(p, role="forget").items():
+    for name, (path, questions) in _suite_questions(p, role="forget").items():
         stray = questions - known
         if stray:
             raise UnlearnError(
-                f"The suite's forget-side dataset `{name}` ({datasets[name]['path']}) holds {len(stray)} "
+                f"The suite's forget-side dataset `{name}` ({path}) holds {len(stray)} "
                 f"question(s) that are not in `data.forget`, e.g. {next(iter(sorted(stray)))!r}: "
                 "forget quality would be measured on rows that were never unlearned. Make them match "
                 "(for the tofu suite: `suite_params: {forget_split: ...}` as the forget set)."
