@@ -101,20 +101,15 @@ def _write_rows(path: Path, rows: list[dict[str, str]]) -> dict[str, Any]:
     return {"rows": rows, "path": str(path), "fingerprint": fingerprint(load_records(rows))}
 
 
-def entry_retain(p: Protocol, entry: Entry, data: dict[str, dict[str, Any]], where: Path) -> dict[str, Any]:
-    """The rows `entry`'s recipe keeps: `data.retain`, then its `extra_retain` rows, which must not be forget rows
-    nor any row the suite evaluates (else utility would be measured on rows the recipe was trained to keep)."""
+def _extra_rows(entry: Entry) -> list[dict[str, str]]:
+    return [r for i, spec in enumerate(entry.extra_retain) for r in _rows(spec, f"`{entry.name}`.extra_retain[{i}]")]
+
+
+def entry_retain(entry: Entry, data: dict[str, dict[str, Any]], where: Path) -> dict[str, Any]:
+    """The rows `entry`'s recipe keeps: `data.retain`, then its `extra_retain` rows (checked by `check_data`)."""
     if not entry.extra_retain:
         return data["retain"]
-    extra = [r for i, spec in enumerate(entry.extra_retain) for r in _rows(spec, f"`{entry.name}`.extra_retain[{i}]")]
-    evaluated = set().union(*(questions for _, questions in _suite_questions(p).values()))
-    clash = _questions(extra) & (_questions(data["forget"]["rows"]) | evaluated)
-    if clash:
-        raise UnlearnError(
-            f"Entry `{entry.name}`: {len(clash)} `extra_retain` question(s) are forget rows or rows the suite "
-            f"evaluates, e.g. {next(iter(sorted(clash)))!r}; slice them off (`start:` past the suite's `limit`)."
-        )
-    return _write_rows(where / f"retain-{entry.name}.jsonl", data["retain"]["rows"] + extra)
+    return _write_rows(where / f"retain-{entry.name}.jsonl", data["retain"]["rows"] + _extra_rows(entry))
 
 
 def _pairs(rows: list[dict]) -> set[tuple[str, str]]:
@@ -147,8 +142,23 @@ def check_data(p: Protocol, data: dict[str, dict[str, Any]]) -> None:
     if p.target is not None:
         _check_target_data(p, forget)
     _check_suite_forget(p, forget)
-    for entry in p.entries:
-        entry_retain(p, entry, data, Path(data["retain"]["path"]).parent)
+    _check_extra_retain(p, forget)
+
+
+def _check_extra_retain(p: Protocol, forget: list[dict]) -> None:
+    """An entry's `extra_retain` rows must be neither forget rows nor rows the suite evaluates, else utility would
+    be measured on rows the recipe was trained to keep."""
+    entries = [e for e in p.entries if e.extra_retain]
+    if not entries:
+        return
+    evaluated = _questions(forget).union(*(questions for _, questions in _suite_questions(p).values()))
+    for entry in entries:
+        clash = _questions(_extra_rows(entry)) & evaluated
+        if clash:
+            raise UnlearnError(
+                f"Entry `{entry.name}`: {len(clash)} `extra_retain` question(s) are forget rows or rows the suite "
+                f"evaluates, e.g. {next(iter(sorted(clash)))!r}; slice them off (`start:` past the suite's `limit`)."
+            )
 
 
 def _check_target_data(p: Protocol, forget: list[dict]) -> None:
@@ -333,7 +343,7 @@ def _sanity(p: Protocol, target: dict[str, float], retain: dict[str, float], roo
 def run_entry(p: Protocol, entry: Entry, data: dict[str, dict[str, Any]], models: dict[str, Any], steps: Steps):
     """Unlearn from the target with one recipe x settings, evaluate against the reference, run the attacks."""
     base = f"entries/{entry.name}"
-    retain = entry_retain(p, entry, data, Path(data["retain"]["path"]).parent)
+    retain = entry_retain(entry, data, Path(data["retain"]["path"]).parent)
     train = steps.run(
         f"{base}/train",
         {
