@@ -309,8 +309,7 @@ def key_term(sentence: str, question: str, target: str) -> str | None:
     # what the question asks for comes first: a year for "When ...", a name for "Who/Where ..." ("When was it first
     # published?" -> 2001, not the title beside it; "Where was Newton born?" -> Woolsthorpe, not 1643)
     asks = _asks(question)
-    kind = [r for r in runs if bool(YEAR.fullmatch(r[2])) == (asks == "year")] if asks else []
-    runs = kind or runs
+    runs = [r for r in runs if _is_kind(r[2], asks)] or runs
     if not runs:
         return None
     return max(runs)[2]
@@ -320,6 +319,12 @@ def _asks(question: str) -> str | None:
     """What kind of key a question asks for: "year" (When), "name" (Who, Where), None (anything else)."""
     q = question.strip().lower()
     return "year" if q.startswith("when") else "name" if q.startswith(("who", "where")) else None
+
+
+def _is_kind(key: str, asks: str | None) -> bool:
+    """Whether `key` is what a question asking for `asks` wants: a year for "year", a non-year for "name", anything
+    for None."""
+    return asks is None or bool(YEAR.fullmatch(key)) == (asks == "year")
 
 
 def key_words(key: str, question: str = "", target: str = "") -> list[str]:
@@ -380,8 +385,7 @@ def templates_for(kinds: set[str]) -> tuple[str, ...]:
 def well_posed(row: dict) -> bool:
     """Whether the key term is the kind of thing the question asks for: a year for "When ...", a name (not a year)
     for "Who/Where ..." ("Who created The Beatles?" -> "1960" is no fact)."""
-    asks = _asks(row["question"])
-    return asks is None or bool(YEAR.fullmatch(row["key_term"] or "")) == (asks == "year")
+    return _is_kind(row["key_term"] or "", _asks(row["question"]))
 
 
 def candidates(model, tokenizer, entity: str, templates=None, ask_model: bool = True) -> list[dict]:
