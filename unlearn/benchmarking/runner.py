@@ -28,7 +28,8 @@ from .steps import Steps
 
 logger = logging.getLogger(__name__)
 
-SLICE_KEYS = ("start", "limit", "answer_key")
+# Keys of a data mapping read here (slicing, the answer column), not passed on to the loader.
+SOURCE_KEYS = ("start", "limit", "answer_key")
 
 
 def benchmark(
@@ -78,10 +79,10 @@ def materialize(p: Protocol, where: Path) -> dict[str, dict[str, Any]]:
 def _rows(spec: Any, what: str) -> list[dict[str, str]]:
     """The QA rows of one data source: `{path, start, limit, answer_key}` slices it and picks the answer column."""
     source, start, limit, answer_key = spec, 0, None, "answer"
-    if isinstance(spec, dict) and set(spec) & set(SLICE_KEYS):
+    if isinstance(spec, dict) and set(spec) & set(SOURCE_KEYS):
         start, limit = int(spec.get("start", 0)), spec.get("limit")
         answer_key = spec.get("answer_key", answer_key)
-        source = {k: v for k, v in spec.items() if k not in SLICE_KEYS}
+        source = {k: v for k, v in spec.items() if k not in SOURCE_KEYS}
         source = source["path"] if set(source) == {"path"} else source
     ds = load_records(source)
     missing = {"question", answer_key} - set(ds.column_names)
