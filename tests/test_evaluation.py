@@ -162,6 +162,27 @@ def test_suites_compose_and_validate(tmp_path):
         load_suite("tofu", forget_splt="forget01")
 
 
+def test_dataset_start_and_limit_slice_the_rows(tiny, tmp_path):
+    """A suite dataset's `start` skips rows before `limit` counts them: rows 4-7 of a file, scored as such."""
+    model, tok = tiny
+    src = TOFU_DIR / "forget01.jsonl"
+    rows = [json.loads(line) for line in src.read_text().splitlines()]
+    suite = tmp_path / "sliced.yaml"
+    suite.write_text(
+        f"datasets:\n  d: {{path: {src}, start: 4, limit: 4}}\nmetrics:\n  p: {{metric: probability, data: d}}\n"
+    )
+    sliced = unlearn.evaluate(model, tok, suite=suite, out=tmp_path / "a")
+    (tmp_path / "part.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[4:8]))
+    direct = unlearn.evaluate(model, tok, suite="qa", path=str(tmp_path / "part.jsonl"), out=tmp_path / "b")
+    assert len(sliced.metrics["p"].values) == 4
+    assert sliced["p"] == pytest.approx(direct["probability"])
+    suite.write_text(
+        f"datasets:\n  d: {{path: {src}, start: {len(rows)}}}\nmetrics:\n  p: {{metric: probability, data: d}}\n"
+    )
+    with pytest.raises(UnlearnError, match=f"has {len(rows)} rows; `start: {len(rows)}` leaves none"):
+        unlearn.evaluate(model, tok, suite=suite)
+
+
 def test_raw_text_suite_with_membership_inference(tiny, tmp_path, tofu_rows):
     from conftest import read_jsonl
 

@@ -403,12 +403,9 @@ def _risk(sweep: Sweep, spec: dict, metrics: dict, suite: dict, protocol, where:
 
 
 def _rows_of(suite: dict, data: str) -> int:
-    from .data import load_records
+    from .evaluation.suite import dataset_rows
 
-    spec = suite["datasets"][data]
-    ds = load_records({k: spec[k] for k in ("path", "name", "split") if k in spec})
-    n = len(ds)
-    return min(n, int(spec["limit"])) if spec.get("limit") is not None else n
+    return len(dataset_rows(suite["datasets"][data]))
 
 
 def _calibration_size(n: int, fraction: float) -> int:

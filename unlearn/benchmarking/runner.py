@@ -189,20 +189,19 @@ def _check_target_data(p: Protocol, forget: list[dict]) -> None:
 
 
 def _suite_questions(p: Protocol, role: str | None = None) -> dict[str, tuple[str, set[str]]]:
-    """{dataset: (its path, its questions as the suite evaluates them, after `limit`)} of the QA datasets the
+    """{dataset: (its path, its questions as the suite evaluates them, after `start`/`limit`)} of the QA datasets the
     suite's metrics read (those of `role` only, when given); text datasets have no questions and are left out."""
-    from ..evaluation import load_suite
+    from ..evaluation.suite import dataset_rows, load_suite
 
     suite = load_suite(p.suite, **p.suite_params)
     names = {s["data"] for s in suite["metrics"].values() if "data" in s and (role is None or s.get("role") == role)}
     out = {}
     for name in sorted(names):
         spec = suite["datasets"][name]
-        ds = load_records({k: spec[k] for k in ("path", "name", "split") if k in spec})
+        ds = dataset_rows(spec)
         qk = spec.get("question_key", "question")
         if qk in ds.column_names:
-            rows = list(ds)[: int(spec["limit"])] if spec.get("limit") is not None else list(ds)
-            out[name] = (str(spec["path"]), _questions([{"question": r[qk]} for r in rows]))
+            out[name] = (str(spec["path"]), _questions([{"question": r[qk]} for r in ds]))
     return out
 
 

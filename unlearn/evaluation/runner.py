@@ -26,7 +26,7 @@ from ..rundir import write_atomic
 from ..scoring import GENERATION_BATCH_SIZE, RowStats, greedy_answers, row_stats
 from .metrics import METRICS, REFERENCE_HINT, MetricResult, dependencies
 from .reference import load_reference, reference_agg, reference_values
-from .suite import load_suite
+from .suite import dataset_rows, load_suite
 
 logger = logging.getLogger(__name__)
 SCORES_VERSION = 1
@@ -209,9 +209,7 @@ def evaluate(
 
 def _score_dataset(model, tokenizer, name, dspec, needs, batch_sizes, max_new_tokens, fp, partial) -> DatasetScores:
     batch_size, generation_batch_size = batch_sizes
-    ds = load_records({k: dspec[k] for k in ("path", "name", "split") if k in dspec})
-    if dspec.get("limit") is not None:
-        ds = ds.select(range(min(int(dspec["limit"]), len(ds))))
+    ds = dataset_rows(dspec)
     qk, ak, tk = dspec.get("question_key", "question"), dspec.get("answer_key", "answer"), dspec.get("text_key", "text")
     shape = detect_shape(ds, qk, ak, tk, f"`{name}` evaluation")
     key = hashlib.sha256(

@@ -7,7 +7,8 @@
     metrics:
       forget_probability: {metric: probability, data: forget, role: forget}
 
-Strings may use `{param}`; `params` can be overridden by the caller. Suites are looked up as a path, then by name in
+A dataset may take `start` and `limit` (its rows start..start+limit; the `limit` parameter is the default of every
+dataset's). Strings may use `{param}`; `params` can be overridden by the caller. Suites are looked up as a path, then by name in
 the shipped suites (the repository's `eval/` folder, installed as `unlearn.suites`).
 """
 
@@ -31,9 +32,22 @@ DATASET_KEYS = {
     "text_key",
     "paraphrased_key",
     "perturbed_key",
+    "start",
     "limit",
     "prefix_tokens",
 }
+
+
+def dataset_rows(spec: dict[str, Any]):
+    """The rows a suite dataset evaluates: its source read, then sliced to `start` (default 0) and `limit`."""
+    from ..data import load_records
+
+    ds = load_records({k: spec[k] for k in ("path", "name", "split") if k in spec})
+    start = int(spec.get("start") or 0)
+    stop = len(ds) if spec.get("limit") is None else min(len(ds), start + int(spec["limit"]))
+    if start >= len(ds):
+        raise UnlearnError(f"Suite dataset {spec['path']!r} has {len(ds)} rows; `start: {start}` leaves none.")
+    return ds if (start, stop) == (0, len(ds)) else ds.select(range(start, stop))
 
 
 def available_suites() -> list[str]:
