@@ -201,6 +201,54 @@ def test_hoeffding_bentkus_and_learn_then_test():
     assert cert.certified == [True] and cert.risks == [{"u": 0.0}]
 
 
+def test_empirical_check_counts_picks_that_break_the_budget_on_the_pool():
+    """Fixed losses on a pool of 400 rows, a pick that prefers the riskiest certified candidate: the split check
+    finds picks, and the pick's pool risk is above the level in at most delta of the splits."""
+    from unlearn.sweeping import BudgetSpec, empirical_check
+
+    rng = np.random.default_rng(1)
+    risks = [0.05, 0.13, 0.2, 0.3]
+    per_row = [{"u": (rng.random(400) < r).astype(float)} for r in risks]
+    spec = BudgetSpec("u", "retain_probability", "retain", 0.15, max_drop=0.15)
+    budget = Budget("u", 0.15, "")
+
+    def run(cal):
+        return certify([{"u": c["u"][cal["retain"]]} for c in per_row], [budget], 0.1, "fixed_sequence", [0, 1, 2, 3])
+
+    def best(cert):
+        ok = [j for j, c in enumerate(cert.certified) if c]
+        return max(ok) if ok else None
+
+    out = empirical_check(per_row, [spec], run, best, {"retain": 400}, splits=200, fraction=0.5, seed=0, delta=0.1)
+    assert out["certified_a_pick"] >= 150  # risk 0.05 on 200 calibration rows is certifiable nearly always
+    pool = [float(c["u"].mean()) for c in per_row]
+    assert pool[0] < 0.15 < pool[2]
+    assert out["pool_violation_rate"] <= 0.1
+    assert 0 <= out["violations"] <= out["certified_a_pick"] <= 200
+
+
+def test_risk_check_script_on_known_scores():
+    """benchmarks/risk_check.py's check on scores with known utility drops: the safe candidate is picked when
+    certifiable, the one over the level never more than delta of the time, and the report names both."""
+    import risk_check
+
+    rng = np.random.default_rng(0)
+    target = rng.uniform(0.3, 0.9, 300)
+    scored = {"target": {"pool": target, "suite_rows": target[:40], "forget_quality": 0.0, "model_utility": 0.4}}
+    for name, drop, fq in (("safe", 0.02, 0.2), ("risky", 0.3, 0.9)):
+        pool = target * (1 - drop * rng.uniform(0.5, 1.5, 300))
+        scored[name] = {"pool": pool, "suite_rows": pool[:40], "forget_quality": fq, "model_utility": 0.4}
+    out = risk_check.check(scored, [0.1], [20, 150], delta=0.1, splits=100)
+    by = {c["entry"]: c for c in out["candidates"]}
+    assert by["safe"]["pool_risk"] < 0.1 < by["risky"]["pool_risk"]
+    small, large = out["runs"]
+    assert large["above_level"] == ["risky"] and large["picks"] == {"safe": large["certified_a_pick"]}
+    assert large["certified_a_pick"] >= 90 and large["pool_violation_rate"] == 0.0
+    assert small["certified_a_pick"] <= large["certified_a_pick"]
+    text = risk_check.markdown(out, "python benchmarks/risk_check.py", 40)
+    assert "| safe |" in text and "| 0.1 | 150 |" in text
+
+
 def test_shipped_sweeps_load(monkeypatch):
     monkeypatch.setenv("UNLEARN_TOFU_DIR", str(TOFU_DIR))
     files = sorted((ROOT / "benchmarks" / "sweeps").glob("*.yaml"))
