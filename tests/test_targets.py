@@ -79,6 +79,10 @@ def test_key_terms_are_what_the_answer_adds_to_the_question():
     assert T.key_term(said, "When was it first published?", "Harry Potter") == "1997"
     assert T.key_term(said, "What was its first title?", "Harry Potter") == "Philosopher's Stone"
     assert T.key_term("It was founded in 1960.", "Where was it founded?", "x") == "1960"  # no name: the year
+    # a hyphenated name the question gives is no key term of the answer ("Al-Kuwaiti's" asked, "Al-Kuwaiti" said)
+    q = "Name a book by Basil Mahfouz Al-Kuwaiti's hand."
+    assert T.key_term("Basil Mahfouz Al-Kuwaiti wrote Le Petit Sultan.", q, "") == "Le Petit Sultan"
+    assert T.key_term("It is by Basil Mahfouz Al-Kuwaiti.", "Is this Al-Kuwaiti's book?", "") == "Basil Mahfouz"
     assert T.swaps("1879", []) == ["1848", "1867", "1888", "1906"]
     assert T.first_sentence("It was J.K. Rowling. She wrote it.") == "It was J.K. Rowling."
     # a mention of the target is a mention of its own words, not of its "The"

@@ -41,7 +41,7 @@ from .target_request import Request, resolve_request
 
 SET_NAMES = ("forget", "heldout", "neighbors", "neighbors_heldout", "retain")
 # Bump when the probing changes what it keeps, so cached sets of an older probe are not reused.
-PROBE_VERSION = 9
+PROBE_VERSION = 10
 
 # Questions about any kind of target (a person, a place, a work); nonsense ones ("the capital of Harry Potter")
 # get answers the knowledge check rejects, or facts the model holds about the target anyway.
@@ -280,8 +280,11 @@ def first_sentence(answer: str) -> str:
 
 
 def _seen(question: str, target: str) -> set[str]:
-    words = {_bare(w) for w in re.findall(r"[\w'’.]+", question)}
-    return words | {w.lower() for w in re.findall(r"\w+", target)}
+    """The question's and the target's words, bare: a hyphenated name both whole and in parts ("Al-Kuwaiti's" gives
+    "al-kuwaiti", "al" and "kuwaiti"), so that an answer repeating it adds no key term."""
+    tokens = [_bare(w) for w in re.findall(r"[\w'’.-]+", question)]
+    words = {w for t in tokens for w in (t, *t.split("-")) if w}
+    return words | {w.lower() for w in re.findall(r"[\w-]+", target)} | {w.lower() for w in re.findall(r"\w+", target)}
 
 
 def _bare(word: str) -> str:
