@@ -45,14 +45,15 @@ def score(bench: Path, start: int, rows: int) -> dict[str, Any]:
     suite = bench / "risk" / "suite.yaml"
     suite.parent.mkdir(parents=True, exist_ok=True)
     suite.write_text(SUITE.format(start=start, rows=rows))
-    models = {"target": json.loads((bench / "target" / "STEP.json").read_text())["result"]["model"]}
+    step = json.loads((bench / "target" / "STEP.json").read_text())
+    models = {"target": (step["result"]["model"], step["key"])}  # name -> (model or run, the step that made it)
     for d in sorted((bench / "entries").iterdir()):
         if (d / "train" / "STEP.json").is_file() and (d / "eval" / "STEP.json").is_file():
-            models[d.name] = json.loads((d / "train" / "STEP.json").read_text())["result"]["run"]
+            step = json.loads((d / "train" / "STEP.json").read_text())
+            models[d.name] = (step["result"]["run"], step["key"])
     steps = Steps(bench)
     out = {}
-    for name, path in models.items():
-        key = json.loads((Path(path).parent.parent / "STEP.json").read_text())["key"] if name != "target" else None
+    for name, (path, key) in models.items():
 
         def fn(d: Path, path: str = path) -> dict[str, Any]:
             model, tokenizer = load_model_or_adapter(path)
