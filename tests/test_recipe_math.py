@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import copy
 
+import pytest
 import torch
 import torch.nn.functional as F
 from conftest import N_RETAIN, read_jsonl
 
 import unlearn
+from unlearn import UnlearnError
 from unlearn.data import load_records, pad_rows, tokenize
 from unlearn.logprobs import sequence_logps
 from unlearn.recipes import recipe_config
@@ -145,6 +147,41 @@ def test_answer_preservation_is_its_equation_and_with_the_nll_holds_refusals_bac
     assert answer_both.mean() > answer_before.mean() + 5.0
     assert refusal_both.mean() < refusal_nll.mean() - 5.0, (refusal_both.mean(), refusal_nll.mean())
     assert ((answer_both - refusal_both) > (answer_nll - refusal_nll)).float().mean() >= 0.9
+
+
+def test_kl_plus_ap_is_answer_preservation_plus_the_reference_kl(tiny, tofu_rows, tmp_path):
+    """`retain_loss: kl+ap` per retain row: Eq. 8's AP plus KL(reference || model) over the answer tokens, the
+    reference being the adapter-disabled model (0 before any step, positive once the adapter moved)."""
+    model, tok = tiny
+    rows = {"forget": tofu_rows["forget"], "retain": read_jsonl("retain99", 2 * N_RETAIN)[N_RETAIN:]}
+    settings = {"learning_rate": 1e-2, "num_train_epochs": 2, "retain_loss": "kl+ap", "split_passes": True}
+    trainer = make("idkdpo", copy.deepcopy(model), tok, rows, tmp_path / "klap", **settings)
+    batch = next(iter(trainer.get_train_dataloader()))
+    retain_pass = trainer.split_passes(batch)[1]
+
+    def terms(kind):
+        trainer.args.retain_loss = kind
+        with torch.no_grad():
+            return trainer.loss_terms(trainer.model, retain_pass)[0]["retain_loss"].value
+
+    torch.testing.assert_close(terms("kl+ap"), terms("ap"), rtol=1e-5, atol=1e-6)  # the model is its reference
+    trainer.args.retain_loss = "kl+ap"
+    trainer.train()
+    ids, mask, labels = (retain_pass[k] for k in ("input_ids", "attention_mask", "loss_labels"))
+    with torch.no_grad():
+        logits = trainer.model(input_ids=ids, attention_mask=mask).logits[:, :-1]
+        with trainer.model.disable_adapter():
+            ref = trainer.model(input_ids=ids, attention_mask=mask).logits[:, :-1]
+    on = labels[:, 1:] != -100
+    kl = (F.softmax(ref, -1) * (F.log_softmax(ref, -1) - F.log_softmax(logits, -1))).sum(-1)
+    per_row = (kl * on).sum(1) / on.sum(1)
+    expected = (per_row * retain_pass["retain_row_weight"]).sum()
+    assert expected > 1e-3
+    torch.testing.assert_close(terms("kl+ap") - terms("ap"), expected, rtol=1e-3, atol=1e-5)
+    with pytest.raises(UnlearnError, match="needs the reference model"):
+        recipe_config({"recipe": "idkdpo", "retain_loss": "kl+ap", "adapter": "none", "output_dir": "x"})
+    with pytest.raises(UnlearnError, match="only the refusal recipes"):
+        recipe_config({"recipe": "graddiff", "retain_loss": "kl+ap", "output_dir": "x"})
 
 
 def test_kif_signature_is_the_top_singular_subspace_and_training_erases_it(tiny, tofu_rows, tmp_path):

@@ -112,7 +112,7 @@ class UnlearnConfig(TrainingArguments):
         metadata={
             "help": "`nll` on retain answers, or `kl` to the reference (adapter-disabled) model; the refusal recipes "
             "(idk, idkdpo) also take `ap`, answer preservation (the true answer kept likelier than a refusal), "
-            "and `nll+ap`, both."
+            "and `nll+ap` or `kl+ap`, either retain loss with it."
         },
     )
     retain_losses: ClassVar[tuple[str, ...]] = ("nll", "kl")  # the `retain_loss` values this recipe implements
@@ -214,7 +214,7 @@ class UnlearnConfig(TrainingArguments):
             self.train_sampling_strategy = "sequential"
         super().__post_init__()
         _check_choice("adapter", self.adapter, ("lora", "none"))
-        if self.retain_loss in ("ap", "nll+ap") and self.retain_loss not in self.retain_losses:
+        if "ap" in self.retain_loss.split("+") and self.retain_loss not in self.retain_losses:
             raise UnlearnError(
                 f"`retain_loss: {self.retain_loss}` (answer preservation) keeps the true answer likelier than a refusal, so only the "
                 f"refusal recipes (idk, idkdpo) have it; recipe `{self.recipe}` takes {' or '.join(self.retain_losses)}."
@@ -245,10 +245,11 @@ class UnlearnConfig(TrainingArguments):
             )
         if self.remove_unused_columns:
             raise UnlearnError("`remove_unused_columns` must be False: unlearning batches carry extra columns.")
-        if self.retain_loss == "kl" and self.adapter == "none":
+        if "kl" in self.retain_loss.split("+") and self.adapter == "none":
             raise UnlearnError(
-                "`retain_loss: kl` needs the reference model, which is the base model with the adapter disabled; "
-                "with `adapter: none` there is no adapter to disable. Use `adapter: lora` or `retain_loss: nll`."
+                f"`retain_loss: {self.retain_loss}` needs the reference model, which is the base model with the "
+                "adapter disabled; with `adapter: none` there is no adapter to disable. Use `adapter: lora` or "
+                "`retain_loss: nll`."
             )
         evaluating = getattr(self.eval_strategy, "value", self.eval_strategy) != "no"
         if evaluating and not self.eval_suite:

@@ -18,7 +18,10 @@ a refusal r drawn for each retain question as for the forget ones, both log-prob
 AP alone (the paper's IDK+AP) stops pulling once the answer leads the refusal by a few 1/beta, and then leaves the
 answer free to drift: on the tiny test model, whose retain answers lead their refusals by ~145 nats, 10 epochs of
 IdkDPO with AP alone lowered the retain answers' log-prob from -0.8 to -41 nats (with the retain NLL: to -2.1).
-`retain_loss: nll+ap` adds the two per retain row: the answer kept, and kept ahead of a refusal.
+`retain_loss: nll+ap` adds the two per retain row: the answer kept, and kept ahead of a refusal. `retain_loss:
+kl+ap` keeps instead the reference model's whole next-token distribution over the retain answer (KL(reference ||
+model), the reference being the adapter-disabled model), ahead of a refusal: NLL pulls the given answer up and
+leaves the rest of the distribution free, KL holds all of it where the model had it.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ from ..logprobs import model_logps
 from ..trainer import Forward, UnlearnTrainer, mean_nll
 from .registry import register
 
-REFUSAL_RETAIN_LOSSES = ("nll", "kl", "ap", "nll+ap")
+REFUSAL_RETAIN_LOSSES = ("nll", "kl", "ap", "nll+ap", "kl+ap")
 
 
 @dataclass
@@ -143,11 +146,15 @@ class RefusalTrainer(UnlearnTrainer):
 
     def retain_loss(self, model, fwd: Forward, inputs, is_retain: torch.Tensor) -> torch.Tensor:
         kind = self.args.retain_loss
-        if kind not in ("ap", "nll+ap"):
+        if "ap" not in kind.split("+"):
             return super().retain_loss(model, fwd, inputs, is_retain)
         answer = fwd.logps[is_retain]
         loss = answer_preservation(answer, fwd.extra["refusal_logps"][is_retain], self.args.beta)
-        return loss - answer / fwd.n_tokens[is_retain].clamp(min=1) if kind == "nll+ap" else loss
+        if kind == "nll+ap":
+            return loss - answer / fwd.n_tokens[is_retain].clamp(min=1)
+        if kind == "kl+ap":
+            return loss + self.reference_kl(model, fwd, inputs, is_retain)
+        return loss
 
 
 @register
