@@ -76,7 +76,21 @@ def score(bench: Path, start: int, rows: int) -> dict[str, Any]:
     return out
 
 
-def check(scored: dict[str, Any], levels: list[float], sizes: list[int], delta: float, splits: int) -> dict:
+ORDERS = ("rest", "suite")
+
+
+def check(
+    scored: dict[str, Any],
+    levels: list[float],
+    sizes: list[int],
+    delta: float,
+    splits: int,
+    correction: str = "fixed_sequence",
+    order_by: str = "rest",
+) -> dict:
+    """Per level and calibration size, the empirical check over `splits` random splits of the pool. Fixed-sequence
+    testing orders the candidates by their risk on the rows outside each split's calibration rows (`rest`: as the
+    sweep orders by its search rows) or on the benchmark suite's rows (`suite`: rows the entries were trained on)."""
     from unlearn.risk import Budget, certify
     from unlearn.sweeping import BudgetSpec, empirical_check
 
@@ -88,7 +102,7 @@ def check(scored: dict[str, Any], levels: list[float], sizes: list[int], delta: 
 
     pool = [loss(scored[n]["pool"], target["pool"]) for n in names]
     suite_risk = [float(loss(scored[n]["suite_rows"], target["suite_rows"]).mean()) for n in names]
-    order = [int(i) for i in np.argsort(suite_risk, kind="stable")]
+    suite_order = [int(i) for i in np.argsort(suite_risk, kind="stable")]
     fq = [scored[n]["forget_quality"] for n in names]
     candidates = [
         {
@@ -109,7 +123,11 @@ def check(scored: dict[str, Any], levels: list[float], sizes: list[int], delta: 
 
             def run(cal: dict[str, np.ndarray], budget: Budget = budget):
                 losses = [{"utility": rows[cal["pool"]]} for rows in pool]
-                return certify(losses, [budget], delta, "fixed_sequence", order=order)
+                order = suite_order
+                if order_by == "rest":
+                    rest = np.setdiff1d(np.arange(n_pool), cal["pool"])
+                    order = [int(i) for i in np.argsort([rows[rest].mean() for rows in pool], kind="stable")]
+                return certify(losses, [budget], delta, correction, order=order)
 
             def best(cert) -> int | None:
                 ok = [j for j, c in enumerate(cert.certified) if c]
@@ -143,10 +161,28 @@ def check(scored: dict[str, Any], levels: list[float], sizes: list[int], delta: 
                 f"{res['violations']} (rate {rate}); picks {picks}",
                 flush=True,
             )
-    return {"delta": delta, "splits": splits, "pool_rows": n_pool, "candidates": candidates, "runs": runs}
+    return {
+        "delta": delta,
+        "correction": correction,
+        "order_by": order_by,
+        "splits": splits,
+        "pool_rows": n_pool,
+        "candidates": candidates,
+        "runs": runs,
+    }
 
 
 def markdown(result: dict, command: str, start: int) -> str:
+    how = (
+        "Bonferroni over the candidates"
+        if result["correction"] == "bonferroni"
+        else "fixed-sequence over the candidates in the order of their risk on "
+        + (
+            "the pool rows outside each split's calibration rows (as the sweep orders by its search rows)"
+            if result["order_by"] == "rest"
+            else "the suite's rows (rows the entries trained on)"
+        )
+    )
     lines = [
         "# Risk-controlled pick on SmolLM2 TOFU: the observed violation rate (issue 17)",
         "",
@@ -155,8 +191,8 @@ def markdown(result: dict, command: str, start: int) -> str:
         f"Candidates: the {len(result['candidates'])} unlearned entries of the benchmark run. Pool: "
         f"{result['pool_rows']} rows of `retain_perturbed` from row {start} (the suite read rows 0-{start - 1}, "
         "on which the entries were chosen). Utility loss per row: max(0, 1 - P_unlearned / P_target), capped at 1 "
-        "(the sweep's `max_drop` budget). Learn-then-Test, Hoeffding-Bentkus p-values, fixed-sequence over the "
-        f"candidates in the order of their risk on the suite's rows, delta {result['delta']:g}; the pick is the "
+        f"(the sweep's `max_drop` budget). Learn-then-Test, Hoeffding-Bentkus p-values, {how}, delta "
+        f"{result['delta']:g}; the pick is the "
         f"certified candidate with the best forget quality. {result['splits']} random calibration/test splits per "
         "row.",
         "",
@@ -190,10 +226,12 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/risk_smollm2"))
     ap.add_argument("--start", type=int, default=40, help="first pool row of retain_perturbed")
     ap.add_argument("--rows", type=int, default=360, help="pool rows")
-    ap.add_argument("--levels", default="0.05,0.1,0.15,0.2", help="utility budget levels (max_drop)")
+    ap.add_argument("--levels", default="0.05,0.06,0.08,0.1,0.15,0.2", help="utility budget levels (max_drop)")
     ap.add_argument("--calibration", default="50,100,180", help="calibration rows per split")
     ap.add_argument("--delta", type=float, default=0.1)
     ap.add_argument("--splits", type=int, default=1000)
+    ap.add_argument("--correction", default="fixed_sequence", choices=("fixed_sequence", "bonferroni"))
+    ap.add_argument("--order-by", default="rest", choices=ORDERS, help="fixed-sequence order (see check)")
     args = ap.parse_args()
     scored = score(args.bench, args.start, args.rows)
     result = check(
@@ -202,11 +240,13 @@ def main() -> None:
         [int(x) for x in args.calibration.split(",")],
         args.delta,
         args.splits,
+        args.correction,
+        args.order_by,
     )
     from unlearn.rundir import write_atomic
 
     command = "python benchmarks/risk_check.py " + " ".join(
-        f"--{k} {v}" for k, v in vars(args).items() if v != ap.get_default(k)
+        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v != ap.get_default(k)
     )
     args.out.mkdir(parents=True, exist_ok=True)
     write_atomic(args.out / "results.json", json.dumps(result, indent=2))
