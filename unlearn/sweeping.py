@@ -397,7 +397,8 @@ def _risk(sweep: Sweep, spec: dict, metrics: dict, suite: dict, protocol, where:
                 f"{n} calibration rows of `{b.data}` even a candidate with no loss on any of them has p-value "
                 f"{smallest_p_value(n, b.alpha):.3g} > delta{' / n_trials' if sweep.correction == 'bonferroni' else ''} "
                 f"= {level:.3g}. It needs at least {need} calibration rows: evaluate on more rows "
-                "(`suite_params.limit` of the protocol), raise `risk.calibration_fraction`, loosen the level, "
+                "(`suite_params.limit` of the protocol, or a suite with a larger pool for the budget, such as "
+                "`tofu_risk`'s `retain_pool_probability`), raise `risk.calibration_fraction`, loosen the level, "
                 "raise `risk.delta`, or use `correction: fixed_sequence`."
             )
 
