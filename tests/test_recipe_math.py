@@ -116,15 +116,19 @@ def retain_logps(trainer, tok, refusals):
     return answer, refusal
 
 
+def unseen_retain_pass(model, tok, tofu_rows, out, settings):
+    """An IdkDPO trainer whose retain questions the tiny target never learned (their refusal as likely as their
+    answer: AP not yet saturated, as for the weakly known neighbor facts on which IdkDPO over-refuses on SmolLM2),
+    and the retain pass of its first batch."""
+    rows = {"forget": tofu_rows["forget"], "retain": read_jsonl("retain99", 2 * N_RETAIN)[N_RETAIN:]}
+    trainer = make("idkdpo", copy.deepcopy(model), tok, rows, out, **settings)
+    return rows, trainer, trainer.split_passes(next(iter(trainer.get_train_dataloader())))[1]
+
+
 def test_answer_preservation_is_its_equation_and_with_the_nll_holds_refusals_back(tiny, tofu_rows, tmp_path):
     model, tok = tiny
-    # Retain questions the tiny target never learned: their refusal is as likely as their answer (AP is not yet
-    # saturated), as for the weakly known neighbor facts on which IdkDPO over-refuses on SmolLM2.
-    rows = {"forget": tofu_rows["forget"], "retain": read_jsonl("retain99", 2 * N_RETAIN)[N_RETAIN:]}
     settings = {"learning_rate": 1e-2, "num_train_epochs": 10, "retain_loss": "ap", "split_passes": True}
-    trainer = make("idkdpo", copy.deepcopy(model), tok, rows, tmp_path / "ap", **settings)
-    batch = next(iter(trainer.get_train_dataloader()))
-    retain_pass = trainer.split_passes(batch)[1]
+    rows, trainer, retain_pass = unseen_retain_pass(model, tok, tofu_rows, tmp_path / "ap", settings)
     with torch.no_grad():
         terms, _ = trainer.loss_terms(trainer.model, retain_pass)
     index = retain_pass["index"].tolist()
@@ -153,11 +157,8 @@ def test_kl_plus_ap_is_answer_preservation_plus_the_reference_kl(tiny, tofu_rows
     """`retain_loss: kl+ap` per retain row: Eq. 8's AP plus KL(reference || model) over the answer tokens, the
     reference being the adapter-disabled model (0 before any step, positive once the adapter moved)."""
     model, tok = tiny
-    rows = {"forget": tofu_rows["forget"], "retain": read_jsonl("retain99", 2 * N_RETAIN)[N_RETAIN:]}
     settings = {"learning_rate": 1e-2, "num_train_epochs": 2, "retain_loss": "kl+ap", "split_passes": True}
-    trainer = make("idkdpo", copy.deepcopy(model), tok, rows, tmp_path / "klap", **settings)
-    batch = next(iter(trainer.get_train_dataloader()))
-    retain_pass = trainer.split_passes(batch)[1]
+    _, trainer, retain_pass = unseen_retain_pass(model, tok, tofu_rows, tmp_path / "klap", settings)
 
     def terms(kind):
         trainer.args.retain_loss = kind
