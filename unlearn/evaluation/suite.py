@@ -8,8 +8,8 @@
       forget_probability: {metric: probability, data: forget, role: forget}
 
 A dataset may take `start` and `limit` (its rows start..start+limit; the `limit` parameter is the default of every
-dataset's). Strings may use `{param}`; `params` can be overridden by the caller. Suites are looked up as a path, then by name in
-the shipped suites (the repository's `eval/` folder, installed as `unlearn.suites`).
+dataset's). Strings may use `{param}`; `params` can be overridden by the caller. Suites are looked up as a path,
+then by name in the shipped suites (the repository's `eval/` folder, installed as `unlearn.suites`).
 """
 
 from __future__ import annotations
@@ -45,8 +45,11 @@ def dataset_rows(spec: dict[str, Any]):
     ds = load_records({k: spec[k] for k in ("path", "name", "split") if k in spec})
     start = int(spec.get("start") or 0)
     stop = len(ds) if spec.get("limit") is None else min(len(ds), start + int(spec["limit"]))
-    if start >= len(ds):
-        raise UnlearnError(f"Suite dataset {spec['path']!r} has {len(ds)} rows; `start: {start}` leaves none.")
+    if not 0 <= start < len(ds):
+        raise UnlearnError(
+            f"Suite dataset {spec['path']!r} has {len(ds)} rows; `start: {start}` "
+            + ("leaves none." if start >= 0 else "must be >= 0 (the first row is 0).")
+        )
     return ds if (start, stop) == (0, len(ds)) else ds.select(range(start, stop))
 
 
