@@ -234,7 +234,9 @@ def test_a_protocol_includes_another_and_replaces_what_it_names(tiny_init_dir, t
         load_protocol(tmp_path / "missing.yaml")
 
 
-def test_extra_retain_rows_join_one_entrys_retain_set_never_the_suites_rows(tiny_init_dir, tofu_env, tmp_path):
+def test_extra_retain_rows_join_one_entrys_retain_set_never_the_suites_rows(
+    tiny_init_dir, tofu_env, tmp_path, monkeypatch
+):
     from unlearn.benchmarking.runner import check_data, entry_retain, materialize
 
     general = {"path": "tofu:real_authors_perturbed", "start": N_FORGET, "limit": 4, "answer_key": "original_answer"}
@@ -251,6 +253,14 @@ def test_extra_retain_rows_join_one_entrys_retain_set_never_the_suites_rows(tiny
     ]
     assert more["fingerprint"] != plain["fingerprint"]
     assert [json.loads(line) for line in Path(more["path"]).read_text().splitlines()] == more["rows"]
+
+    # `--only models` writes the entries' retain files too, for recipe files that unlearn from them
+    import unlearn.benchmarking.runner as runner
+
+    monkeypatch.setattr(runner, "build_models", lambda *_: {"target": "t", "retain": "r"})
+    out = tmp_path / "only-models"
+    assert unlearn.benchmark(p, out=out, only="models") == {"target": "t", "retain": "r"}
+    assert (out / "data" / "retain-ga-general.jsonl").read_text() == Path(more["path"]).read_text()
 
     evaluated = {**extra, "extra_retain": {"path": "tofu:real_authors_perturbed", "limit": 4}}
     p = load_protocol(tiny_protocol(tiny_init_dir, entries=[evaluated]))

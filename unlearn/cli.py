@@ -321,7 +321,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("protocol", help="Protocol YAML file")
     p.add_argument("--out", help="Run directory (default runs/benchmark/<name>); run again to resume")
-    p.add_argument("--only", choices=["models"], help="Stop after the target and retain models and their evaluations")
+    p.add_argument(
+        "--only",
+        choices=["models"],
+        help="Stop after the target and retain models and their evaluations (and the entries' retain files)",
+    )
     p.add_argument("overrides", nargs="*", help="key=value overrides of the protocol's top-level keys (YAML values)")
     p.set_defaults(func=cmd_benchmark)
     p = sub.add_parser(

@@ -40,7 +40,8 @@ def benchmark(
     """Run a benchmark protocol (a YAML path, a mapping or a `Protocol`); returns the `results.json` content.
 
     `out` defaults to `runs/benchmark/NAME`. `only="models"` stops after the target and retain models and their
-    evaluations (what the shipped recipe files unlearn from).
+    evaluations, with every entry's retain file written (`data/retain-NAME.jsonl` for entries with `extra_retain`):
+    what the shipped recipe files unlearn from.
     """
     p = protocol if isinstance(protocol, Protocol) else load_protocol(protocol)
     if only not in (None, "models"):
@@ -53,6 +54,8 @@ def benchmark(
     steps = Steps(root)
     models = build_models(p, data, steps)
     if only == "models":
+        for entry in p.entries:
+            entry_retain(entry, data, Path(data["retain"]["path"]).parent)
         return {"target": models["target"], "retain": models["retain"]}
     if "relearn" in p.attacks:
         models["relearn_baseline"] = relearn_baseline(p.attacks["relearn"], data, models, steps)
