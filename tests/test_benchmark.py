@@ -244,7 +244,7 @@ def test_extra_retain_rows_join_one_entrys_retain_set_never_the_suites_rows(
     p = load_protocol(tiny_protocol(tiny_init_dir, entries=[{"recipe": "ga"}, extra]))
     data = materialize(p, tmp_path)
     check_data(p, data)
-    plain, more = (entry_retain(e, data, tmp_path) for e in p.entries)
+    plain, more = (entry_retain(e, data) for e in p.entries)
     assert plain is data["retain"]  # an entry without extra rows keeps the protocol's set (and its cached steps)
     assert more["rows"][:N_RETAIN] == data["retain"]["rows"] and len(more["rows"]) == N_RETAIN + 4
     authors = [json.loads(line) for line in (TOFU_DIR / "real_authors_perturbed.jsonl").read_text().splitlines()]

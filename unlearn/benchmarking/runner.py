@@ -55,7 +55,7 @@ def benchmark(
     models = build_models(p, data, steps)
     if only == "models":
         for entry in p.entries:
-            entry_retain(entry, data, Path(data["retain"]["path"]).parent)
+            entry_retain(entry, data)
         return {"target": models["target"], "retain": models["retain"]}
     if "relearn" in p.attacks:
         models["relearn_baseline"] = relearn_baseline(p.attacks["relearn"], data, models, steps)
@@ -109,10 +109,12 @@ def _extra_rows(entry: Entry) -> list[dict[str, str]]:
     return [r for i, spec in enumerate(entry.extra_retain) for r in _rows(spec, f"`{entry.name}`.extra_retain[{i}]")]
 
 
-def entry_retain(entry: Entry, data: dict[str, dict[str, Any]], where: Path) -> dict[str, Any]:
-    """The rows `entry`'s recipe keeps: `data.retain`, then its `extra_retain` rows (checked by `check_data`)."""
+def entry_retain(entry: Entry, data: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The rows `entry`'s recipe keeps: `data.retain`, then its `extra_retain` rows (checked by `check_data`),
+    written beside the retain set as `retain-NAME.jsonl`."""
     if not entry.extra_retain:
         return data["retain"]
+    where = Path(data["retain"]["path"]).parent
     return _write_rows(where / f"retain-{entry.name}.jsonl", data["retain"]["rows"] + _extra_rows(entry))
 
 
@@ -346,7 +348,7 @@ def _sanity(p: Protocol, target: dict[str, float], retain: dict[str, float], roo
 def run_entry(p: Protocol, entry: Entry, data: dict[str, dict[str, Any]], models: dict[str, Any], steps: Steps):
     """Unlearn from the target with one recipe x settings, evaluate against the reference, run the attacks."""
     base = f"entries/{entry.name}"
-    retain = entry_retain(entry, data, Path(data["retain"]["path"]).parent)
+    retain = entry_retain(entry, data)
     train = steps.run(
         f"{base}/train",
         {
