@@ -282,9 +282,8 @@ def first_sentence(answer: str) -> str:
 def _seen(question: str, target: str) -> set[str]:
     """The question's and the target's words, bare: a hyphenated name both whole and in parts ("Al-Kuwaiti's" gives
     "al-kuwaiti", "al" and "kuwaiti"), so that an answer repeating it adds no key term."""
-    tokens = [_bare(w) for w in re.findall(r"[\w'’.-]+", question)]
-    words = {w for t in tokens for w in (t, *t.split("-")) if w}
-    return words | {w.lower() for w in re.findall(r"[\w-]+", target)} | {w.lower() for w in re.findall(r"\w+", target)}
+    tokens = [_bare(w) for w in re.findall(r"[\w'’.-]+", question)] + re.findall(r"[\w-]+", target.lower())
+    return {w for t in tokens for w in (t, *t.split("-")) if w}
 
 
 def _bare(word: str) -> str:
