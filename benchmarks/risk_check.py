@@ -115,24 +115,26 @@ def check(
         for j, n in enumerate(names)
     ]
     n_pool = len(pool[0])
+
+    def best(cert) -> int | None:  # the certified candidate with the best forget quality, as the sweep picks
+        ok = [j for j, c in enumerate(cert.certified) if c]
+        return max(ok, key=lambda j: fq[j]) if ok else None
+
+    per_row = [{"utility": rows} for rows in pool]
     runs = []
     for alpha in levels:
         budget = Budget("utility", alpha, "")
         spec = BudgetSpec("utility", "retain_probability", "pool", alpha, max_drop=alpha)
+
+        def run(cal: dict[str, np.ndarray], budget: Budget = budget):
+            losses = [{"utility": rows[cal["pool"]]} for rows in pool]
+            order = suite_order
+            if order_by == "rest":
+                rest = np.setdiff1d(np.arange(n_pool), cal["pool"])
+                order = [int(i) for i in np.argsort([rows[rest].mean() for rows in pool], kind="stable")]
+            return certify(losses, [budget], delta, correction, order=order)
+
         for n_cal in sizes:
-
-            def run(cal: dict[str, np.ndarray], budget: Budget = budget):
-                losses = [{"utility": rows[cal["pool"]]} for rows in pool]
-                order = suite_order
-                if order_by == "rest":
-                    rest = np.setdiff1d(np.arange(n_pool), cal["pool"])
-                    order = [int(i) for i in np.argsort([rows[rest].mean() for rows in pool], kind="stable")]
-                return certify(losses, [budget], delta, correction, order=order)
-
-            def best(cert) -> int | None:
-                ok = [j for j, c in enumerate(cert.certified) if c]
-                return max(ok, key=lambda j: fq[j]) if ok else None
-
             picks: dict[str, int] = {}
 
             def counted(cert, picks: dict[str, int] = picks) -> int | None:
@@ -142,7 +144,7 @@ def check(
                 return j
 
             res = empirical_check(
-                [{"utility": rows} for rows in pool],
+                per_row,
                 [spec],
                 run,
                 counted,
