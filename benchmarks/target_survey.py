@@ -10,7 +10,8 @@ keeps (no neighbors, no training); `--run` does the whole flow per target (`reci
 IdkDPO with answer preservation, before/after, relearn + 4-bit attacks) and writes RESULTS.md + results.json with
 one row per target: known facts, stated before -> after for the trained, held-out, neighbor and retain facts, the
 recovered fractions and the minutes. `--set KEY=VALUE` overrides a setting of the recipe (a row per target and
-settings; rows of earlier invocations in the same `--out` are kept), `--no-attacks` skips the attacks (a settings
+settings; rows of earlier invocations in the same `--out` are kept), `--label NAME` names the rows instead (a
+change of the code rather than of a setting), `--no-attacks` skips the attacks (a settings
 search reads the stated fractions first).
 """
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -40,19 +42,26 @@ def probe(model, tokenizer, names: list[str]) -> list[dict]:
     return rows
 
 
-def run(names: list[str], out: Path, model_name: str, settings: dict[str, Any], attacks: bool = True) -> list[dict]:
+def run(
+    names: list[str],
+    out: Path,
+    model_name: str,
+    settings: dict[str, Any],
+    attacks: bool = True,
+    label: str | None = None,
+) -> list[dict]:
     from unlearn.loading import load_model_and_tokenizer
     from unlearn.precheck import read_recipe_values
     from unlearn.recipes import recipe_config
     from unlearn.targets import DEFAULT_ATTACKS, forget_target
 
-    label = " ".join(f"{k}={v}" for k, v in settings.items()) or "recipe"
+    label = label or " ".join(f"{k}={v}" for k, v in settings.items()) or "recipe"
     results = out / "results.json"
     rows = json.loads(results.read_text()) if results.exists() else []
     for name in names:
         started = time.time()
         model, tokenizer = load_model_and_tokenizer(model_name)
-        slug = name.lower().replace(" ", "-") + "".join(f"-{k}{v}" for k, v in settings.items())
+        slug = name.lower().replace(" ", "-") + ("" if label == "recipe" else "-" + re.sub(r"[^\w.+-]", "", label))
         values = {**read_recipe_values("recipes/target.yaml"), **settings, "output_dir": str(out / slug)}
         values.update(model_name_or_path=model_name, target=name, disable_tqdm=True, overwrite=True)
         chosen = DEFAULT_ATTACKS if attacks else ()
@@ -70,6 +79,10 @@ def run(names: list[str], out: Path, model_name: str, settings: dict[str, Any], 
                 "neighbor_entities": s["neighbor_entities"],
                 "before": result.before["stated"],
                 "after": result.after["stated"],
+                "known_before": result.before["known"],
+                "known_after": result.after["known"],
+                "passages": s["passages"],
+                "heldout_in_passages": s["heldout_in_passages"],
                 "attacks": {a["attack"]: a["recovered_fraction"] for a in result.attacks or []},
                 "minutes": (time.time() - started) / 60,
             }
@@ -82,19 +95,29 @@ def run(names: list[str], out: Path, model_name: str, settings: dict[str, Any], 
 
 def table(rows: list[dict]) -> str:
     sets = ("forget", "heldout", "neighbors", "neighbors_trained", "retain")
-    head = "| target | settings | known | " + " | ".join(f"{s} stated" for s in sets) + " | relearned | 4-bit | min |"
+    checked = ("forget", "heldout", "neighbors")  # `known` (the knowledge check after), where the run measured it
+    head = (
+        "| target | settings | known | "
+        + " | ".join(f"{s} stated" for s in sets)
+        + " | "
+        + " | ".join(f"{s} known" for s in checked)
+        + " | relearned | 4-bit | min |"
+    )
     lines = [
         "# `unlearn forget recipes/target.yaml target=...` on SmolLM2-135M-Instruct",
         "",
         "Made with `python benchmarks/target_survey.py --run ...`. stated: fraction of greedy answers that contain the"
         " fact's key term, before -> after; neighbors are the held-out neighbor facts (never trained on),"
-        " neighbors_trained those trained on as retain rows.",
+        " neighbors_trained those trained on as retain rows. known: fraction of the facts that still pass the"
+        " knowledge check, before -> after (- where the run predates it).",
         "",
         head,
-        "|" + "---|" * (len(sets) + 6),
+        "|" + "---|" * (len(sets) + len(checked) + 6),
     ]
     for r in rows:
         cells = [f"{r['before'].get(s, float('nan')):.2f} -> {r['after'].get(s, float('nan')):.2f}" for s in sets]
+        kb, ka = r.get("known_before", {}), r.get("known_after", {})
+        cells += [f"{kb[s]:.2f} -> {ka[s]:.2f}" if s in ka else "-" for s in checked]
         a = r["attacks"]
         lines.append(
             f"| {r['target']} | {r.get('settings', 'recipe')} | {r['known']} | "
@@ -112,6 +135,7 @@ def main() -> None:
     )
     parser.add_argument("--run", nargs="*", help="Targets to forget, one whole flow each")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="A recipe setting to override")
+    parser.add_argument("--label", help="The rows' settings column (default: the --set values, else 'recipe')")
     parser.add_argument("--no-attacks", action="store_true", help="Skip the relearn and 4-bit attacks")
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--out", default="runs/targets")
@@ -131,7 +155,7 @@ def main() -> None:
         from unlearn.precheck import parse_overrides
 
         settings = parse_overrides(args.set)
-        run(args.run, out, args.model, settings, attacks=not args.no_attacks)
+        run(args.run, out, args.model, settings, attacks=not args.no_attacks, label=args.label)
 
 
 if __name__ == "__main__":

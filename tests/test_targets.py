@@ -166,6 +166,30 @@ def test_probe_keeps_what_the_model_knows_and_caches_it(knower, tmp_path, monkey
         T.prepare(model, tok, T.Request(TARGET, scope="friends"))  # another scope is another set
 
 
+def test_passages_are_whole_sentences_about_the_target(monkeypatch):
+    import unlearn.scoring
+
+    said = {
+        "Tell me about Zorvan Quill.": "Zorvan Quill is a poet from Pell. He wrote Dace and Vale. His third",
+        "What do you know about Zorvan Quill?": "I'm not sure who Zorvan Quill is.",
+        "Describe Zorvan Quill in a few sentences.": "A poet. Born in Pell",
+        "What is Zorvan Quill best known for?": "",
+    }
+    monkeypatch.setattr(unlearn.scoring, "greedy_answers", lambda m, t, prompts, **k: [said[p] for p in prompts])
+    rows = T.passages(None, None, T.Request(TARGET))
+    assert [(r["question"], r["answer"]) for r in rows] == [
+        ("Tell me about Zorvan Quill.", "Zorvan Quill is a poet from Pell. He wrote Dace and Vale."),
+        ("Describe Zorvan Quill in a few sentences.", "A poet."),
+    ]
+    assert all(r["source"] == "passage" and r["entity"] == TARGET for r in rows)
+    sets = T.TargetSets(T.Request(TARGET), [], [{"key": ["Vale"]}, {"key": ["Ulm"]}], [], [], [], passages=rows)
+    assert sets.summary()["heldout_in_passages"] == 1  # "Vale" is in a passage: that held-out fact was trained on
+    # a scoped request asks about the scope, and keeps only passages in it
+    said = {p.format(t=f"{TARGET}'s friends"): "Zorvan has many friends." for p in T.PASSAGE_PROMPTS}
+    said[T.PASSAGE_PROMPTS[0].format(t=f"{TARGET}'s friends")] = "Zorvan lives in Pell."
+    assert len(T.passages(None, None, T.Request(TARGET, scope="friends"))) == len(T.PASSAGE_PROMPTS) - 1
+
+
 def test_a_target_the_model_does_not_know_is_refused(knower, tmp_path, monkeypatch):
     model, tok = knower
     monkeypatch.setenv("UNLEARN_CACHE", str(tmp_path))
@@ -193,11 +217,21 @@ def test_forget_a_target_end_to_end(knower, tmp_path, monkeypatch):
     before, after = result.before["stated"], result.after["stated"]
     assert before["forget"] >= 0.9 and after["forget"] < before["forget"] - 0.5  # the trained facts are no longer said
     assert after["heldout"] <= before["heldout"]
+    # the knowledge check that admitted the facts passes them all before, and fewer after
+    known_before, known_after = result.before["known"], result.after["known"]
+    assert known_before["forget"] == 1.0 and known_after["forget"] < 1.0
+    assert set(known_after) == {"forget", "heldout", "neighbors", "neighbors_trained"}
     assert [a["attack"] for a in result.attacks] == ["relearn"]
     report = (out / "target" / "REPORT.md").read_text()
-    assert f"# Forgetting target `{TARGET}`" in report and "| heldout |" in report
+    assert f"# Forgetting target `{TARGET}`" in report and "| heldout |" in report and "known after" in report
     saved = yaml_load(out / "unlearn_config.yaml")
-    assert saved["target"] == TARGET and saved["forget"].endswith("target/forget.jsonl")
+    assert saved["target"] == TARGET and saved["forget"].endswith("target/train_forget.jsonl")
+    # trained on: the facts and the passages; kept: the general rows and the neighbors
+    sets = result.sets
+    trained = [json.loads(x) for x in (out / "target" / "train_forget.jsonl").read_text().splitlines()]
+    assert trained == sets.forget + sets.passages
+    retained = [json.loads(x) for x in (out / "target" / "train_retain.jsonl").read_text().splitlines()]
+    assert retained == sets.retain + sets.neighbors
     assert (out / "adapter_config.json").is_file() and (out / "run.json").is_file()
     # An overwrite replaces the run and keeps the reviewed sets (the same model: the cached sets).
     (out / "target" / "reviewed.txt").write_text("looked at forget.jsonl")

@@ -39,9 +39,9 @@ from .errors import UnlearnError
 from .rundir import REQUEST_FILE, TARGET_DIR, write_atomic
 from .target_request import Request, resolve_request
 
-SET_NAMES = ("forget", "heldout", "neighbors", "neighbors_heldout", "retain")
+SET_NAMES = ("forget", "heldout", "neighbors", "neighbors_heldout", "retain", "passages")
 # Bump when the probing changes what it keeps, so cached sets of an older probe are not reused.
-PROBE_VERSION = 10
+PROBE_VERSION = 11
 
 # Questions about any kind of target (a person, a place, a work); nonsense ones ("the capital of Harry Potter")
 # get answers the knowledge check rejects, or facts the model holds about the target anyway.
@@ -168,6 +168,17 @@ KIND_WORDS = {
     GROUP: r"band|group|company|team|organi[sz]ation|club|duo|quartet",
 }
 REPHRASE = "Answer briefly. {q}"  # the question asked another way, for `check_stable`
+# Broad requests about the target. Their greedy answers state many facts at once ("Star Wars is ... created by
+# George Lucas ... Luke Skywalker, Han Solo ..."): trained on beside the single facts, so that forgetting reaches
+# the facts no probed question asked for, as RWKU's forget corpus (text about the target that the model itself
+# wrote) does. No key terms: trained on, not measured.
+PASSAGE_PROMPTS = (
+    "Tell me about {t}.",
+    "What do you know about {t}?",
+    "Describe {t} in a few sentences.",
+    "What is {t} best known for?",
+)
+PASSAGE_TOKENS = 80  # with the question and the chat template, within the recipes' 128-token rows
 ASK_QUESTIONS = "Write 8 different short questions about {t}, one per line."
 ASK_NEIGHBORS = "Name 5 famous books, films, people or places similar to {t} but not part of it, one per line."
 # Well-known entities of every kind: the neighbors when the model names too few, and the candidates
@@ -273,10 +284,19 @@ YEAR = re.compile(r"\b(1[0-9]{3}|20[0-9]{2})\b")
 # ---- requests ---------------------------------------------------------------------------------------------------
 
 
+SENTENCE_END = re.compile(r"(?<![A-Z])(?<!\b[A-Z][a-z])[.!?](?=\s|$)")  # initials such as "J.K." end none
+
+
 def first_sentence(answer: str) -> str:
-    """The answer up to its first sentence end (initials such as "J.K." do not end it)."""
-    m = re.search(r"(?<![A-Z])(?<!\b[A-Z][a-z])[.!?](?=\s|$)|\n", answer)
+    """The answer up to its first sentence end or line break."""
+    m = re.search(rf"{SENTENCE_END.pattern}|\n", answer)
     return (answer[: m.end()] if m else answer).strip()
+
+
+def whole_sentences(text: str) -> str:
+    """The text up to its last sentence end (a greedy answer cut off mid-sentence loses the cut sentence)."""
+    ends = [m.end() for m in SENTENCE_END.finditer(text)]
+    return (text[: ends[-1]] if ends else text).strip()
 
 
 def _seen(question: str, target: str) -> set[str]:
@@ -447,28 +467,43 @@ def key_confidence(model, tokenizer, rows: list[dict]) -> list[float]:
 def check_knowledge(model, tokenizer, rows: list[dict], pool: list[str]) -> list[dict]:
     """Adds `known`, the margin, the key's confidence and the swapped answers (`perturbed_answer`) to each
     candidate with a key term."""
-    from .attacks.common import grouped_loglik
-    from .data import format_qa
 
     keyed = [r for r in rows if r["key_term"] and r["key_term"] in r["answer"]]
-    groups = []
     for r in keyed:
         alts = [r["answer"].replace(r["key_term"], s) for s in swaps(r["key_term"], pool)]
         r["perturbed_answer"] = [a for a in alts if a != r["answer"]]
-        groups.append([format_qa(tokenizer, r["question"], a)[:2] for a in [r["answer"], *r["perturbed_answer"]]])
-    loglik = grouped_loglik(model, tokenizer, groups) if groups else []
-    confidence = key_confidence(model, tokenizer, keyed)
-    for r, ll, conf in zip(keyed, loglik, confidence, strict=True):
-        r["confidence"] = conf
-        if len(ll) == 1:
-            r["margin"], r["known"] = None, False
-            continue
-        # summed over the answer: the answers differ only in the key's few tokens
-        r["margin"] = ll[0] - statistics.fmean(ll[1:])
-        r["known"] = r["margin"] >= KEY_MARGIN and conf >= KEY_CONFIDENCE
+    for r, (margin, conf) in zip(keyed, knowledge_scores(model, tokenizer, keyed), strict=True):
+        r["margin"], r["confidence"] = margin, conf
+        r["known"] = margin is not None and margin >= KEY_MARGIN and conf >= KEY_CONFIDENCE
     for r in rows:
         r.setdefault("known", False)
     return rows
+
+
+def knowledge_scores(model, tokenizer, rows: list[dict]) -> list[tuple[float | None, float]]:
+    """Per row (`answer`, `key_term` in it, the swapped `perturbed_answer`s): the margin, the answer's log-likelihood
+    over the swapped answers' mean (None without swaps), and the key's confidence (`key_confidence`)."""
+    from .attacks.common import grouped_loglik
+    from .data import format_qa
+
+    groups = [[format_qa(tokenizer, r["question"], a)[:2] for a in [r["answer"], *r["perturbed_answer"]]] for r in rows]
+    loglik = grouped_loglik(model, tokenizer, groups) if groups else []
+    # summed over the answer: the answers differ only in the key's few tokens
+    margins = [ll[0] - statistics.fmean(ll[1:]) if len(ll) > 1 else None for ll in loglik]
+    return list(zip(margins, key_confidence(model, tokenizer, rows), strict=True))
+
+
+def still_known(model, tokenizer, facts: list[dict]) -> float:
+    """The fraction of `facts` (rows of the sets) that still pass the knowledge check that admitted them: the
+    model's own answer `KEY_MARGIN` nats likelier than the swapped ones, its key term `KEY_CONFIDENCE` likely.
+    Greedy answers (`stated`) read what the model says; this reads what it still prefers, so a fact hidden behind
+    a refusal but still preferred over the swaps counts as known, and a neighbor whose answer got wordier but
+    whose fact stands counts as kept."""
+    rows = [f for f in facts if f.get("key_term") and f["key_term"] in f["answer"] and f.get("perturbed_answer")]
+    if not rows:
+        return float("nan")
+    scores = knowledge_scores(model, tokenizer, rows)
+    return statistics.fmean(m is not None and m >= KEY_MARGIN and c >= KEY_CONFIDENCE for m, c in scores)
 
 
 def check_stable(model, tokenizer, rows: list[dict]) -> list[dict]:
@@ -511,6 +546,7 @@ def _fact(row: dict) -> dict:
         "answer": row["answer"],
         "perturbed_answer": row["perturbed_answer"],
         "key": key_words(row["key_term"], row["question"], row["entity"]),
+        "key_term": row["key_term"],
         "entity": row["entity"],
         "source": row["source"],
         "margin": round(row["margin"], 3),
@@ -536,6 +572,7 @@ class TargetSets:
     neighbors: list[dict]
     neighbors_heldout: list[dict]
     retain: list[dict]
+    passages: list[dict] = field(default_factory=list)  # the model's own text about the target, trained on
     probe: list[dict] = field(default_factory=list)  # every candidate, known or not (for review)
     neighbor_entities: list[str] = field(default_factory=list)
 
@@ -543,8 +580,13 @@ class TargetSets:
         return {n: getattr(self, n) for n in SET_NAMES}
 
     def summary(self) -> dict[str, Any]:
+        from .demo import states
+
         return {
             **{n: len(v) for n, v in self.sets().items()},
+            "heldout_in_passages": sum(
+                states(" ".join(p["answer"] for p in self.passages), r["key"]) for r in self.heldout
+            ),
             "known": len(self.forget) + len(self.heldout),
             "probed": len([r for r in self.probe if r["entity"] == self.request.target]),
             "neighbor_entities": self.neighbor_entities,
@@ -561,6 +603,22 @@ def _name_words(target: str) -> list[str]:
     """The words that make a mention of `target`: "Lord", "Rings" of "The Lord of the Rings", not "The" (which would
     count every sentence with a "the" in it as mentioning the target)."""
     return [w for w in re.findall(r"\w+", target) if len(w) > 2 and w.lower() not in COMMON]
+
+
+def passages(model, tokenizer, request: Request) -> list[dict]:
+    """The model's greedy answers to `PASSAGE_PROMPTS` about the target (about "TARGET's SCOPE" for a scoped
+    request), cut to whole sentences; deflections and answers out of scope are left out."""
+    from .scoring import greedy_answers
+
+    subject = f"{request.target}'s {request.scope}" if request.scope else request.target
+    prompts = [p.format(t=subject) for p in PASSAGE_PROMPTS]
+    rows = []
+    said = greedy_answers(model, tokenizer, prompts, max_new_tokens=PASSAGE_TOKENS)
+    for prompt, text in zip(prompts, map(whole_sentences, said), strict=True):
+        in_scope = _in_scope({"question": "", "answer": text}, request.scope)  # the prompt names the scope
+        if text and not DEFLECTIONS.search(first_sentence(text)) and in_scope:
+            rows.append({"question": prompt, "answer": text, "entity": request.target, "source": "passage"})
+    return rows
 
 
 def _named_neighbors(model, tokenizer, request: Request) -> list[str]:
@@ -619,6 +677,7 @@ def build_sets(model, tokenizer, request: Request, retain: list[dict] | None = N
         kept,
         kept_heldout,
         list(retain) if retain is not None else demo_rows("retain"),
+        passages(model, tokenizer, request),
         probe=probe + neighbor_rows,
         neighbor_entities=used,
     )
@@ -693,9 +752,13 @@ def prepare(model, tokenizer, request: Request, out: Path | None = None, cache: 
 
 
 def _stated(model, tokenizer, sets: dict[str, list[dict]]) -> dict[str, Any]:
+    """`demo.measure` on the sets, with the fraction of each set's facts still known (`still_known`)."""
     from .demo import measure
 
-    return measure(model, tokenizer, {n: rows for n, rows in sets.items() if rows})
+    measured = measure(model, tokenizer, {n: rows for n, rows in sets.items() if rows})
+    known = {n: still_known(model, tokenizer, rows) for n, rows in sets.items() if n != "retain"}
+    measured["known"] = {n: v for n, v in known.items() if v == v}  # nan: no checked facts in the set
+    return measured
 
 
 def report(sets: TargetSets, before: dict, after: dict, attacks: list[dict] | None, minutes: float) -> str:
@@ -709,8 +772,8 @@ def report(sets: TargetSets, before: dict, after: dict, attacks: list[dict] | No
         "likely per token where the answer puts it). Neighbors from: "
         f"{', '.join(sets.neighbor_entities) or 'none'}. Every {HELD_OUT_EVERY}rd fact held out of training.",
         "",
-        "| set | rows | stated before | stated after | answer NLL before | after |",
-        "|---|---|---|---|---|---|",
+        "| set | rows | stated before | stated after | known before | known after | answer NLL before | after |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     shown = {
         "forget": ("forget", sets.forget),
@@ -721,13 +784,16 @@ def report(sets: TargetSets, before: dict, after: dict, attacks: list[dict] | No
     }
     for name, (label, rows) in shown.items():
         if name in before["stated"]:
+            known = [f"{m['known'][name]:.2f}" if name in m.get("known", {}) else "-" for m in (before, after)]
             lines.append(
-                f"| {label} | {len(rows)} | {before['stated'][name]:.2f} | "
-                f"{after['stated'][name]:.2f} | {before['nll'][name]:.2f} | {after['nll'][name]:.2f} |"
+                f"| {label} | {len(rows)} | {before['stated'][name]:.2f} | {after['stated'][name]:.2f} | "
+                f"{known[0]} | {known[1]} | {before['nll'][name]:.2f} | {after['nll'][name]:.2f} |"
             )
     lines += [
         "",
-        f"stated: the fraction of greedy answers ({STATED_TOKENS} tokens) that contain the fact's key term.",
+        f"stated: the fraction of greedy answers ({STATED_TOKENS} tokens) that contain the fact's key term. known: "
+        "the fraction that still pass the knowledge check (the model's answer likelier than with its key term "
+        "swapped, the key term confident): a fact no longer stated but still known is hidden, not erased.",
         "",
     ]
     if attacks:
@@ -804,7 +870,9 @@ def forget_target(
         "retain": sets.retain,
     }
     before = _stated(model, tokenizer, evaluated)
-    forget_path, retain_path = out / TARGET_DIR / "forget.jsonl", out / TARGET_DIR / "train_retain.jsonl"
+    forget_path, retain_path = out / TARGET_DIR / "train_forget.jsonl", out / TARGET_DIR / "train_retain.jsonl"
+    train_forget = sets.forget + sets.passages
+    write_atomic(forget_path, "".join(json.dumps(r) + "\n" for r in train_forget))
     train_retain = sets.retain + sets.neighbors  # the neighbors not held out are kept by training on them
     write_atomic(retain_path, "".join(json.dumps(r) + "\n" for r in train_retain))
     if config is None:
@@ -821,7 +889,7 @@ def forget_target(
 
     config.forget, config.retain = str(forget_path), str(retain_path)
     config.target, config.request = req.target, req.text
-    unlearned = run(config, model, tokenizer, sets.forget, train_retain, save=tmp is None)
+    unlearned = run(config, model, tokenizer, train_forget, train_retain, save=tmp is None)
     after = _stated(unlearned, tokenizer, evaluated)
     rows = None
     if attacks:
