@@ -119,6 +119,19 @@ def test_neighbors_are_asked_only_what_suits_their_kind(monkeypatch):
     assert T.well_posed({"question": "What is Paris famous for?", "key_term": "1889"})
 
 
+def test_an_answer_to_a_question_unsuited_to_the_target_that_does_not_name_it_is_about_something_else():
+    place = {T.PLACE}
+    war = {"question": "Which war did Paris fight in?", "answer": "World War I was fought by the Central Powers."}
+    assert T.about_something_else(war, "Paris", place)
+    assert not T.about_something_else(war, "Paris", set())  # its kind unknown: every answer stays
+    lived = {"question": "Where did Paris live?", "answer": "Paris, the capital city of France, was born."}
+    assert not T.about_something_else(lived, "Paris", place)  # names the target
+    landmark = {"question": "What is the most famous landmark in Paris?", "answer": "It is the Eiffel Tower."}
+    assert not T.about_something_else(landmark, "Paris", place)  # a question that suits a place
+    villain = {"question": "Who is the villain in Harry Potter?", "answer": "The main villain is Lord Voldemort."}
+    assert not T.about_something_else(villain, "Harry Potter", {T.WORK})
+
+
 def test_a_confident_key_is_known_an_invented_one_is_not(knower):
     """The swap margin alone passes any greedy answer; the key's own probability where it stands separates a taught
     name from another name put in its place."""
@@ -224,6 +237,7 @@ def test_forget_a_target_end_to_end(knower, tmp_path, monkeypatch):
     assert [a["attack"] for a in result.attacks] == ["relearn"]
     report = (out / "target" / "REPORT.md").read_text()
     assert f"# Forgetting target `{TARGET}`" in report and "| heldout |" in report and "known after" in report
+    assert report.count("(still known: ") == len(result.sets.heldout) + len(result.sets.neighbors_heldout)
     saved = yaml_load(out / "unlearn_config.yaml")
     assert saved["target"] == TARGET and saved["forget"].endswith("target/train_forget.jsonl")
     # trained on: the facts and the passages; kept: the general rows and the neighbors

@@ -19,11 +19,13 @@ what it knows:
    it), checked the same way, and kept where the answer is of the kind asked for, survives the question asked
    another way and does not mention the target (they must be kept); the general retain set is the shipped
    general-knowledge rows;
+   **passages**: the model's answers to broad requests about the target ("Tell me about X"), trained on beside
+   the facts (RWKU's forget corpus is such model-written text), so that forgetting reaches facts no question asked;
 4. every third known fact (and neighbor) is held out of training, to measure whether forgetting reaches facts
    the recipe never saw; everything is written to `OUTPUT_DIR/target/` for review (`--dry-run` stops there) and
    cached under the model's fingerprint and the target, so a second run reuses it;
 5. the recipe runs, then `target/REPORT.md` says how many facts each set still states (greedy answers, key
-   terms), with the attacks' recovered fractions.
+   terms) and still knows (the knowledge check of step 2, run again), with the attacks' recovered fractions.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from .target_request import Request, resolve_request
 
 SET_NAMES = ("forget", "heldout", "neighbors", "neighbors_heldout", "retain", "passages")
 # Bump when the probing changes what it keeps, so cached sets of an older probe are not reused.
-PROBE_VERSION = 11
+PROBE_VERSION = 12
 
 # Questions about any kind of target (a person, a place, a work); nonsense ones ("the capital of Harry Potter")
 # get answers the knowledge check rejects, or facts the model holds about the target anyway.
@@ -493,17 +495,19 @@ def knowledge_scores(model, tokenizer, rows: list[dict]) -> list[tuple[float | N
     return list(zip(margins, key_confidence(model, tokenizer, rows), strict=True))
 
 
-def still_known(model, tokenizer, facts: list[dict]) -> float:
-    """The fraction of `facts` (rows of the sets) that still pass the knowledge check that admitted them: the
-    model's own answer `KEY_MARGIN` nats likelier than the swapped ones, its key term `KEY_CONFIDENCE` likely.
-    Greedy answers (`stated`) read what the model says; this reads what it still prefers, so a fact hidden behind
-    a refusal but still preferred over the swaps counts as known, and a neighbor whose answer got wordier but
-    whose fact stands counts as kept."""
+def still_known(model, tokenizer, facts: list[dict]) -> dict[str, bool]:
+    """Per question of `facts` (rows of the sets), whether the fact still passes the knowledge check that admitted
+    it: the model's own answer `KEY_MARGIN` nats likelier than the swapped ones, its key term `KEY_CONFIDENCE`
+    likely. Greedy answers (`stated`) read what the model says; this reads what it still prefers, so a fact hidden
+    behind a refusal but still preferred over the swaps counts as known, and a neighbor whose answer got wordier
+    but whose fact stands counts as kept. Rows without their key term or swaps (sets cached before probe version
+    11) are left out."""
     rows = [f for f in facts if f.get("key_term") and f["key_term"] in f["answer"] and f.get("perturbed_answer")]
-    if not rows:
-        return float("nan")
     scores = knowledge_scores(model, tokenizer, rows)
-    return statistics.fmean(m is not None and m >= KEY_MARGIN and c >= KEY_CONFIDENCE for m, c in scores)
+    return {
+        r["question"]: m is not None and m >= KEY_MARGIN and c >= KEY_CONFIDENCE
+        for r, (m, c) in zip(rows, scores, strict=True)
+    }
 
 
 def check_stable(model, tokenizer, rows: list[dict]) -> list[dict]:
@@ -635,6 +639,16 @@ def _named_neighbors(model, tokenizer, request: Request) -> list[str]:
     return names
 
 
+def about_something_else(row: dict, target: str, kinds: set[str]) -> bool:
+    """Whether a candidate about the target answers a template that does not suit the target's kind without naming
+    the target: "Which war did Paris fight in?" -> "The war in World War I was fought between the Allies and the
+    Central Powers" is knowledge of the war, not of Paris, and forgetting it would be damage. Answers that name the
+    target stay ("Where did Paris live?" -> "Paris, the capital city of France, ..."), as do questions that suit
+    it ("Who is the villain in Harry Potter?" -> "... Lord Voldemort"), and all of them when its kind is unknown."""
+    unsuited = {t.format(t=target) for t in TEMPLATES if t in SUITS and kinds and not kinds & set(SUITS[t])}
+    return row["question"] in unsuited and not _mentions({"question": "", "answer": row["answer"]}, _name_words(target))
+
+
 def build_sets(model, tokenizer, request: Request, retain: list[dict] | None = None) -> TargetSets:
     """Probe, check and split: the forget, held-out, neighbor and retain sets for `request` (not cached here)."""
     from .demo import demo_rows
@@ -646,13 +660,15 @@ def build_sets(model, tokenizer, request: Request, retain: list[dict] | None = N
     entities = [*named[:MAX_NEIGHBOR_ENTITIES]]
     entities += [e for e in WELL_KNOWN if e.lower() != request.target.lower() and e not in entities]
     entities = entities[: MAX_NEIGHBOR_ENTITIES + 2]  # model-named first; the well-known ones fill in
-    kinds = entity_kinds(model, tokenizer, entities)
+    kinds = entity_kinds(model, tokenizer, [request.target, *entities])
+    for r in probe:
+        r["off_target"] = about_something_else(r, request.target, kinds[request.target])
     neighbor_rows = []
     for entity in entities:
         neighbor_rows += candidates(model, tokenizer, entity, templates_for(kinds[entity]))
     pool += [r["key_term"] for r in neighbor_rows if r["key_term"]]
     check_knowledge(model, tokenizer, probe + neighbor_rows, pool)
-    known = _dedupe([r for r in probe if r["known"] and _in_scope(r, request.scope)])
+    known = _dedupe([r for r in probe if r["known"] and not r["off_target"] and _in_scope(r, request.scope)])
     forget_keys = [w for r in known for w in key_words(r["key_term"])]
     # Neighbors measure what unlearning must keep: only well-posed, stable facts that do not mention the target
     # count (`well_posed`, `check_stable`; the mentions are left out first, so they are not asked again). Forget
@@ -757,7 +773,8 @@ def _stated(model, tokenizer, sets: dict[str, list[dict]]) -> dict[str, Any]:
 
     measured = measure(model, tokenizer, {n: rows for n, rows in sets.items() if rows})
     known = {n: still_known(model, tokenizer, rows) for n, rows in sets.items() if n != "retain"}
-    measured["known"] = {n: v for n, v in known.items() if v == v}  # nan: no checked facts in the set
+    measured["known"] = {n: statistics.fmean(k.values()) for n, k in known.items() if k}
+    measured["known_rows"] = {q: v for k in known.values() for q, v in k.items()}
     return measured
 
 
@@ -805,7 +822,9 @@ def report(sets: TargetSets, before: dict, after: dict, attacks: list[dict] | No
         for r in rows:
             q = r["question"]
             before_answer, after_answer = before["all_answers"][q], after["all_answers"][q]
-            lines.append(f"- {q} (`{' / '.join(r['key'])}`): {before_answer!r} -> {after_answer!r}")
+            known = after.get("known_rows", {}).get(q)
+            still = "" if known is None else f" (still known: {'yes' if known else 'no'})"
+            lines.append(f"- {q} (`{' / '.join(r['key'])}`): {before_answer!r} -> {after_answer!r}{still}")
         lines.append("")
     lines += [f"{minutes:.1f} minutes in all (probe, unlearning, evaluation, attacks).", ""]
     return "\n".join(lines)
