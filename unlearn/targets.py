@@ -43,7 +43,7 @@ from .target_request import Request, resolve_request
 
 SET_NAMES = ("forget", "heldout", "neighbors", "neighbors_heldout", "retain", "passages")
 # Bump when the probing changes what it keeps, so cached sets of an older probe are not reused.
-PROBE_VERSION = 12
+PROBE_VERSION = 13
 
 # Questions about any kind of target (a person, a place, a work); nonsense ones ("the capital of Harry Potter")
 # get answers the knowledge check rejects, or facts the model holds about the target anyway.
@@ -98,6 +98,12 @@ TEMPLATES = (
     "What is the title of {t}'s most famous book?",
     "Which city is {t} associated with?",
     "Which company made {t}?",
+    # places (v13): a city or country had fewer questions that suit it than a person or a work
+    "What is the most famous museum in {t}?",
+    "What is {t}'s nickname?",
+    "What is the currency of {t}?",
+    "Which famous university is in {t}?",
+    "What is the most famous street in {t}?",
 )
 NEIGHBOR_TEMPLATES = TEMPLATES[::2]  # an entity of no stated kind: half the templates (neighbors are many)
 # What kind of entity a template asks about sensibly (absent: any kind). A neighbor is asked only the questions that
@@ -154,6 +160,11 @@ SUITS = {
     "Who are the main characters of {t}?": (WORK,),
     "What is the title of {t}'s most famous book?": (PERSON,),
     "Which company made {t}?": (WORK,),
+    "What is the most famous museum in {t}?": (PLACE,),
+    "What is {t}'s nickname?": (PLACE,),
+    "What is the currency of {t}?": (PLACE,),
+    "Which famous university is in {t}?": (PLACE,),
+    "What is the most famous street in {t}?": (PLACE,),
 }
 ASK_KIND = "In one sentence: who or what is {t}?"
 # The words of the model's one-sentence description that say what kind of entity it is ("Albert Einstein was a
@@ -703,7 +714,8 @@ def build_sets(model, tokenizer, request: Request, retain: list[dict] | None = N
 
 
 def write_sets(sets: TargetSets, where: Path, model_fingerprint: str) -> None:
-    """`where/{forget,heldout,neighbors,neighbors_heldout,retain}.jsonl`, `probe.json` and `request.json` (last)."""
+    """`where/{forget,heldout,neighbors,neighbors_heldout,retain,passages}.jsonl`, `probe.json` and `request.json`
+    (last)."""
     where.mkdir(parents=True, exist_ok=True)
     for name, rows in sets.sets().items():
         write_atomic(where / f"{name}.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
@@ -875,7 +887,7 @@ def forget_target(
     print(
         f"Forgetting {req.describe()}: {len(sets.forget)} facts to train on, {len(sets.heldout)} held out, "
         f"{len(sets.neighbors) + len(sets.neighbors_heldout)} neighbor facts ({', '.join(sets.neighbor_entities)}), "
-        f"{len(sets.retain)} retain rows; written to {out / TARGET_DIR}",
+        f"{len(sets.retain)} retain rows, {len(sets.passages)} passages; written to {out / TARGET_DIR}",
         flush=True,
     )
     if dry_run:
