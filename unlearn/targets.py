@@ -480,7 +480,6 @@ def key_confidence(model, tokenizer, rows: list[dict]) -> list[float]:
 def check_knowledge(model, tokenizer, rows: list[dict], pool: list[str]) -> list[dict]:
     """Adds `known`, the margin, the key's confidence and the swapped answers (`perturbed_answer`) to each
     candidate with a key term."""
-
     keyed = [r for r in rows if r["key_term"] and r["key_term"] in r["answer"]]
     for r in keyed:
         alts = [r["answer"].replace(r["key_term"], s) for s in swaps(r["key_term"], pool)]
