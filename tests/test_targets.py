@@ -277,3 +277,21 @@ def test_cli_dry_run_writes_the_sets_and_trains_nothing(knower, tmp_path, monkey
     assert (out / "target" / "forget.jsonl").is_file() and not (out / "unlearn_config.yaml").exists()
     assert main([*args, f"target={TARGET}", "forget=tofu:forget01"]) == 2
     assert "either a forget set (`forget`) or a `target`" in capsys.readouterr().err
+
+
+def test_survey_table_shows_known_where_measured():
+    """benchmarks/target_survey.py's RESULTS.md: stated and known before -> after; rows from before the knowledge
+    check was re-run show "-" for known instead of failing."""
+    import target_survey
+
+    stated = {"forget": 1.0, "heldout": 1.0, "neighbors": 1.0, "neighbors_trained": 1.0, "retain": 0.75}
+    old = {"target": "Paris", "known": 15, "before": stated, "after": {**stated, "heldout": 0.4}, "attacks": {},
+           "minutes": 3.0}  # fmt: skip
+    new = {**old, "settings": "v13", "known_before": {"forget": 1.0, "heldout": 1.0, "neighbors": 1.0},
+           "known_after": {"forget": 0.0, "heldout": 0.2, "neighbors": 0.75}}  # fmt: skip
+    lines = target_survey.table([old, new]).splitlines()
+    head = next(x for x in lines if x.startswith("| target"))
+    assert head.count("|") - 1 == len(lines[-1].split("|")) - 2  # every row as wide as the header
+    assert lines[-2].startswith("| Paris | recipe | 15 |") and "| 1.00 -> 0.40 |" in lines[-2]
+    assert "| 0.75 -> 0.75 | - | - | - |" in lines[-2]  # retain stated, then no known columns
+    assert "| 1.00 -> 0.00 | 1.00 -> 0.20 | 1.00 -> 0.75 |" in lines[-1] and "| v13 |" in lines[-1]
