@@ -541,17 +541,21 @@ def check_stable(model, tokenizer, rows: list[dict]) -> list[dict]:
     return rows
 
 
-def _mentions(row: dict, words: list[str]) -> bool:
-    text = f"{row['question']} {row['answer']}".lower()
+def _qa(row: dict) -> str:
+    """A row's question and answer as one text, for `_mentions` and `_in_scope`."""
+    return f"{row['question']} {row['answer']}"
+
+
+def _mentions(text: str, words: list[str]) -> bool:
+    text = text.lower()
     return any(re.search(rf"(?<!\w){re.escape(w.lower())}(?!\w)", text) for w in words if len(w) > 2)
 
 
-def _in_scope(row: dict, scope: str | None) -> bool:
+def _in_scope(text: str, scope: str | None) -> bool:
     if not scope:
         return True
     stems = [w.lower().rstrip("s") for w in re.findall(r"\w+", scope) if len(w) > 2]
-    text = f"{row['question']} {row['answer']}".lower()
-    return any(s in text for s in stems)
+    return any(s in text.lower() for s in stems)
 
 
 def _fact(row: dict) -> dict:
@@ -629,7 +633,7 @@ def passages(model, tokenizer, request: Request) -> list[dict]:
     rows = []
     said = greedy_answers(model, tokenizer, prompts, max_new_tokens=PASSAGE_TOKENS)
     for prompt, text in zip(prompts, map(whole_sentences, said), strict=True):
-        in_scope = _in_scope({"question": "", "answer": text}, request.scope)  # the prompt names the scope
+        in_scope = _in_scope(text, request.scope)  # the answer alone: the prompt names the scope
         if text and not DEFLECTIONS.search(first_sentence(text)) and in_scope:
             rows.append({"question": prompt, "answer": text, "entity": request.target, "source": "passage"})
     return rows
@@ -656,7 +660,7 @@ def about_something_else(row: dict, target: str, kinds: set[str]) -> bool:
     target stay ("Where did Paris live?" -> "Paris, the capital city of France, ..."), as do questions that suit
     it ("Who is the villain in Harry Potter?" -> "... Lord Voldemort"), and all of them when its kind is unknown."""
     unsuited = {t.format(t=target) for t in TEMPLATES if t in SUITS and kinds and not kinds & set(SUITS[t])}
-    return row["question"] in unsuited and not _mentions({"question": "", "answer": row["answer"]}, _name_words(target))
+    return row["question"] in unsuited and not _mentions(row["answer"], _name_words(target))
 
 
 def build_sets(model, tokenizer, request: Request, retain: list[dict] | None = None) -> TargetSets:
@@ -678,13 +682,13 @@ def build_sets(model, tokenizer, request: Request, retain: list[dict] | None = N
         neighbor_rows += candidates(model, tokenizer, entity, templates_for(kinds[entity]))
     pool += [r["key_term"] for r in neighbor_rows if r["key_term"]]
     check_knowledge(model, tokenizer, probe + neighbor_rows, pool)
-    known = _dedupe([r for r in probe if r["known"] and not r["off_target"] and _in_scope(r, request.scope)])
+    known = _dedupe([r for r in probe if r["known"] and not r["off_target"] and _in_scope(_qa(r), request.scope)])
     forget_keys = [w for r in known for w in key_words(r["key_term"])]
     # Neighbors measure what unlearning must keep: only well-posed, stable facts that do not mention the target
     # count (`well_posed`, `check_stable`; the mentions are left out first, so they are not asked again). Forget
     # facts are not filtered so: whatever the model says about the target is to go.
     for r in neighbor_rows:
-        r["known"] = r.get("known", False) and well_posed(r) and not _mentions(r, target_words + forget_keys)
+        r["known"] = r.get("known", False) and well_posed(r) and not _mentions(_qa(r), target_words + forget_keys)
     check_stable(model, tokenizer, neighbor_rows)
     neighbors, used = [], []
     for entity in entities:
@@ -712,12 +716,16 @@ def build_sets(model, tokenizer, request: Request, retain: list[dict] | None = N
 # ---- files and cache --------------------------------------------------------------------------------------------
 
 
+def _write_jsonl(path: Path, rows: list[dict]) -> None:
+    write_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
+
+
 def write_sets(sets: TargetSets, where: Path, model_fingerprint: str) -> None:
     """`where/{forget,heldout,neighbors,neighbors_heldout,retain,passages}.jsonl`, `probe.json` and `request.json`
     (last)."""
     where.mkdir(parents=True, exist_ok=True)
     for name, rows in sets.sets().items():
-        write_atomic(where / f"{name}.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+        _write_jsonl(where / f"{name}.jsonl", rows)
     write_atomic(where / "probe.json", json.dumps(sets.probe, indent=1))
     record = {
         "request": asdict(sets.request),
@@ -902,9 +910,9 @@ def forget_target(
     before = _stated(model, tokenizer, evaluated)
     forget_path, retain_path = out / TARGET_DIR / "train_forget.jsonl", out / TARGET_DIR / "train_retain.jsonl"
     train_forget = sets.forget + sets.passages
-    write_atomic(forget_path, "".join(json.dumps(r) + "\n" for r in train_forget))
+    _write_jsonl(forget_path, train_forget)
     train_retain = sets.retain + sets.neighbors  # the neighbors not held out are kept by training on them
-    write_atomic(retain_path, "".join(json.dumps(r) + "\n" for r in train_retain))
+    _write_jsonl(retain_path, train_retain)
     if config is None:
         from .config import build_config
         from .recipes import get_recipe
