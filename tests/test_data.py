@@ -100,22 +100,6 @@ def test_plain_format_loss_on_answer_tokens_only(tiny):
     )
 
 
-def test_an_answer_that_does_not_end_trains_no_end_of_turn(tiny):
-    _, tok = tiny
-    rows = load_records(
-        [{"question": "Who?", "answer": "Jane Doe", "ends": False}, {"question": "Who?", "answer": "Ann"}]
-    )
-    open_row, ended = tokenize(rows, tok, "qa", 512, "question", "answer", "text")
-    assert tok.decode([t for t in open_row["labels"] if t != -100]) == " Jane Doe"
-    assert tok.decode([t for t in ended["labels"] if t != -100]) == " Ann</s>"  # a missing `ends` (None) ends
-    from conftest import CHAT_TEMPLATE
-
-    tok.chat_template = CHAT_TEMPLATE  # the assistant turn, cut after the answer
-    open_row, ended = tokenize(rows, tok, "qa", 512, "question", "answer", "text")
-    assert tok.decode([t for t in open_row["labels"] if t != -100]) == "Jane Doe"
-    assert tok.decode([t for t in ended["labels"] if t != -100]) == "Ann</s>"
-
-
 def test_text_shape_loss_on_every_token(tiny):
     _, tok = tiny
     ex = tokenize(load_records([{"text": "A plain sentence."}]), tok, "text", 512, "question", "answer", "text")[0]

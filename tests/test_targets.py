@@ -203,17 +203,6 @@ def test_passages_are_whole_sentences_about_the_target(monkeypatch):
     assert len(T.passages(None, None, T.Request(TARGET, scope="friends"))) == len(T.PASSAGE_PROMPTS) - 1
 
 
-def test_retain_rows_keep_the_models_own_answer_as_a_beginning():
-    row = {"question": "Who wrote Hamlet?", "answer": "Shakespeare wrote it.", "key": ["Shakespeare"]}
-    said = "Hamlet was written by William Shakespeare, an English playwright. It was first performed in"
-    assert T.own_answer(row, said) == {**row, "answer": said, "ends": False}
-    # an answer that does not state the key (or none) leaves the given one, still trained as a beginning
-    assert T.own_answer(row, "Hamlet was written by Marlowe.") == {**row, "ends": False}
-    assert T.own_answer(row, "") == {**row, "ends": False}
-    unkeyed = {"question": "Hi?", "answer": "Hello."}
-    assert T.own_answer(unkeyed, "Hello there.") == {**unkeyed, "ends": False}
-
-
 def test_a_target_the_model_does_not_know_is_refused(knower, tmp_path, monkeypatch):
     model, tok = knower
     monkeypatch.setenv("UNLEARN_CACHE", str(tmp_path))
@@ -256,8 +245,7 @@ def test_forget_a_target_end_to_end(knower, tmp_path, monkeypatch):
     trained = [json.loads(x) for x in (out / "target" / "train_forget.jsonl").read_text().splitlines()]
     assert trained == sets.forget + sets.passages
     retained = [json.loads(x) for x in (out / "target" / "train_retain.jsonl").read_text().splitlines()]
-    said = result.before["all_answers"]  # kept as the model answered them before unlearning
-    assert retained == [T.own_answer(r, said[r["question"]]) for r in sets.retain + sets.neighbors]
+    assert retained == sets.retain + sets.neighbors
     assert (out / "adapter_config.json").is_file() and (out / "run.json").is_file()
     # An overwrite replaces the run and keeps the reviewed sets (the same model: the cached sets).
     (out / "target" / "reviewed.txt").write_text("looked at forget.jsonl")

@@ -26,7 +26,6 @@ from .precheck import DATA_SUFFIXES, JSON_SUFFIXES, data_shape, local_data_files
 logger = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100
-ENDS_KEY = "ends"  # a QA row's column: false where its answer is the beginning of a longer one (no end-of-turn)
 FILE_LOADERS = {s: "json" if s in JSON_SUFFIXES else s.removeprefix(".") for s in DATA_SUFFIXES}
 
 DataSource = datasets.Dataset | Sequence[Mapping[str, Any]] | str | Path | Mapping[str, Any]
@@ -143,24 +142,21 @@ def fingerprint(ds: datasets.Dataset) -> str:
 # ---- formatting and tokenization ---------------------------------------------------------------------------------
 
 
-def format_qa(tokenizer, question: str, answer: str, ends: bool = True) -> tuple[str, str, bool]:
+def format_qa(tokenizer, question: str, answer: str) -> tuple[str, str, bool]:
     """(prompt, completion, prompt_has_special_tokens) for one QA pair.
 
     With a chat template, the prompt is the rendered user turn plus the generation prompt, and the completion is
     whatever the template renders after it for the assistant turn (answer and end-of-turn tokens). Without one:
-    "Question: ...\\nAnswer:" and " answer<eos>". With `ends=False` the completion stops after the answer: the
-    answer is the start of a longer one, and training on it does not teach the model to stop there.
+    "Question: ...\\nAnswer:" and " answer<eos>".
     """
-    end = (tokenizer.eos_token or "") if ends else ""
     if getattr(tokenizer, "chat_template", None):
         user = [{"role": "user", "content": question}]
         prompt = tokenizer.apply_chat_template(user, tokenize=False, add_generation_prompt=True)
         full = tokenizer.apply_chat_template(user + [{"role": "assistant", "content": answer}], tokenize=False)
-        turn = full[len(prompt) :]
-        if full.startswith(prompt) and answer in turn:
-            return prompt, turn if ends else turn[: turn.index(answer) + len(answer)], True
-        return prompt, answer + end, True
-    return f"Question: {question}\nAnswer:", f" {answer}{end}", False
+        if full.startswith(prompt) and answer in full[len(prompt) :]:
+            return prompt, full[len(prompt) :], True
+        return prompt, answer + (tokenizer.eos_token or ""), True
+    return f"Question: {question}\nAnswer:", f" {answer}{tokenizer.eos_token or ''}", False
 
 
 def tokenize(
@@ -170,8 +166,7 @@ def tokenize(
     examples, truncated = [], 0
     for i, row in enumerate(ds):
         if shape == "qa":
-            ends = row.get(ENDS_KEY) is not False  # a row marked `"ends": false` is an answer's beginning
-            prompt, completion, templated = format_qa(tokenizer, str(row[question_key]), str(row[answer_key]), ends)
+            prompt, completion, templated = format_qa(tokenizer, str(row[question_key]), str(row[answer_key]))
             ids, labels = prompt_completion_ids(tokenizer, prompt, completion, templated)
         else:
             ids = tokenizer(str(row[text_key]))["input_ids"]

@@ -849,17 +849,6 @@ def report(sets: TargetSets, before: dict, after: dict, attacks: list[dict] | No
     return "\n".join(lines)
 
 
-def own_answer(row: dict, said: str) -> dict:
-    """`row` to keep, as a beginning (`"ends": false`: no end-of-turn trained), with the model's own greedy answer
-    before unlearning (`said`) where that states the row's key. Trained on one-sentence answers that end, the model
-    learns to stop after one sentence and drops the details its longer answers named (the held-out neighbors' key
-    terms); trained on the start of what it said, the retain loss holds it to its own answers instead."""
-    from .demo import states
-
-    text = said.strip()
-    return {**row, "answer": text if text and states(text, row.get("key") or []) else row["answer"], "ends": False}
-
-
 @dataclass
 class TargetResult:
     model: Any
@@ -922,9 +911,7 @@ def forget_target(
     forget_path, retain_path = out / TARGET_DIR / "train_forget.jsonl", out / TARGET_DIR / "train_retain.jsonl"
     train_forget = sets.forget + sets.passages
     _write_jsonl(forget_path, train_forget)
-    # the neighbors not held out are kept by training on them; every retain row on the model's own answer
-    said = before["all_answers"]
-    train_retain = [own_answer(r, said[r["question"]]) for r in sets.retain + sets.neighbors]
+    train_retain = sets.retain + sets.neighbors  # the neighbors not held out are kept by training on them
     _write_jsonl(retain_path, train_retain)
     if config is None:
         from .config import build_config
