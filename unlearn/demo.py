@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UnlearnError
+from .rundir import write_jsonl
 
 # The default recipe is the one that best meets the forgetting targets on SmolLM2-135M (benchmarks/results/
 # demo_smollm2/, `unlearn demo --recipe R ...`): IdkDPO at 1e-3 with answer preservation (`retain_loss: nll+ap`)
@@ -156,7 +157,7 @@ def run_demo(
         suite_params = {}
         for name, rows in sets.items():  # the suite reads files; the run directory is replaced by `forget` below
             path = Path(tmp) / f"{name}.jsonl"
-            path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+            write_jsonl(path, rows)
             suite_params[name] = str(path)
         suite = str(resources.files("unlearn.resources").joinpath("demo", "suite.yaml"))
         print("[2/5] Measuring before unlearning ...", flush=True)

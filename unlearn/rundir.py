@@ -54,6 +54,16 @@ def write_atomic(path: str | os.PathLike, data: str | bytes) -> None:
     os.replace(tmp, path)
 
 
+def jsonl(rows) -> str:
+    """`rows` as JSON Lines: one JSON object per line."""
+    return "".join(json.dumps(r) + "\n" for r in rows)
+
+
+def write_jsonl(path: str | os.PathLike, rows) -> None:
+    """`rows` written to `path` as JSON Lines, atomically (`write_atomic`)."""
+    write_atomic(path, jsonl(rows))
+
+
 def last_checkpoint(out: Path) -> Path | None:
     """The newest checkpoint whose `trainer_state.json` (the Trainer writes it last) is complete."""
     ckpts = sorted(

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UnlearnError
-from .rundir import REQUEST_FILE, TARGET_DIR, write_atomic
+from .rundir import REQUEST_FILE, TARGET_DIR, write_atomic, write_jsonl
 from .target_request import Request, resolve_request
 
 SET_NAMES = ("forget", "heldout", "neighbors", "neighbors_heldout", "retain", "passages")
@@ -716,16 +716,12 @@ def build_sets(model, tokenizer, request: Request, retain: list[dict] | None = N
 # ---- files and cache --------------------------------------------------------------------------------------------
 
 
-def _write_jsonl(path: Path, rows: list[dict]) -> None:
-    write_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
-
-
 def write_sets(sets: TargetSets, where: Path, model_fingerprint: str) -> None:
     """`where/{forget,heldout,neighbors,neighbors_heldout,retain,passages}.jsonl`, `probe.json` and `request.json`
     (last)."""
     where.mkdir(parents=True, exist_ok=True)
     for name, rows in sets.sets().items():
-        _write_jsonl(where / f"{name}.jsonl", rows)
+        write_jsonl(where / f"{name}.jsonl", rows)
     write_atomic(where / "probe.json", json.dumps(sets.probe, indent=1))
     record = {
         "request": asdict(sets.request),
@@ -910,9 +906,9 @@ def forget_target(
     before = _stated(model, tokenizer, evaluated)
     forget_path, retain_path = out / TARGET_DIR / "train_forget.jsonl", out / TARGET_DIR / "train_retain.jsonl"
     train_forget = sets.forget + sets.passages
-    _write_jsonl(forget_path, train_forget)
+    write_jsonl(forget_path, train_forget)
     train_retain = sets.retain + sets.neighbors  # the neighbors not held out are kept by training on them
-    _write_jsonl(retain_path, train_retain)
+    write_jsonl(retain_path, train_retain)
     if config is None:
         from .config import build_config
         from .recipes import get_recipe

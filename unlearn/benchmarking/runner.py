@@ -22,7 +22,7 @@ from typing import Any
 
 from ..data import fingerprint, load_records
 from ..errors import UnlearnError
-from ..rundir import write_atomic
+from ..rundir import jsonl, write_atomic
 from .protocol import Entry, Protocol, load_protocol
 from .steps import Steps
 
@@ -99,7 +99,7 @@ def _rows(spec: Any, what: str) -> list[dict[str, str]]:
 
 
 def _write_rows(path: Path, rows: list[dict[str, str]]) -> dict[str, Any]:
-    text = "".join(json.dumps(r) + "\n" for r in rows)
+    text = jsonl(rows)
     if not path.is_file() or path.read_text() != text:
         write_atomic(path, text)
     return {"rows": rows, "path": str(path), "fingerprint": fingerprint(load_records(rows))}
