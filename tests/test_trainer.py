@@ -154,6 +154,29 @@ def test_chat_template_puts_the_loss_on_the_answer_only(tiny):
     assert prompt == "<|user|>Who wrote it?</s><|assistant|>"
 
 
+def test_hold_retain_loss_counts_only_the_nll_above_the_reference(tiny, tofu_rows, tmp_path):
+    from unlearn.scoring import answer_nll as nll_per_row
+
+    model, tokenizer = tiny
+    retain = tofu_rows["retain"]
+    reference = torch.tensor(nll_per_row(model, tokenizer, retain))
+    args = _config("graddiff", tmp_path, retain_loss="hold", retain_weight=1.0, learning_rate=3e-3, save_strategy="no")
+    trainer = unlearn.get_recipe("graddiff")(
+        model=model, args=args, forget=tofu_rows["forget"], retain=retain, processing_class=tokenizer
+    )
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(2)])
+    terms, _ = trainer.loss_terms(trainer.model, batch)  # LoRA B starts at zero: model == reference
+    assert terms["retain_loss"].value.item() == pytest.approx(0.0, abs=1e-5)
+    trainer.train()
+    after = torch.tensor(nll_per_row(trainer.model, tokenizer, retain))
+    assert (after - reference).abs().max() > 0.05  # the retain answers moved, some up, some down
+    with torch.no_grad():
+        terms, _ = trainer.loss_terms(trainer.model, batch)
+    rows = batch["index"][~batch["is_forget"]]
+    expected = (after[rows] - reference[rows]).clamp(min=0).mean()  # only the excess counts; a lower NLL is 0
+    assert terms["retain_loss"].value.item() == pytest.approx(expected.item(), abs=1e-3)
+
+
 def test_rmu_moves_forget_activations_toward_the_control_vector(tiny, tofu_rows, tmp_path):
     model, tokenizer = tiny
     args = _config(

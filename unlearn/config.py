@@ -110,12 +110,13 @@ class UnlearnConfig(TrainingArguments):
     retain_loss: str = field(
         default="nll",
         metadata={
-            "help": "`nll` on retain answers, or `kl` to the reference (adapter-disabled) model; the refusal recipes "
-            "(idk, idkdpo) also take `ap`, answer preservation (the true answer kept likelier than a refusal), "
-            "and `nll+ap` or `kl+ap`, either retain loss with it."
+            "help": "`nll` on retain answers; `hold`, the retain NLL only where it exceeds the reference "
+            "(adapter-disabled) model's (the answers held where they were, not trained further); or `kl` to the "
+            "reference model; the refusal recipes (idk, idkdpo) also take `ap`, answer preservation (the true "
+            "answer kept likelier than a refusal), and `nll+ap`, `hold+ap` or `kl+ap`, a retain loss with it."
         },
     )
-    retain_losses: ClassVar[tuple[str, ...]] = ("nll", "kl")  # the `retain_loss` values this recipe implements
+    retain_losses: ClassVar[tuple[str, ...]] = ("nll", "hold", "kl")  # the `retain_loss` values this recipe implements
 
     split_passes: bool = field(
         default=True,
@@ -245,7 +246,7 @@ class UnlearnConfig(TrainingArguments):
             )
         if self.remove_unused_columns:
             raise UnlearnError("`remove_unused_columns` must be False: unlearning batches carry extra columns.")
-        if "kl" in self.retain_loss.split("+") and self.adapter == "none":
+        if {"kl", "hold"} & set(self.retain_loss.split("+")) and self.adapter == "none":
             raise UnlearnError(
                 f"`retain_loss: {self.retain_loss}` needs the reference model, which is the base model with the "
                 "adapter disabled; with `adapter: none` there is no adapter to disable. Use `adapter: lora` or "

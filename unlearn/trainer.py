@@ -183,6 +183,7 @@ class UnlearnTrainer(Trainer):
                 "processes. Evaluate after training instead (`eval_suite` with `eval_strategy: no`)."
             )
         self.reference_logps: torch.Tensor | None = None
+        self.retain_reference: torch.Tensor | None = None  # `retain_loss: hold`: the retain rows' answer log-probs
         self._loss_head: torch.nn.Module | bool | None = None  # None: not decided yet; False: full logits
         self._metrics: dict[str, list[torch.Tensor]] = defaultdict(list)  # per step, averaged at the next log
         self._step_metrics: dict[str, torch.Tensor] = {}  # this step's terms, summed over its passes
@@ -347,15 +348,27 @@ class UnlearnTrainer(Trainer):
         return {}
 
     def retain_loss(self, model, fwd: Forward, inputs, is_retain: torch.Tensor) -> torch.Tensor:
-        """Per retain row (B_r,): `nll`, its answer's mean token NLL, or `kl`, KL(reference || model) of the
-        next-token distributions averaged over its answer tokens. The base weighs rows by `retain_row_weight`.
+        """Per retain row (B_r,), the `retain_loss` term (`retain_term`). The base weighs rows by
+        `retain_row_weight`."""
+        return self.retain_term(self.args.retain_loss, model, fwd, inputs, is_retain)
+
+    def retain_term(self, kind: str, model, fwd: Forward, inputs, is_retain: torch.Tensor) -> torch.Tensor:
+        """Per retain row (B_r,): `nll`, its answer's mean token NLL; `hold`, that NLL's excess over the reference
+        model's (zero where the row is as likely as before: the answer is held where it was, not trained further);
+        or `kl`, KL(reference || model) of the next-token distributions averaged over its answer tokens.
 
         `fwd.hidden` is the whole batch's final hidden states when the losses apply the head themselves, else None
         and `fwd.outputs.logits` (B, T, V) are full; retain rows are selected only for `kl`, as a boolean index
         copies.
         """
-        if self.args.retain_loss == "nll":
-            return -fwd.logps[is_retain] / fwd.n_tokens[is_retain].clamp(min=1)
+        n_tokens = fwd.n_tokens[is_retain].clamp(min=1)
+        if kind == "nll":
+            return -fwd.logps[is_retain] / n_tokens
+        if kind == "hold":
+            if self.retain_reference is None:  # once, at the first retain rows: every process scores the whole set
+                self.retain_reference = self.compute_reference_logps(model, self.retain_examples)
+            reference = self.retain_reference[inputs["index"][is_retain]]
+            return ((reference - fwd.logps[is_retain]) / n_tokens).clamp(min=0)
         return self.reference_kl(model, fwd, inputs, is_retain)
 
     def reference_kl(self, model, fwd: Forward, inputs, rows: torch.Tensor, adjust=None) -> torch.Tensor:

@@ -21,7 +21,9 @@ IdkDPO with AP alone lowered the retain answers' log-prob from -0.8 to -41 nats 
 `retain_loss: nll+ap` adds the two per retain row: the answer kept, and kept ahead of a refusal. `retain_loss:
 kl+ap` keeps instead the reference model's whole next-token distribution over the retain answer (KL(reference ||
 model), the reference being the adapter-disabled model), ahead of a refusal: NLL pulls the given answer up and
-leaves the rest of the distribution free, KL holds all of it where the model had it.
+leaves the rest of the distribution free, KL holds all of it where the model had it. `retain_loss: hold+ap` counts
+the retain NLL only above the reference model's: the answer is repaired where forgetting lowered it, never trained
+beyond where it was (NLL keeps pulling a small set of answers past that, and the model learns their style).
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from ..logprobs import model_logps
 from ..trainer import Forward, UnlearnTrainer, mean_nll
 from .registry import register
 
-REFUSAL_RETAIN_LOSSES = ("nll", "kl", "ap", "nll+ap", "kl+ap")
+REFUSAL_RETAIN_LOSSES = ("nll", "kl", "hold", "ap", "nll+ap", "kl+ap", "hold+ap")
 
 
 @dataclass
@@ -145,16 +147,11 @@ class RefusalTrainer(UnlearnTrainer):
         )
 
     def retain_loss(self, model, fwd: Forward, inputs, is_retain: torch.Tensor) -> torch.Tensor:
-        kind = self.args.retain_loss
-        if "ap" not in kind.split("+"):
+        *kept, last = self.args.retain_loss.split("+")  # "nll", "ap", "nll+ap", ...
+        if last != "ap":
             return super().retain_loss(model, fwd, inputs, is_retain)
-        answer = fwd.logps[is_retain]
-        loss = answer_preservation(answer, fwd.extra["refusal_logps"][is_retain], self.args.beta)
-        if kind == "nll+ap":
-            return loss - answer / fwd.n_tokens[is_retain].clamp(min=1)
-        if kind == "kl+ap":
-            return loss + self.reference_kl(model, fwd, inputs, is_retain)
-        return loss
+        loss = answer_preservation(fwd.logps[is_retain], fwd.extra["refusal_logps"][is_retain], self.args.beta)
+        return loss + self.retain_term(kept[0], model, fwd, inputs, is_retain) if kept else loss
 
 
 @register
