@@ -203,6 +203,22 @@ def test_passages_are_whole_sentences_about_the_target(monkeypatch):
     assert len(T.passages(None, None, T.Request(TARGET, scope="friends"))) == len(T.PASSAGE_PROMPTS) - 1
 
 
+def test_training_stops_once_no_trained_fact_is_stated(monkeypatch):
+    from types import SimpleNamespace
+
+    import unlearn.scoring
+
+    facts = [{"question": "Who?", "key": ["Dace"]}, {"question": "Where?", "key": ["Pell"]}]
+    said = iter([["Mira Dace.", "In Pell."], ["I don't know.", "In Pell."], ["I don't know.", "Nowhere."]])
+    monkeypatch.setattr(unlearn.scoring, "greedy_answers", lambda m, t, questions, **k: next(said))
+    stop = T.StopWhenForgotten(None, facts)
+    control = SimpleNamespace(should_training_stop=False)
+    for epoch in (1.0, 2.0, 3.0):
+        stop.on_epoch_end(None, SimpleNamespace(epoch=epoch), control)
+        assert control.should_training_stop == (epoch == 3.0)
+    assert stop.epochs == [(1.0, 1.0), (2.0, 0.5), (3.0, 0.0)]
+
+
 def test_a_target_the_model_does_not_know_is_refused(knower, tmp_path, monkeypatch):
     model, tok = knower
     monkeypatch.setenv("UNLEARN_CACHE", str(tmp_path))
@@ -237,6 +253,10 @@ def test_forget_a_target_end_to_end(knower, tmp_path, monkeypatch):
     assert [a["attack"] for a in result.attacks] == ["relearn"]
     report = (out / "target" / "REPORT.md").read_text()
     assert f"# Forgetting target `{TARGET}`" in report and "| heldout |" in report and "known after" in report
+    # training stopped at the first epoch whose greedy answers stated none of the trained facts, or ran all 4
+    epochs, stated = zip(*result.epochs, strict=True)
+    assert all(f > 0 for f in stated[:-1]) and (stated[-1] == 0 or epochs[-1] == 4)
+    assert f"Trained {epochs[-1]:g} epochs" in report
     assert report.count("(still known: ") == len(result.sets.heldout) + len(result.sets.neighbors_heldout)
     saved = yaml_load(out / "unlearn_config.yaml")
     assert saved["target"] == TARGET and saved["forget"].endswith("target/train_forget.jsonl")

@@ -37,6 +37,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from transformers import TrainerCallback
+
 from .errors import UnlearnError
 from .rundir import REQUEST_FILE, TARGET_DIR, write_atomic, write_jsonl
 from .target_request import Request, resolve_request
@@ -793,7 +795,14 @@ def _stated(model, tokenizer, sets: dict[str, list[dict]]) -> dict[str, Any]:
     return measured
 
 
-def report(sets: TargetSets, before: dict, after: dict, attacks: list[dict] | None, minutes: float) -> str:
+def report(
+    sets: TargetSets,
+    before: dict,
+    after: dict,
+    attacks: list[dict] | None,
+    minutes: float,
+    epochs: list[tuple[float, float]] | None = None,
+) -> str:
     from .demo import STATED_TOKENS
 
     lines = [
@@ -828,6 +837,9 @@ def report(sets: TargetSets, before: dict, after: dict, attacks: list[dict] | No
         "swapped, the key term confident): a fact no longer stated but still known is hidden, not erased.",
         "",
     ]
+    if epochs:
+        fractions = ", ".join(f"{f:.2f}" for _, f in epochs)
+        lines += [f"Trained {epochs[-1][0]:g} epochs; trained facts stated after each: {fractions}.", ""]
     if attacks:
         lines += ["| attack | recovered | summary |", "|---|---|---|"]
         lines += [f"| {a['attack']} | {a['recovered_fraction']:.2f} | {a['summary']} |" for a in attacks]
@@ -845,6 +857,26 @@ def report(sets: TargetSets, before: dict, after: dict, attacks: list[dict] | No
     return "\n".join(lines)
 
 
+class StopWhenForgotten(TrainerCallback):
+    """A Trainer callback: ends training at the first epoch after which at most `at_most` of the trained `facts`
+    are stated (`demo.states` on their greedy answers), and records the fraction after each epoch (`epochs`). Every
+    step after the facts are gone only moves the model further from where it was, which the neighbors pay for."""
+
+    def __init__(self, tokenizer, facts: list[dict], at_most: float = 0.0):
+        self.tokenizer, self.facts, self.at_most = tokenizer, facts, at_most
+        self.epochs: list[tuple[float, float]] = []  # (epoch, stated fraction of the trained facts)
+
+    def on_epoch_end(self, args, state, control, model=None, **kwargs):
+        from .demo import STATED_TOKENS, states
+        from .scoring import greedy_answers
+
+        said = greedy_answers(model, self.tokenizer, [f["question"] for f in self.facts], max_new_tokens=STATED_TOKENS)
+        stated = statistics.fmean(states(a, f["key"]) for a, f in zip(said, self.facts, strict=True))
+        self.epochs.append((round(state.epoch, 2), stated))
+        if stated <= self.at_most:
+            control.should_training_stop = True
+
+
 @dataclass
 class TargetResult:
     model: Any
@@ -852,6 +884,7 @@ class TargetResult:
     before: dict[str, Any] | None = None
     after: dict[str, Any] | None = None
     attacks: list[dict] | None = None
+    epochs: list[tuple[float, float]] | None = None  # (epoch, trained facts stated) at each epoch's end
 
 
 DEFAULT_ATTACKS = ("relearn", "quantize")
@@ -867,13 +900,15 @@ def forget_target(
     dry_run: bool = False,
     attacks: tuple[str, ...] | list[str] = DEFAULT_ATTACKS,
     config=None,
+    stop_when_forgotten: bool = True,
     **overrides: Any,
 ) -> TargetResult:
     """Probe, build the sets into `output_dir/target/`, unlearn them with `recipe`, measure and attack.
 
     `recipe` defaults to the demo's (IdkDPO with answer preservation, at the demo's settings); `overrides` are its
     config keys. Without `output_dir`, nothing is saved. `config` (an already built `UnlearnConfig`, the CLI's) replaces recipe and overrides. With
-    `dry_run`, stops once the sets are written and returns the model untouched."""
+    `dry_run`, stops once the sets are written and returns the model untouched. With `stop_when_forgotten`, training
+    ends at the first epoch after which none of the trained facts is stated (`StopWhenForgotten`)."""
     import tempfile
     import time
 
@@ -923,7 +958,9 @@ def forget_target(
 
     config.forget, config.retain = str(forget_path), str(retain_path)
     config.target, config.request = req.target, req.text
-    unlearned = run(config, model, tokenizer, train_forget, train_retain, save=tmp is None)
+    stop = StopWhenForgotten(tokenizer, sets.forget) if stop_when_forgotten else None
+    unlearned = run(config, model, tokenizer, train_forget, train_retain, save=tmp is None, callbacks=stop and [stop])
+    epochs = stop.epochs if stop is not None else None
     after = _stated(unlearned, tokenizer, evaluated)
     rows = None
     if attacks:
@@ -934,12 +971,13 @@ def forget_target(
         for name in attacks:
             found = attack(unlearned, tokenizer, name, forget=sets.forget + sets.heldout, retain=sets.retain, **options)
             rows += [r.row() for r in (found if isinstance(found, list) else [found])]
-    result = TargetResult(unlearned, sets, before, after, rows)
+    result = TargetResult(unlearned, sets, before, after, rows, epochs)
     minutes = (time.time() - started) / 60
     if tmp is None:
         record = {"summary": sets.summary(), "before": before, "after": after, "attacks": rows, "minutes": minutes}
+        record["epochs"] = epochs
         write_atomic(out / TARGET_DIR / "result.json", json.dumps(record, indent=2, default=float))
-        write_atomic(out / TARGET_DIR / "REPORT.md", report(sets, before, after, rows, minutes))
+        write_atomic(out / TARGET_DIR / "REPORT.md", report(sets, before, after, rows, minutes, epochs))
     else:
         tmp.cleanup()
     return result
