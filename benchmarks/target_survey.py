@@ -12,7 +12,8 @@ one row per target: known facts, stated before -> after for the trained, held-ou
 recovered fractions and the minutes. `--set KEY=VALUE` overrides a setting of the recipe (a row per target and
 settings; rows of earlier invocations in the same `--out` are kept), `--label NAME` names the rows instead (a
 change of the code rather than of a setting), `--no-attacks` skips the attacks (a settings
-search reads the stated fractions first).
+search reads the stated fractions first), `--no-stop` trains every epoch instead of stopping once no trained fact is
+stated.
 """
 
 from __future__ import annotations
@@ -49,13 +50,14 @@ def run(
     settings: dict[str, Any],
     attacks: bool = True,
     label: str | None = None,
+    stop: bool = True,
 ) -> list[dict]:
     from unlearn.loading import load_model_and_tokenizer
     from unlearn.precheck import read_recipe_values
     from unlearn.recipes import recipe_config
     from unlearn.targets import DEFAULT_ATTACKS, forget_target
 
-    label = label or " ".join(f"{k}={v}" for k, v in settings.items()) or "recipe"
+    label = label or " ".join([*(f"{k}={v}" for k, v in settings.items()), *([] if stop else ["no-stop"])]) or "recipe"
     results = out / "results.json"
     rows = json.loads(results.read_text()) if results.exists() else []
     for name in names:
@@ -65,7 +67,9 @@ def run(
         values = {**read_recipe_values("recipes/target.yaml"), **settings, "output_dir": str(out / slug)}
         values.update(model_name_or_path=model_name, target=name, disable_tqdm=True, overwrite=True)
         chosen = DEFAULT_ATTACKS if attacks else ()
-        result = forget_target(model, tokenizer, name, config=recipe_config(values), attacks=chosen)
+        result = forget_target(
+            model, tokenizer, name, config=recipe_config(values), attacks=chosen, stop_when_forgotten=stop
+        )
         s = result.sets.summary()
         rows = [r for r in rows if (r["target"], r.get("settings", "recipe")) != (name, label)]
         rows.append(
@@ -84,6 +88,7 @@ def run(
                 "passages": s["passages"],
                 "heldout_in_passages": s["heldout_in_passages"],
                 "attacks": {a["attack"]: a["recovered_fraction"] for a in result.attacks or []},
+                "epochs": result.epochs[-1][0] if result.epochs else values.get("num_train_epochs"),
                 "minutes": (time.time() - started) / 60,
             }
         )
@@ -101,7 +106,7 @@ def table(rows: list[dict]) -> str:
         + " | ".join(f"{s} stated" for s in sets)
         + " | "
         + " | ".join(f"{s} known" for s in checked)
-        + " | relearned | 4-bit | min |"
+        + " | epochs | relearned | 4-bit | min |"
     )
     lines = [
         "# `unlearn forget recipes/target.yaml target=...` on SmolLM2-135M-Instruct",
@@ -109,10 +114,11 @@ def table(rows: list[dict]) -> str:
         "Made with `python benchmarks/target_survey.py --run ...`. stated: fraction of greedy answers that contain the"
         " fact's key term, before -> after; neighbors are the held-out neighbor facts (never trained on),"
         " neighbors_trained those trained on as retain rows. known: fraction of the facts that still pass the"
-        " knowledge check, before -> after (- where the run predates it).",
+        " knowledge check, before -> after (- where the run predates it). epochs: those trained (training stops"
+        " once no trained fact is stated).",
         "",
         head,
-        "|" + "---|" * (len(sets) + len(checked) + 6),
+        "|" + "---|" * (len(sets) + len(checked) + 7),
     ]
     for r in rows:
         cells = [f"{r['before'].get(s, float('nan')):.2f} -> {r['after'].get(s, float('nan')):.2f}" for s in sets]
@@ -122,7 +128,7 @@ def table(rows: list[dict]) -> str:
         lines.append(
             f"| {r['target']} | {r.get('settings', 'recipe')} | {r['known']} | "
             + " | ".join(cells)
-            + f" | {a.get('relearn', float('nan')):.2f} | "
+            + f" | {r.get('epochs') or '-'} | {a.get('relearn', float('nan')):.2f} | "
             f"{a.get('quantize', float('nan')):.2f} | {r['minutes']:.1f} |"
         )
     return "\n".join(lines) + "\n"
@@ -137,6 +143,7 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="A recipe setting to override")
     parser.add_argument("--label", help="The rows' settings column (default: the --set values, else 'recipe')")
     parser.add_argument("--no-attacks", action="store_true", help="Skip the relearn and 4-bit attacks")
+    parser.add_argument("--no-stop", action="store_true", help="Train every epoch, not only until forgotten")
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--out", default="runs/targets")
     args = parser.parse_args()
@@ -155,7 +162,7 @@ def main() -> None:
         from unlearn.precheck import parse_overrides
 
         settings = parse_overrides(args.set)
-        run(args.run, out, args.model, settings, attacks=not args.no_attacks, label=args.label)
+        run(args.run, out, args.model, settings, attacks=not args.no_attacks, label=args.label, stop=not args.no_stop)
 
 
 if __name__ == "__main__":

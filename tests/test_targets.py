@@ -315,3 +315,6 @@ def test_survey_table_shows_known_where_measured():
     assert lines[-2].startswith("| Paris | recipe | 15 |") and "| 1.00 -> 0.40 |" in lines[-2]
     assert "| 0.75 -> 0.75 | - | - | - |" in lines[-2]  # retain stated, then no known columns
     assert "| 1.00 -> 0.00 | 1.00 -> 0.20 | 1.00 -> 0.75 |" in lines[-1] and "| v13 |" in lines[-1]
+    assert "| 1.00 -> 0.75 | - | nan |" in lines[-1]  # no epochs recorded: "-", then the relearn column
+    stopped = target_survey.table([{**new, "epochs": 3.0}]).splitlines()[-1]
+    assert "| 1.00 -> 0.75 | 3.0 | nan |" in stopped
