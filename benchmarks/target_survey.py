@@ -12,8 +12,8 @@ one row per target: known facts, stated before -> after for the trained, held-ou
 recovered fractions and the minutes. `--set KEY=VALUE` overrides a setting of the recipe (a row per target and
 settings; rows of earlier invocations in the same `--out` are kept), `--label NAME` names the rows instead (a
 change of the code rather than of a setting), `--no-attacks` skips the attacks (a settings
-search reads the stated fractions first), `--no-stop` trains every epoch instead of stopping once no trained fact is
-stated.
+search reads the stated fractions first), `--stop` stops training once no trained fact is stated
+(`forget_target(stop_when_forgotten=True)`).
 """
 
 from __future__ import annotations
@@ -50,14 +50,14 @@ def run(
     settings: dict[str, Any],
     attacks: bool = True,
     label: str | None = None,
-    stop: bool = True,
+    stop: bool = False,
 ) -> list[dict]:
     from unlearn.loading import load_model_and_tokenizer
     from unlearn.precheck import read_recipe_values
     from unlearn.recipes import recipe_config
     from unlearn.targets import DEFAULT_ATTACKS, forget_target
 
-    label = label or " ".join([*(f"{k}={v}" for k, v in settings.items()), *([] if stop else ["no-stop"])]) or "recipe"
+    label = label or " ".join([*(f"{k}={v}" for k, v in settings.items()), *(["stop"] if stop else [])]) or "recipe"
     results = out / "results.json"
     rows = json.loads(results.read_text()) if results.exists() else []
     for name in names:
@@ -114,8 +114,8 @@ def table(rows: list[dict]) -> str:
         "Made with `python benchmarks/target_survey.py --run ...`. stated: fraction of greedy answers that contain the"
         " fact's key term, before -> after; neighbors are the held-out neighbor facts (never trained on),"
         " neighbors_trained those trained on as retain rows. known: fraction of the facts that still pass the"
-        " knowledge check, before -> after (- where the run predates it). epochs: those trained (training stops"
-        " once no trained fact is stated).",
+        " knowledge check, before -> after (- where the run predates it). epochs: those trained (fewer where"
+        " `--stop` ended training once no trained fact was stated).",
         "",
         head,
         "|" + "---|" * (len(sets) + len(checked) + 7),
@@ -143,7 +143,7 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="A recipe setting to override")
     parser.add_argument("--label", help="The rows' settings column (default: the --set values, else 'recipe')")
     parser.add_argument("--no-attacks", action="store_true", help="Skip the relearn and 4-bit attacks")
-    parser.add_argument("--no-stop", action="store_true", help="Train every epoch, not only until forgotten")
+    parser.add_argument("--stop", action="store_true", help="Stop training once no trained fact is stated")
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--out", default="runs/targets")
     args = parser.parse_args()
@@ -162,7 +162,7 @@ def main() -> None:
         from unlearn.precheck import parse_overrides
 
         settings = parse_overrides(args.set)
-        run(args.run, out, args.model, settings, attacks=not args.no_attacks, label=args.label, stop=not args.no_stop)
+        run(args.run, out, args.model, settings, attacks=not args.no_attacks, label=args.label, stop=args.stop)
 
 
 if __name__ == "__main__":

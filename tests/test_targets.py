@@ -238,6 +238,7 @@ def test_forget_a_target_end_to_end(knower, tmp_path, monkeypatch):
         recipe="ga",
         output_dir=out,
         attacks=("relearn",),
+        stop_when_forgotten=True,
         learning_rate=3e-3,
         num_train_epochs=4,
         per_device_train_batch_size=4,
