@@ -298,6 +298,10 @@ def test_cli_dry_run_writes_the_sets_and_trains_nothing(knower, tmp_path, monkey
     assert (out / "target" / "forget.jsonl").is_file() and not (out / "unlearn_config.yaml").exists()
     assert main([*args, f"target={TARGET}", "forget=tofu:forget01"]) == 2
     assert "either a forget set (`forget`) or a `target`" in capsys.readouterr().err
+    seen = {}
+    monkeypatch.setattr(T, "forget_target", lambda *a, **kw: seen.update(kw))
+    assert main([*args, f"target={TARGET}", "--stop-when-forgotten"]) == 0
+    assert seen["stop_when_forgotten"] is True and seen["dry_run"] is False
 
 
 def test_survey_table_shows_known_where_measured():

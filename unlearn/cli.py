@@ -64,7 +64,10 @@ def _forget_target(config, args: argparse.Namespace) -> int:
     model, tokenizer = load_model_and_tokenizer(
         config.model_name_or_path, config.dtype, quantization=config.quantization
     )
-    forget_target(model, tokenizer, config.target, config.request, config=config, dry_run=args.dry_run)
+    stop = args.stop_when_forgotten
+    forget_target(
+        model, tokenizer, config.target, config.request, config=config, dry_run=args.dry_run, stop_when_forgotten=stop
+    )
     where = Path(config.output_dir)
     if args.dry_run:
         print(f"Dry run: review the sets in {where / 'target'}; run again without --dry-run to unlearn them.")
@@ -305,6 +308,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="With target=... or request=...: build and write the forget/neighbor/retain sets, then stop",
     )
     p.add_argument("--yes", action="store_true", help="Do not ask to confirm how a request=... was understood")
+    p.add_argument(
+        "--stop-when-forgotten",
+        action="store_true",
+        help="With target=... or request=...: stop training at the first epoch after which no trained fact is stated",
+    )
     p.set_defaults(func=cmd_forget)
     p = sub.add_parser("demo", help="Unlearn Harry Potter facts from SmolLM2-135M-Instruct and show before/after.")
     p.add_argument("--model", default="smollm2-135m", help="Built-in name, local directory or Hub id.")

@@ -961,7 +961,8 @@ def forget_target(
     config.forget, config.retain = str(forget_path), str(retain_path)
     config.target, config.request = req.target, req.text
     stop = StopWhenForgotten(tokenizer, sets.forget) if stop_when_forgotten else None
-    unlearned = run(config, model, tokenizer, train_forget, train_retain, save=tmp is None, callbacks=stop and [stop])
+    callbacks = [stop] if stop is not None else None
+    unlearned = run(config, model, tokenizer, train_forget, train_retain, save=tmp is None, callbacks=callbacks)
     epochs = stop.epochs if stop is not None else None
     after = _stated(unlearned, tokenizer, evaluated)
     rows = None
@@ -977,7 +978,7 @@ def forget_target(
     minutes = (time.time() - started) / 60
     if tmp is None:
         record = {"summary": sets.summary(), "before": before, "after": after, "attacks": rows, "minutes": minutes}
-        record["epochs"] = epochs
+        record |= {"epochs": epochs}  # (epoch, trained facts stated) with `stop_when_forgotten`, else None
         write_atomic(out / TARGET_DIR / "result.json", json.dumps(record, indent=2, default=float))
         write_atomic(out / TARGET_DIR / "REPORT.md", report(sets, before, after, rows, minutes, epochs))
     else:
