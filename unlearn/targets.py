@@ -888,6 +888,13 @@ class TargetResult:
 
 
 DEFAULT_ATTACKS = ("relearn", "quantize")
+# The demo recipe's settings for a target run (recipes/target.yaml holds the same): LoRA on the MLPs only, at
+# lr 1.5e-3. On the five SmolLM2 targets against all-linear LoRA at 1e-3 (benchmarks/results/targets_smollm2/):
+# held-out facts stated 3/38 vs 4/38, held-out neighbors stated 24/36 vs 22/36 and known 33/36 vs 31/36.
+TARGET_SETTINGS: dict[str, Any] = {
+    "learning_rate": 1.5e-3,
+    "lora_target_modules": ["gate_proj", "up_proj", "down_proj"],
+}
 
 
 def forget_target(
@@ -905,8 +912,8 @@ def forget_target(
 ) -> TargetResult:
     """Probe, build the sets into `output_dir/target/`, unlearn them with `recipe`, measure and attack.
 
-    `recipe` defaults to the demo's (IdkDPO with answer preservation, at the demo's settings); `overrides` are its
-    config keys. Without `output_dir`, nothing is saved. `config` (an already built `UnlearnConfig`, the CLI's)
+    `recipe` defaults to the demo's (IdkDPO with answer preservation, at the demo's settings with `TARGET_SETTINGS`,
+    as recipes/target.yaml); `overrides` are its config keys. Without `output_dir`, nothing is saved. `config` (an already built `UnlearnConfig`, the CLI's)
     replaces recipe and overrides. With `dry_run`, stops once the sets are written and returns the model untouched.
     With `stop_when_forgotten`, training ends at the first epoch after which none of the trained facts is stated
     (`StopWhenForgotten`): on SmolLM2 it saved a third of the time where it stopped early and kept Harry Potter's
@@ -952,7 +959,7 @@ def forget_target(
         from .recipes import get_recipe
 
         name = recipe or DEMO_RECIPE
-        settings = {**DEMO_SETTINGS, **RECIPE_SETTINGS.get(name, {})} if name == DEMO_RECIPE else {}
+        settings = {**DEMO_SETTINGS, **RECIPE_SETTINGS[name], **TARGET_SETTINGS} if name == DEMO_RECIPE else {}
         values = {"recipe": name, **settings, **overrides, "output_dir": str(out)}
         if tmp is not None:
             values["save_strategy"] = "no"
