@@ -304,6 +304,19 @@ def test_cli_dry_run_writes_the_sets_and_trains_nothing(knower, tmp_path, monkey
     assert seen["stop_when_forgotten"] is True and seen["dry_run"] is False
 
 
+def test_python_target_runs_train_as_the_target_recipe_file():
+    """`TARGET_SETTINGS` and recipes/target.yaml are two copies of one choice: the Python API's target run must train
+    with the settings the CLI's recipe file names."""
+    from pathlib import Path
+
+    from unlearn.demo import DEMO_RECIPE, DEMO_SETTINGS, RECIPE_SETTINGS
+    from unlearn.precheck import read_recipe_values
+
+    recipe = read_recipe_values(str(Path(__file__).parents[1] / "recipes" / "target.yaml"), {})
+    python = {"recipe": DEMO_RECIPE, **DEMO_SETTINGS, **RECIPE_SETTINGS[DEMO_RECIPE], **T.TARGET_SETTINGS}
+    assert {k: v for k, v in recipe.items() if k in python} == python
+
+
 def test_survey_table_shows_known_where_measured():
     """benchmarks/target_survey.py's RESULTS.md: stated and known before -> after; rows from before the knowledge
     check was re-run show "-" for known instead of failing."""
