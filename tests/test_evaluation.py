@@ -349,3 +349,28 @@ def test_greedy_decode_drops_ended_rows_and_matches_generate(tiny, tofu_rows):
     # greedy_answers batches by prompt length and answers in input order, the same text as generate's
     expected = [tok.decode(t, skip_special_tokens=True).strip() for t in free]
     assert greedy_answers(model, tok, questions, 20, batch_size=3) == expected
+
+
+def test_sampled_answers_are_seeded_and_leave_the_global_random_state(tiny, tofu_rows):
+    """Draws repeat for the same seed and differ for another, on the own loop and through `generate`; the global
+    random state is untouched; at a temperature near 0 every draw is the greedy answer."""
+    from unlearn.scoring import _generate, greedy_answers, sampled_answers
+
+    model, tok = tiny
+    questions = [r["question"] for r in tofu_rows["forget"][:3]]
+    state = torch.get_rng_state()
+    drawn = sampled_answers(model, tok, questions, samples=4, temperature=1.0, seed=1, max_new_tokens=12)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert [len(d) for d in drawn] == [4, 4, 4]
+    assert drawn == sampled_answers(model, tok, questions, samples=4, temperature=1.0, seed=1, max_new_tokens=12)
+    assert drawn != sampled_answers(model, tok, questions, samples=4, temperature=1.0, seed=2, max_new_tokens=12)
+    greedy = greedy_answers(model, tok, questions, max_new_tokens=12)
+    cold = sampled_answers(model, tok, questions, samples=2, temperature=1e-4, seed=1, max_new_tokens=12)
+    assert cold == [[g, g] for g in greedy]
+    # the `generate` path (models without a cache, or a generation config of its own) is seeded the same way
+    prompts = [tok(q)["input_ids"] for q in questions]
+    runs = [
+        _generate(model, prompts, 8, tok.pad_token_id, "cpu", 1.0, torch.Generator().manual_seed(seed))
+        for seed in (3, 3, 4)
+    ]
+    assert runs[0] == runs[1] != runs[2] and torch.equal(torch.get_rng_state(), state)

@@ -71,14 +71,19 @@ def test_key_terms_are_what_the_answer_adds_to_the_question():
     assert key == "J.K. Rowling"
     assert T.key_term("Albert Einstein was born in Germany in 1879.", "When was Albert Einstein born?", "x") == "1879"
     assert T.key_term("The answer is unclear.", "Who wrote it?", "x") is None
-    # the kind the question asks for first: a year for When, a name for Where, whatever is longest otherwise
+    # the kind the question asks for first: a year for When, a name for Where (not the month), the first otherwise
     said = "Isaac Newton was born on January 4, 1643, in Woolsthorpe, England."
-    assert T.key_term(said, "Where was Isaac Newton born?", "Isaac Newton") == "England"
+    assert T.key_term(said, "Where was Isaac Newton born?", "Isaac Newton") == "Woolsthorpe"
     assert T.key_term(said, "When was Isaac Newton born?", "Isaac Newton") == "1643"
     said = "It was published in 1997 as Harry Potter and the Philosopher's Stone."
     assert T.key_term(said, "When was it first published?", "Harry Potter") == "1997"
     assert T.key_term(said, "What was its first title?", "Harry Potter") == "Philosopher's Stone"
     assert T.key_term("It was founded in 1960.", "Where was it founded?", "x") == "1960"  # no name: the year
+    # the first name, not a list's longest tail or a later aside
+    said = "The main characters of Star Wars are Han Solo, Luke Skywalker, and Princess Leia Organa."
+    assert T.key_term(said, "Who are the main characters of Star Wars?", "Star Wars") == "Han Solo"
+    said = 'His most famous work is "The Last Supper", a painting that depicts Jesus Christ.'
+    assert T.key_term(said, "What is Leonardo da Vinci's most famous work?", "Leonardo da Vinci") == "Last Supper"
     # a hyphenated name the question gives is no key term of the answer ("Al-Kuwaiti's" asked, "Al-Kuwaiti" said)
     q = "Name a book by Basil Mahfouz Al-Kuwaiti's hand."
     assert T.key_term("Basil Mahfouz Al-Kuwaiti wrote Le Petit Sultan.", q, "") == "Le Petit Sultan"
@@ -130,6 +135,38 @@ def test_an_answer_to_a_question_unsuited_to_the_target_that_does_not_name_it_is
     assert not T.about_something_else(landmark, "Paris", place)  # a question that suits a place
     villain = {"question": "Who is the villain in Harry Potter?", "answer": "The main villain is Lord Voldemort."}
     assert not T.about_something_else(villain, "Harry Potter", {T.WORK})
+
+
+def test_a_neighbor_fact_is_stable_only_when_the_model_says_it_however_asked(monkeypatch):
+    """Stable: the key term in the rephrased question's greedy answer and in at least half of the drawn answers. A
+    greedy answer that wins a near tie (named in few draws) is no fact unlearning could be shown to keep."""
+    rows = [
+        {"question": "Who created Star Wars?", "key_term": "George Lucas", "entity": "Star Wars", "known": True},
+        {"question": "In which city is The Matrix set?", "key_term": "Neo-Lebanon", "entity": "The Matrix",
+         "known": True},
+        {"question": "Where is Paris?", "key_term": "France", "entity": "Paris", "known": True},
+        {"question": "Who wrote Hamlet?", "key_term": "Shakespeare", "entity": "Hamlet", "known": False},
+    ]  # fmt: skip
+    rephrased = {"Who created Star Wars?": "George Lucas.", "In which city is The Matrix set?": "Neo-Lebanon.",
+                 "Where is Paris?": "In Europe."}  # fmt: skip
+    share = {"Who created Star Wars?": 5, "In which city is The Matrix set?": 3}
+    asked = []
+
+    def greedy(model, tok, prompts, **k):
+        return [rephrased[p.removeprefix("Answer briefly. ")] for p in prompts]
+
+    def drawn(model, tok, questions, samples, temperature, **k):
+        asked.extend(questions)
+        assert (samples, temperature) == (T.STABLE_SAMPLES, T.STABLE_TEMPERATURE)
+        return [[rows_[q]] * share[q] + ["I am not sure."] * (samples - share[q]) for q in questions]
+
+    rows_ = {r["question"]: f"It is {r['key_term']}." for r in rows}
+    monkeypatch.setattr("unlearn.scoring.greedy_answers", greedy)
+    monkeypatch.setattr("unlearn.scoring.sampled_answers", drawn)
+    T.check_stable(None, None, rows)
+    assert [r["known"] for r in rows] == [True, False, False, False]
+    assert rows[0]["sample_share"] == 5 / 8 and rows[1]["sample_share"] == 3 / 8
+    assert asked == ["Who created Star Wars?", "In which city is The Matrix set?"]  # not those the rephrasing lost
 
 
 def test_a_confident_key_is_known_an_invented_one_is_not(knower):

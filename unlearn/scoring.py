@@ -63,6 +63,39 @@ def greedy_answers(
     drops each row from the batch once it has ended; other models (or a generation config that changes the
     greedy choice, e.g. a repetition penalty) go through `model.generate`.
     """
+    return _answers(model, tokenizer, questions, max_new_tokens, batch_size, raw)
+
+
+@torch.no_grad()
+def sampled_answers(
+    model,
+    tokenizer,
+    questions: Sequence[str],
+    samples: int,
+    temperature: float,
+    seed: int = 0,
+    max_new_tokens: int = 32,
+    batch_size: int = GENERATION_BATCH_SIZE,
+) -> list[list[str]]:
+    """`samples` completions of each question drawn at `temperature` (as `greedy_answers` formats and batches
+    them), from a generator seeded with `seed`: the same draws on every call, and the global random state is left
+    as it was."""
+    flat = [q for q in questions for _ in range(samples)]
+    generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
+    answers = _answers(model, tokenizer, flat, max_new_tokens, batch_size, False, temperature, generator)
+    return [answers[i : i + samples] for i in range(0, len(answers), samples)]
+
+
+def _answers(
+    model,
+    tokenizer,
+    questions: Sequence[str],
+    max_new_tokens: int,
+    batch_size: int,
+    raw: bool,
+    temperature: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> list[str]:
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -79,9 +112,9 @@ def greedy_answers(
             idx = order[start : start + batch_size]
             batch = [encoded[i] for i in idx]
             if own_loop:
-                new = greedy_decode(model, batch, max_new_tokens, stop, pad_id, device)
+                new = greedy_decode(model, batch, max_new_tokens, stop, pad_id, device, temperature, generator)
             else:
-                new = _generate(model, batch, max_new_tokens, pad_id, device)
+                new = _generate(model, batch, max_new_tokens, pad_id, device, temperature, generator)
             for i, tokens in zip(idx, new, strict=True):
                 answers[i] = tokenizer.decode(tokens, skip_special_tokens=True)
     finally:
@@ -89,13 +122,30 @@ def greedy_answers(
     return [a.strip() for a in answers]
 
 
+def _next_token(logits: torch.Tensor, temperature: float, generator: torch.Generator | None) -> torch.Tensor:
+    """(b, V) last-position logits -> (b,) the argmax, or a draw from softmax(logits / temperature) when
+    `temperature` > 0."""
+    if temperature <= 0:
+        return logits.argmax(-1)
+    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    return torch.multinomial(probs, 1, generator=generator)[:, 0]
+
+
 @torch.no_grad()
 def greedy_decode(
-    model, prompts: list[list[int]], max_new_tokens: int, stop: set[int], pad_id: int, device
+    model,
+    prompts: list[list[int]],
+    max_new_tokens: int,
+    stop: set[int],
+    pad_id: int,
+    device,
+    temperature: float = 0.0,
+    generator: torch.Generator | None = None,
 ) -> list[list[int]]:
     """Greedy decoding of left-padded prompts with a key/value cache, each row removed from the batch (and from the
     cache) at its stop token, so that the steps after a row has ended cost nothing for it; the stop token is kept,
-    as `generate` keeps it. The same tokens as `model.generate(do_sample=False)` on the same batch."""
+    as `generate` keeps it. The same tokens as `model.generate(do_sample=False)` on the same batch. With a
+    `temperature` > 0 each token is drawn instead (`_next_token`, from `generator`)."""
     ids, mask = (t.to(device) for t in left_pad(prompts, pad_id))
     cache_kw = _cache_kwarg(model)
     out = model(
@@ -110,7 +160,7 @@ def greedy_decode(
     rows = torch.arange(len(prompts), device=device)  # the rows still decoding, as indices into `prompts`
     generated: list[list[int]] = [[] for _ in prompts]
     for step in range(max_new_tokens):
-        token = out.logits[:, -1].argmax(-1)  # (b,)
+        token = _next_token(out.logits[:, -1], temperature, generator)  # (b,)
         ended = torch.zeros_like(token, dtype=torch.bool)
         for k, (r, t) in enumerate(zip(rows.tolist(), token.tolist(), strict=True)):
             generated[r].append(t)
@@ -133,16 +183,31 @@ def greedy_decode(
     return generated
 
 
-def _generate(model, prompts: list[list[int]], max_new_tokens: int, pad_id: int, device) -> list[list[int]]:
-    """`model.generate` (greedy) on left-padded prompts -> the new tokens of each row."""
+def _generate(
+    model,
+    prompts: list[list[int]],
+    max_new_tokens: int,
+    pad_id: int,
+    device,
+    temperature: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> list[list[int]]:
+    """`model.generate` on left-padded prompts -> the new tokens of each row: greedy, or sampled at `temperature`
+    with the global random state seeded from `generator` (`generate` takes no generator) and restored after."""
     ids, mask = left_pad(prompts, pad_id)
-    out = model.generate(
-        input_ids=ids.to(device),
-        attention_mask=mask.to(device),
-        max_new_tokens=max_new_tokens,
-        do_sample=False,
-        pad_token_id=pad_id,
-    )
+    sampled = {"do_sample": False}
+    if temperature > 0:
+        sampled = {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0}
+    with torch.random.fork_rng(devices=[]):
+        if generator is not None:
+            torch.manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
+        out = model.generate(
+            input_ids=ids.to(device),
+            attention_mask=mask.to(device),
+            max_new_tokens=max_new_tokens,
+            pad_token_id=pad_id,
+            **sampled,
+        )
     return [row.tolist() for row in out[:, ids.shape[1] :]]
 
 

@@ -30,6 +30,7 @@ what it knows:
 
 from __future__ import annotations
 
+import calendar
 import json
 import re
 import statistics
@@ -45,7 +46,7 @@ from .target_request import Request, resolve_request
 
 SET_NAMES = ("forget", "heldout", "neighbors", "neighbors_heldout", "retain", "passages")
 # Bump when the probing changes what it keeps, so cached sets of an older probe are not reused.
-PROBE_VERSION = 13
+PROBE_VERSION = 14
 
 # Questions about any kind of target (a person, a place, a work); nonsense ones ("the capital of Harry Potter")
 # get answers the knowledge check rejects, or facts the model holds about the target anyway.
@@ -183,6 +184,13 @@ KIND_WORDS = {
     GROUP: r"band|group|company|team|organi[sz]ation|club|duo|quartet",
 }
 REPHRASE = "Answer briefly. {q}"  # the question asked another way, for `check_stable`
+# A neighbor fact is the model's answer when it states it in at least half of 8 answers drawn at temperature 0.7
+# (`check_stable`). On the five SmolLM2 targets' probe-v13 neighbors (111 facts that passed the rephrasing), the
+# held-out ones that met this were still stated after the target recipe 19 times in 20; the others, 9 in 16
+# (N=12 draws in that measurement; benchmarks/results/targets_smollm2/README.md).
+STABLE_SAMPLES = 8
+STABLE_TEMPERATURE = 0.7
+STABLE_SHARE = 0.5
 # Broad requests about the target. Their greedy answers state many facts at once ("Star Wars is ... created by
 # George Lucas ... Luke Skywalker, Han Solo ..."): trained on beside the single facts, so that forgetting reaches
 # the facts no probed question asked for, as RWKU's forget corpus (text about the target that the model itself
@@ -233,8 +241,8 @@ DEFLECTIONS = re.compile(
     r"not (?:a|an) (?:real|actual)|difficult to)\b",
     re.IGNORECASE,
 )
-# Capitalized words that are no key term: sentence openers, pronouns, titles.
-COMMON = {
+# Capitalized words that are no key term: sentence openers, pronouns, titles, months (a date's year is the fact).
+COMMON = {m.lower() for m in calendar.month_name if m} | {
     "a",
     "an",
     "the",
@@ -326,9 +334,13 @@ def _bare(word: str) -> str:
 
 
 def key_term(sentence: str, question: str, target: str) -> str | None:
-    """The name or year the sentence adds to the question, as it stands in the sentence: the longest run of
-    capitalized words (a multi-word name before a year, a year before a single word; the last of equals), trimmed
-    of the question's and the target's words and of common ones at either end; None when there is none."""
+    """The name or year the sentence adds to the question, as it stands in the sentence: the first run of
+    capitalized words (a multi-word name before a year, a year before a single word), trimmed of the question's and
+    the target's words and of common ones at either end; None when there is none.
+
+    The first, because an answer names what was asked before it goes on ("The main characters are Han Solo, Luke
+    Skywalker and Princess Leia Organa", "... is "The Last Supper", which shows Jesus Christ"): a later name is a
+    list's tail or an aside, which a model that answers more briefly drops without having forgotten anything."""
     skip = _seen(question, target) | COMMON
     runs = []
     for m in RUN.finditer(sentence):
@@ -341,7 +353,7 @@ def key_term(sentence: str, question: str, target: str) -> str | None:
             continue
         name = " ".join(words)
         name = name if len(words[-1]) <= 3 else name.rstrip(".")  # "J.K." keeps its dot, "Rowling." not
-        runs.append((len(words) if len(words) > 1 else 0.5, m.start(), name))
+        runs.append((2 if len(words) > 1 else 0, m.start(), name))
     runs += [(1, m.start(), m.group(1)) for m in YEAR.finditer(sentence) if m.group(1) not in skip]
     # what the question asks for comes first: a year for "When ...", a name for "Who/Where ..." ("When was it first
     # published?" -> 2001, not the title beside it; "Where was Newton born?" -> Woolsthorpe, not 1643)
@@ -349,7 +361,7 @@ def key_term(sentence: str, question: str, target: str) -> str | None:
     runs = [r for r in runs if _is_kind(r[2], asks)] or runs
     if not runs:
         return None
-    return max(runs)[2]
+    return min(runs, key=lambda r: (-r[0], r[1]))[2]
 
 
 def _asks(question: str) -> str | None:
@@ -523,14 +535,16 @@ def still_known(model, tokenizer, facts: list[dict]) -> dict[str, bool]:
 
 
 def check_stable(model, tokenizer, rows: list[dict]) -> list[dict]:
-    """Marks each known row `stable` when the greedy answer to the question asked another way (`REPHRASE`) still
-    holds its key term; a known row that is not stable is no longer known.
+    """Marks each known row `stable` when the model states its key term however it is asked: in the greedy answer
+    to the question asked another way (`REPHRASE`), and in at least `STABLE_SHARE` of `STABLE_SAMPLES` answers drawn
+    at `STABLE_TEMPERATURE` (`sample_share` holds the share); a known row that is not stable is no longer known.
 
     A confident answer to a question that makes no sense ("What river flows through William Shakespeare?" ->
-    "Egypt") passes the margin and confidence checks but moves with any change to the prompt, so it can measure
-    neither forgetting nor retention."""
+    "Egypt") passes the margin and confidence checks but moves with any change to the prompt; a greedy answer that
+    wins a near tie with others ("The Matrix is set in Neo-Lebanon", "The Beatles were founded in 1966") moves with
+    any change to the weights, unlearning's or not. Neither can measure what unlearning keeps."""
     from .demo import STATED_TOKENS, states
-    from .scoring import greedy_answers
+    from .scoring import greedy_answers, sampled_answers
 
     known = [r for r in rows if r.get("known")]
     answers = greedy_answers(
@@ -539,6 +553,20 @@ def check_stable(model, tokenizer, rows: list[dict]) -> list[dict]:
     for r, a in zip(known, answers, strict=True):
         r["rephrased_answer"] = a
         r["stable"] = states(a, key_words(r["key_term"], r["question"], r["entity"]))  # as the measurement reads it
+    rephrased = [r for r in known if r["stable"]]
+    drawn = sampled_answers(
+        model,
+        tokenizer,
+        [r["question"] for r in rephrased],
+        STABLE_SAMPLES,
+        STABLE_TEMPERATURE,
+        max_new_tokens=STATED_TOKENS,
+    )
+    for r, said in zip(rephrased, drawn, strict=True):
+        words = key_words(r["key_term"], r["question"], r["entity"])
+        r["sample_share"] = sum(states(a, words) for a in said) / len(said)
+        r["stable"] = r["sample_share"] >= STABLE_SHARE
+    for r in known:
         r["known"] = r["stable"]
     return rows
 
