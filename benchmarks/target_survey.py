@@ -14,6 +14,12 @@ settings; rows of earlier invocations in the same `--out` are kept), `--label NA
 change of the code rather than of a setting), `--no-attacks` skips the attacks (a settings
 search reads the stated fractions first), `--stop` stops training once no trained fact is stated
 (`forget_target(stop_when_forgotten=True)`).
+
+    python benchmarks/target_survey.py --stability runs/targets/star-wars-v13 runs/targets/paris-v13
+
+`--stability` reads finished runs: it draws `--samples` answers (temperature `--temperature`) from the base model
+to each neighbor fact and counts, for facts stated in at least `unlearn.targets.STABLE_SHARE` of the draws and for
+the others, how many the run still stated after unlearning (the measurement behind `check_stable`'s draw rule).
 """
 
 from __future__ import annotations
@@ -134,6 +140,30 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def stability(model, tokenizer, runs: list[Path], samples: int, temperature: float) -> dict[str, dict[str, int]]:
+    """Per neighbor set (trained, held out) and per side of `STABLE_SHARE`: facts, and those stated after the run."""
+    from unlearn.demo import states
+    from unlearn.scoring import sampled_answers
+    from unlearn.targets import STABLE_SHARE
+
+    facts = []
+    for run_dir in runs:
+        after = json.loads((run_dir / "target" / "result.json").read_text())["after"]["all_answers"]
+        for name in ("neighbors", "neighbors_heldout"):
+            for line in (run_dir / "target" / f"{name}.jsonl").read_text().splitlines():
+                fact = json.loads(line)
+                facts.append((name, fact, states(after[fact["question"]], fact["key"])))
+    questions = list(dict.fromkeys(f["question"] for _, f, _ in facts))
+    drawn = dict(zip(questions, sampled_answers(model, tokenizer, questions, samples, temperature), strict=True))
+    counts: dict[str, dict[str, int]] = {}
+    for name, fact, kept in facts:
+        share = sum(states(a, fact["key"]) for a in drawn[fact["question"]]) / samples
+        side = counts.setdefault(f"{name} {'>=' if share >= STABLE_SHARE else '<'} {STABLE_SHARE}", {"facts": 0})
+        side["facts"] += 1
+        side["kept"] = side.get("kept", 0) + kept
+    return counts
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -144,6 +174,9 @@ def main() -> None:
     parser.add_argument("--label", help="The rows' settings column (default: the --set values, else 'recipe')")
     parser.add_argument("--no-attacks", action="store_true", help="Skip the relearn and 4-bit attacks")
     parser.add_argument("--stop", action="store_true", help="Stop training once no trained fact is stated")
+    parser.add_argument("--stability", nargs="*", metavar="RUN_DIR", help="Neighbors kept, by their share of draws")
+    parser.add_argument("--samples", type=int, default=None, help="Draws per fact (default: STABLE_SAMPLES)")
+    parser.add_argument("--temperature", type=float, default=None, help="Default: STABLE_TEMPERATURE")
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--out", default="runs/targets")
     args = parser.parse_args()
@@ -158,6 +191,14 @@ def main() -> None:
         (out / "survey.json").write_text(json.dumps(rows, indent=2))
         for r in rows:
             print(f"| {r['target']} | {r['known']} / {r['probed']} |")
+    if args.stability:
+        from unlearn.loading import load_model_and_tokenizer
+        from unlearn.targets import STABLE_SAMPLES, STABLE_TEMPERATURE
+
+        model, tokenizer = load_model_and_tokenizer(args.model)
+        samples, temperature = args.samples or STABLE_SAMPLES, args.temperature or STABLE_TEMPERATURE
+        counts = stability(model, tokenizer, [Path(r) for r in args.stability], samples, temperature)
+        print(json.dumps({"samples": samples, "temperature": temperature, **counts}, indent=1))
     if args.run:
         from unlearn.precheck import parse_overrides
 

@@ -373,3 +373,38 @@ def test_survey_table_shows_known_where_measured():
     assert "| 1.00 -> 0.75 | - | nan |" in lines[-1]  # no epochs recorded: "-", then the relearn column
     stopped = target_survey.table([{**new, "epochs": 3.0}]).splitlines()[-1]
     assert "| 1.00 -> 0.75 | 3.0 | nan |" in stopped
+
+
+def test_survey_stability_counts_kept_neighbors_by_their_share_of_draws(tmp_path, monkeypatch):
+    """`target_survey.py --stability`: each neighbor fact of a finished run, by whether the base model states it in
+    at least `STABLE_SHARE` of its draws, and whether the run still stated it after unlearning."""
+    import target_survey
+
+    run = tmp_path / "paris-v13" / "target"
+    run.mkdir(parents=True)
+    facts = {
+        "neighbors": [("Who created Star Wars?", "Lucas", "George Lucas made it.")],
+        "neighbors_heldout": [
+            ("In which city is The Matrix set?", "Neo-Lebanon", "New York City."),
+            ("What is the currency of Japan?", "Yen", "The yen."),
+        ],
+    }
+    for name, rows in facts.items():
+        (run / f"{name}.jsonl").write_text("".join(json.dumps({"question": q, "key": [k]}) + "\n" for q, k, _ in rows))
+    after = {q: a for rows in facts.values() for q, _, a in rows}
+    (run / "result.json").write_text(json.dumps({"after": {"all_answers": after}}))
+    said = {"Who created Star Wars?": "Lucas", "In which city is The Matrix set?": "Neo-Lebanon",
+            "What is the currency of Japan?": "Yen"}  # fmt: skip
+    shares = {"Who created Star Wars?": 3, "In which city is The Matrix set?": 1, "What is the currency of Japan?": 2}
+    monkeypatch.setattr(
+        "unlearn.scoring.sampled_answers",
+        lambda m, t, questions, samples, temperature: [
+            [said[q]] * shares[q] + ["No idea."] * (samples - shares[q]) for q in questions
+        ],
+    )
+    counts = target_survey.stability(None, None, [tmp_path / "paris-v13"], samples=4, temperature=0.7)
+    assert counts == {
+        "neighbors >= 0.5": {"facts": 1, "kept": 1},
+        "neighbors_heldout < 0.5": {"facts": 1, "kept": 0},
+        "neighbors_heldout >= 0.5": {"facts": 1, "kept": 1},
+    }
