@@ -100,6 +100,11 @@ def states(answer: str, keys: list[str]) -> bool:
     return any(re.search(rf"(?<!\w){re.escape(k)}(?!\w)", answer, flags=re.IGNORECASE) for k in keys)
 
 
+def stated_fraction(answers: dict[str, str], rows: list[dict]) -> float:
+    """The fraction of `rows` (facts with a `key`) whose answer (`answers[question]`) states the fact (`states`)."""
+    return statistics.fmean(states(answers[r["question"]], r["key"]) for r in rows)
+
+
 def measure(model, tokenizer, sets: dict[str, list[dict]]) -> dict[str, Any]:
     """Answer NLL per set; every question's greedy answer, and the fraction of facts (rows with a `key`) that the
     answer still states."""
@@ -111,7 +116,7 @@ def measure(model, tokenizer, sets: dict[str, list[dict]]) -> dict[str, Any]:
         zip(questions, greedy_answers(model, tokenizer, questions, max_new_tokens=STATED_TOKENS), strict=True)
     )
     stated = {
-        name: statistics.fmean(states(answers[r["question"]], r["key"]) for r in keyed)
+        name: stated_fraction(answers, keyed)
         for name, rows in sets.items()
         if (keyed := [r for r in rows if r.get("key")])
     }

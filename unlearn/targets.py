@@ -7,7 +7,7 @@ what it knows:
 
 1. **probe**: questions about the target from templates (who/what/when/where, relations) and from the model
    (asked to write questions about the target); each greedy answer's first sentence is a candidate fact, its key
-   term (the name, place or year the answer adds to the question) what "stating the fact" means;
+   term (the first name, place or year the answer adds to the question) what "stating the fact" means;
 2. **knowledge check** (the demo's, made sharper): a candidate is known when the model finds its own answer
    likelier than the same sentence with the key term swapped for other names (or years) by `KEY_MARGIN` nats,
    and the key term itself is the model's confident choice where it stands (`KEY_CONFIDENCE`: its tokens' mean
@@ -17,8 +17,9 @@ what it knows:
 3. **neighbors**: entities the model names as similar to the target, then well-known entities, each asked the
    template questions that suit its kind (person, place, work, group: read from the model's own description of
    it), checked the same way, and kept where the answer is of the kind asked for, survives the question asked
-   another way and does not mention the target (they must be kept); the general retain set is the shipped
-   general-knowledge rows;
+   another way, is the model's answer in at least half of the answers drawn at temperature 0.7 (not a greedy
+   choice that wins a near tie, which any fine-tuning flips) and does not mention the target (they must be kept);
+   the general retain set is the shipped general-knowledge rows;
    **passages**: the model's answers to broad requests about the target ("Tell me about X"), trained on beside
    the facts (RWKU's forget corpus is such model-written text), so that forgetting reaches facts no question asked;
 4. every third known fact (and neighbor) is held out of training, to measure whether forgetting reaches facts
@@ -895,11 +896,12 @@ class StopWhenForgotten(TrainerCallback):
         self.epochs: list[tuple[float, float]] = []  # (epoch, stated fraction of the trained facts)
 
     def on_epoch_end(self, args, state, control, model=None, **kwargs):
-        from .demo import STATED_TOKENS, states
+        from .demo import STATED_TOKENS, stated_fraction
         from .scoring import greedy_answers
 
-        said = greedy_answers(model, self.tokenizer, [f["question"] for f in self.facts], max_new_tokens=STATED_TOKENS)
-        stated = statistics.fmean(states(a, f["key"]) for a, f in zip(said, self.facts, strict=True))
+        questions = [f["question"] for f in self.facts]
+        said = greedy_answers(model, self.tokenizer, questions, max_new_tokens=STATED_TOKENS)
+        stated = stated_fraction(dict(zip(questions, said, strict=True)), self.facts)
         self.epochs.append((round(state.epoch, 2), stated))
         if stated <= self.at_most:
             control.should_training_stop = True
