@@ -495,7 +495,7 @@ def key_confidence(model, tokenizer, rows: list[dict]) -> list[float]:
 def check_knowledge(model, tokenizer, rows: list[dict], pool: list[str]) -> list[dict]:
     """Adds `known`, the margin, the key's confidence and the swapped answers (`perturbed_answer`) to each
     candidate with a key term."""
-    keyed = [r for r in rows if r["key_term"] and r["key_term"] in r["answer"]]
+    keyed = [r for r in rows if _keyed(r)]
     for r in keyed:
         alts = [r["answer"].replace(r["key_term"], s) for s in swaps(r["key_term"], pool)]
         r["perturbed_answer"] = [a for a in alts if a != r["answer"]]
@@ -505,6 +505,11 @@ def check_knowledge(model, tokenizer, rows: list[dict], pool: list[str]) -> list
     for r in rows:
         r.setdefault("known", False)
     return rows
+
+
+def _keyed(row: dict) -> bool:
+    """Whether the row's answer holds its key term, as the knowledge check needs (to swap it and to score it)."""
+    return bool(row.get("key_term")) and row["key_term"] in row["answer"]
 
 
 def knowledge_scores(model, tokenizer, rows: list[dict]) -> list[tuple[float | None, float]]:
@@ -527,7 +532,7 @@ def still_known(model, tokenizer, facts: list[dict]) -> dict[str, bool]:
     behind a refusal but still preferred over the swaps counts as known, and a neighbor whose answer got wordier
     but whose fact stands counts as kept. Rows without their key term or swaps (sets cached before probe version
     11) are left out."""
-    rows = [f for f in facts if f.get("key_term") and f["key_term"] in f["answer"] and f.get("perturbed_answer")]
+    rows = [f for f in facts if _keyed(f) and f.get("perturbed_answer")]
     scores = knowledge_scores(model, tokenizer, rows)
     return {
         r["question"]: m is not None and m >= KEY_MARGIN and c >= KEY_CONFIDENCE
