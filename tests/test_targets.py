@@ -122,6 +122,12 @@ def test_neighbors_are_asked_only_what_suits_their_kind(monkeypatch):
     assert T.well_posed({"question": "Who wrote Hamlet?", "key_term": "William Shakespeare"})
     assert not T.well_posed({"question": "Where was Isaac Newton born?", "key_term": "1643"})
     assert T.well_posed({"question": "What is Paris famous for?", "key_term": "1889"})
+    # the event asked about: a death question keyed on the birth year the answer gives is no fact of the death
+    born = "Isaac Newton was born on January 4, 1643, in Woolsthorpe, England, and died on March 20, 1727."
+    assert not T.well_posed({"question": "When did Isaac Newton die?", "answer": born, "key_term": "1643"})
+    assert T.well_posed({"question": "When did Isaac Newton die?", "answer": born, "key_term": "1727"})
+    assert T.well_posed({"question": "When was Isaac Newton born?", "answer": born, "key_term": "1643"})
+    assert T.well_posed({"question": "When was it founded?", "answer": born, "key_term": "1643"})  # no event asked
 
 
 def test_an_answer_to_a_question_unsuited_to_the_target_that_does_not_name_it_is_about_something_else():

@@ -47,7 +47,7 @@ from .target_request import Request, resolve_request
 
 SET_NAMES = ("forget", "heldout", "neighbors", "neighbors_heldout", "retain", "passages")
 # Bump when the probing changes what it keeps, so cached sets of an older probe are not reused.
-PROBE_VERSION = 14
+PROBE_VERSION = 15
 
 # Questions about any kind of target (a person, a place, a work); nonsense ones ("the capital of Harry Potter")
 # get answers the knowledge check rejects, or facts the model holds about the target anyway.
@@ -225,7 +225,7 @@ WELL_KNOWN = (
     "Egypt",
     "Napoleon",
 )
-MAX_NEIGHBOR_ENTITIES = 8  # about 2 facts each pass the checks: 8 give ~16 neighbors, ~5 held out
+MAX_NEIGHBOR_ENTITIES = 8  # 6-8 of them keep a fact after the checks (v14): 12-20 neighbors, 4-7 held out
 MAX_FACTS_PER_NEIGHBOR = 6
 KEY_MARGIN = 2.0  # nats: the model's own key term at least e^2 ~ 7x likelier than the swapped ones on average
 # Per-token probability of the key term where the greedy answer put it. On SmolLM2's Harry Potter probe (158
@@ -434,8 +434,26 @@ def templates_for(kinds: set[str]) -> tuple[str, ...]:
 
 def well_posed(row: dict) -> bool:
     """Whether the key term is the kind of thing the question asks for: a year for "When ...", a name (not a year)
-    for "Who/Where ..." ("Who created The Beatles?" -> "1960" is no fact)."""
-    return _is_kind(row["key_term"] or "", _asks(row["question"]))
+    for "Who/Where ..." ("Who created The Beatles?" -> "1960" is no fact), and of the event asked about where the
+    answer says which ("When did Isaac Newton die?" -> "born on January 4, 1643, ... and died ..." keys the birth
+    year: no fact of his death)."""
+    key = row["key_term"] or ""
+    return _is_kind(key, _asks(row["question"])) and _same_event(row["question"], row.get("answer", ""), key)
+
+
+# Life events a question may ask about and an answer may name before its key ("born in 1643", "died in 1727").
+EVENTS = {"birth": r"born|birth", "death": r"die[ds]?|death"}
+
+
+def _same_event(question: str, answer: str, key: str) -> bool:
+    """False when the question asks about one life event and the last one the answer names before its key is
+    another; True otherwise (no event asked, none named, or the key not in the answer)."""
+    asked = [e for e, words in EVENTS.items() if re.search(words, question, re.IGNORECASE)]
+    at = answer.find(key)
+    if len(asked) != 1 or at < 0:
+        return True
+    named = [(m.start(), e) for e, words in EVENTS.items() for m in re.finditer(words, answer[:at], re.IGNORECASE)]
+    return not named or max(named)[1] == asked[0]
 
 
 def candidates(model, tokenizer, entity: str, templates=None, ask_model: bool = True) -> list[dict]:
