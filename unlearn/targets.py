@@ -442,7 +442,7 @@ def well_posed(row: dict) -> bool:
 
 
 # Life events a question may ask about and an answer may name before its key ("born in 1643", "died in 1727").
-EVENTS = {"birth": r"born|birth", "death": r"die[ds]?|death"}
+EVENTS = {"birth": r"\bborn\b|\bbirth\b", "death": r"\bdie[ds]?\b|\bdeath\b"}
 
 
 def _same_event(question: str, answer: str, key: str) -> bool:
