@@ -256,3 +256,23 @@ def test_shipped_sweeps_load(monkeypatch):
     for path in files:
         s = load_sweep(path)
         assert s.budgets and s.objectives and s.n_trials >= 1, path
+
+
+def test_a_trial_killed_before_its_first_heartbeat_is_marked_failed(tmp_path):
+    """Optuna counts a RUNNING trial stale only once it has a heartbeat; a worker killed between asking for a trial
+    and its first heartbeat left it RUNNING for ever, and the other workers waited on it (seen as a hang of the
+    killed-worker test above). Past the grace period, a RUNNING trial that never reached the objective fails."""
+    from optuna.trial import TrialState
+
+    from unlearn.sweeping import _fail_abandoned
+
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'study.db'}", heartbeat_interval=1, grace_period=1)
+    study = optuna.create_study(storage=storage, study_name="s")
+    orphan, working = study.ask(), study.ask()  # `ask` records no heartbeat
+    working.set_user_attr("entry", "trial-0001")  # reached the objective: its heartbeat is Optuna's to judge
+    _fail_abandoned(study, grace_s=1)
+    assert {t.state for t in study.get_trials()} == {TrialState.RUNNING}  # within the grace period: left alone
+    time.sleep(1.5)
+    _fail_abandoned(study, grace_s=1)
+    states = {t.number: t.state for t in study.get_trials()}
+    assert states == {orphan.number: TrialState.FAIL, working.number: TrialState.RUNNING}

@@ -432,13 +432,18 @@ def _storage_url(sweep: Sweep, root: Path) -> str:
     return str(sweep.storage) if sweep.storage else f"sqlite:///{(root / STUDY_FILE).resolve()}"
 
 
+def _grace_s(sweep: Sweep) -> int:
+    """Seconds without a heartbeat after which a running trial counts as abandoned."""
+    return 2 * sweep.heartbeat_s
+
+
 def open_study(sweep: Sweep, root: Path):
     optuna = require("optuna", "sweep")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = optuna.storages.RDBStorage(
         _storage_url(sweep, root),
         heartbeat_interval=sweep.heartbeat_s,
-        grace_period=2 * sweep.heartbeat_s,
+        grace_period=_grace_s(sweep),
         engine_kwargs={"connect_args": {"timeout": 60}} if not sweep.storage else None,
     )
     if sweep.sampler == "tpe":
@@ -608,7 +613,7 @@ def work(sweep: Sweep, root: Path) -> None:
     study = open_study(sweep, root)
     objective = _Trials(sweep, root)
     while True:
-        _fail_abandoned(study)
+        _fail_abandoned(study, _grace_s(sweep))
         states = [t.state for t in study.get_trials(deepcopy=False)]
         complete, running = states.count(TrialState.COMPLETE), states.count(TrialState.RUNNING)
         if complete >= sweep.n_trials:
@@ -640,7 +645,7 @@ def sweep(
     write_atomic(root / "sweep.yaml", yaml.safe_dump(s.source, sort_keys=False))
     _prepare(s, root)  # built (or found cached) once, before any worker starts
     study = open_study(s, root)
-    _fail_abandoned(study)
+    _fail_abandoned(study, _grace_s(s))
     if s.sampler == "grid":
         _enqueue_grid(s, study)
     if workers <= 1:
@@ -658,11 +663,22 @@ def sweep(
     return report(s, root, open_study(s, root))
 
 
-def _fail_abandoned(study) -> None:
-    """Trials left RUNNING by a killed worker whose heartbeat stopped are marked failed (Optuna's heartbeat)."""
+def _fail_abandoned(study, grace_s: float) -> None:
+    """Trials left RUNNING by a killed worker are marked failed: those whose heartbeat stopped (Optuna's), and
+    those killed before their first heartbeat was recorded, which Optuna never counts as stale: RUNNING for longer
+    than the grace period (`grace_s`, the storage's) without having reached the objective (`entry` is the
+    objective's first record)."""
+    from datetime import datetime, timedelta
+
     from optuna.storages import fail_stale_trials
+    from optuna.trial import TrialState
 
     fail_stale_trials(study)
+    grace = timedelta(seconds=grace_s)
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if "entry" not in t.user_attrs and t.datetime_start and datetime.now() - t.datetime_start > grace:
+            study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
+            logger.warning("Trial %d never reached its objective (its worker died first); marked failed.", t.number)
 
 
 # ---- report ---------------------------------------------------------------------------------------------------
