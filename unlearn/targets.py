@@ -571,23 +571,23 @@ def check_stable(model, tokenizer, rows: list[dict]) -> list[dict]:
     from .scoring import greedy_answers, sampled_answers
 
     known = [r for r in rows if r.get("known")]
+    keys = [key_words(r["key_term"], r["question"], r["entity"]) for r in known]  # as the measurement reads them
     answers = greedy_answers(
         model, tokenizer, [REPHRASE.format(q=r["question"]) for r in known], max_new_tokens=STATED_TOKENS
     )
-    for r, a in zip(known, answers, strict=True):
+    for r, words, a in zip(known, keys, answers, strict=True):
         r["rephrased_answer"] = a
-        r["stable"] = states(a, key_words(r["key_term"], r["question"], r["entity"]))  # as the measurement reads it
-    rephrased = [r for r in known if r["stable"]]
+        r["stable"] = states(a, words)
+    rephrased = [(r, words) for r, words in zip(known, keys, strict=True) if r["stable"]]
     drawn = sampled_answers(
         model,
         tokenizer,
-        [r["question"] for r in rephrased],
+        [r["question"] for r, _ in rephrased],
         STABLE_SAMPLES,
         STABLE_TEMPERATURE,
         max_new_tokens=STATED_TOKENS,
     )
-    for r, said in zip(rephrased, drawn, strict=True):
-        words = key_words(r["key_term"], r["question"], r["entity"])
+    for (r, words), said in zip(rephrased, drawn, strict=True):
         r["sample_share"] = sum(states(a, words) for a in said) / len(said)
         r["stable"] = r["sample_share"] >= STABLE_SHARE
     for r in known:
