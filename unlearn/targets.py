@@ -967,11 +967,11 @@ def forget_target(
 
     `recipe` defaults to the demo's (IdkDPO with answer preservation, at the demo's settings with `TARGET_SETTINGS`,
     as recipes/target.yaml); `overrides` are its config keys. Without `output_dir`, nothing is saved. `config` (an
-    already built `UnlearnConfig`, the CLI's) replaces recipe and overrides. With `dry_run`, stops once the sets are written and returns the model untouched.
-    With `stop_when_forgotten`, training ends at the first epoch after which none of the trained facts is stated
-    (`StopWhenForgotten`): on SmolLM2 it saved a third of the time where it stopped early and kept Harry Potter's
-    neighbors better, but left more held-out Star Wars facts stated (2 of 5 instead of 1), so it is not the default
-    (benchmarks/results/targets_smollm2/README.md)."""
+    already built `UnlearnConfig`, the CLI's) replaces recipe and overrides. With `dry_run`, stops once the sets are
+    written and returns the model untouched. With `stop_when_forgotten`, training ends at the first epoch after
+    which none of the trained facts is stated (`StopWhenForgotten`): on SmolLM2 it saved a third of the time where
+    it stopped early and kept Harry Potter's neighbors better, but left more held-out Star Wars facts stated (2 of 5
+    instead of 1), so it is not the default (benchmarks/results/targets_smollm2/README.md)."""
     import tempfile
     import time
 
