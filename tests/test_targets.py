@@ -130,6 +130,27 @@ def test_neighbors_are_asked_only_what_suits_their_kind(monkeypatch):
     assert T.well_posed({"question": "When was it founded?", "answer": born, "key_term": "1643"})  # no event asked
 
 
+def test_neighbors_of_the_targets_kind_fill_in_first():
+    """The entities the model named come first; of the well-known ones, those of the target's kind come before the
+    others (in their own order); an entity of no known kind, or a target of none, keeps the given order."""
+    kinds = {
+        "Napoleon": {T.PERSON},
+        "The Hunger Games": {T.WORK},
+        "Harry Potter": {T.WORK},
+        "Albert Einstein": {T.PERSON},
+        "Paris": {T.PLACE},
+        "Isaac Newton": {T.PERSON},
+        "Mystery": set(),
+    }
+    fill = ["Harry Potter", "Albert Einstein", "Paris", "Mystery", "Isaac Newton"]
+    order = T.neighbor_entities("Napoleon", ["The Hunger Games"], fill, kinds)
+    assert order == ["The Hunger Games", "Albert Einstein", "Isaac Newton", "Harry Potter", "Paris", "Mystery"]
+    assert T.neighbor_entities("Mystery", ["The Hunger Games"], fill[:3], kinds) == ["The Hunger Games", *fill[:3]]
+    many = [f"Person {i}" for i in range(20)]
+    people = {e: {T.PERSON} for e in ["Napoleon", *many]}
+    assert T.neighbor_entities("Napoleon", [], many, people) == many[: T.MAX_NEIGHBOR_ENTITIES + 2]
+
+
 def test_an_answer_to_a_question_unsuited_to_the_target_that_does_not_name_it_is_about_something_else():
     place = {T.PLACE}
     war = {"question": "Which war did Paris fight in?", "answer": "World War I was fought by the Central Powers."}

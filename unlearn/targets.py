@@ -47,7 +47,7 @@ from .target_request import Request, resolve_request
 
 SET_NAMES = ("forget", "heldout", "neighbors", "neighbors_heldout", "retain", "passages")
 # Bump when the probing changes what it keeps, so cached sets of an older probe are not reused.
-PROBE_VERSION = 15
+PROBE_VERSION = 16
 
 # Questions about any kind of target (a person, a place, a work); nonsense ones ("the capital of Harry Potter")
 # get answers the knowledge check rejects, or facts the model holds about the target anyway.
@@ -717,18 +717,29 @@ def about_something_else(row: dict, target: str, kinds: set[str]) -> bool:
     return row["question"] in unsuited and not _mentions(row["answer"], _name_words(target))
 
 
+def neighbor_entities(target: str, named: list[str], fill: list[str], kinds: dict[str, set[str]]) -> list[str]:
+    """The entities probed for neighbors: those the model named first, then the well-known ones (`fill`) of the
+    target's kind before the others, `MAX_NEIGHBOR_ENTITIES` + 2 in all (some keep no fact after the checks).
+
+    Same kind first because that is where unlearning does its damage: forgetting Napoleon (probe version 15) took
+    Albert Einstein's birth year (1879 -> 1955) while Isaac Newton's, trained on as a neighbor, stayed; the people
+    among the neighbors were two of seven, filled in by `WELL_KNOWN`'s order."""
+    own = kinds.get(target, set())
+    ranked = sorted(fill, key=lambda e: not kinds.get(e, set()) & own)  # stable: `WELL_KNOWN`'s order within
+    return [*named, *ranked][: MAX_NEIGHBOR_ENTITIES + 2]
+
+
 def build_sets(model, tokenizer, request: Request, retain: list[dict] | None = None) -> TargetSets:
     """Probe, check and split: the forget, held-out, neighbor and retain sets for `request` (not cached here)."""
     from .demo import demo_rows
 
     probe = candidates(model, tokenizer, request.target)
     pool = [r["key_term"] for r in probe if r["key_term"]]
-    named = _named_neighbors(model, tokenizer, request)
+    named = _named_neighbors(model, tokenizer, request)[:MAX_NEIGHBOR_ENTITIES]
     target_words = _name_words(request.target)
-    entities = [*named[:MAX_NEIGHBOR_ENTITIES]]
-    entities += [e for e in WELL_KNOWN if e.lower() != request.target.lower() and e not in entities]
-    entities = entities[: MAX_NEIGHBOR_ENTITIES + 2]  # model-named first; the well-known ones fill in
-    kinds = entity_kinds(model, tokenizer, [request.target, *entities])
+    fill = [e for e in WELL_KNOWN if e.lower() != request.target.lower() and e not in named]
+    kinds = entity_kinds(model, tokenizer, [request.target, *named, *fill])
+    entities = neighbor_entities(request.target, named, fill, kinds)
     for r in probe:
         r["off_target"] = about_something_else(r, request.target, kinds[request.target])
     neighbor_rows = []
