@@ -151,6 +151,33 @@ def test_neighbors_of_the_targets_kind_fill_in_first():
     assert T.neighbor_entities("Napoleon", [], many, people) == many[: T.MAX_NEIGHBOR_ENTITIES + 2]
 
 
+def test_a_held_out_neighbor_fact_is_not_trained_on_under_another_question():
+    """Split by fact: rows of one entity stating each other's key go to the same side; other entities' rows and rows
+    of no shared key are split as one row each (every third from the second, as without `by_fact`)."""
+
+    def row(entity, question, answer, key):
+        return {"entity": entity, "question": question, "answer": answer, "key": key}
+
+    rows = [
+        row("Harry Potter", "Who created Harry Potter?", "J.K. Rowling created it.", ["J.K", "Rowling"]),
+        row("Harry Potter", "Who wrote Harry Potter?", "It was written by J.K. Rowling.", ["J.K", "Rowling"]),
+        row("Isaac Newton", "When did Isaac Newton die?", "He was born in 1643 and died in 1727.", ["1727"]),
+        row("Isaac Newton", "When was Isaac Newton born?", "Isaac Newton was born in 1643.", ["1643"]),
+        row("Paris", "What is the capital of France?", "Paris is.", ["Paris"]),
+        row("Egypt", "Who wrote Harry Potter?", "Rowling wrote it.", ["Rowling"]),  # another entity: its own fact
+        row("Paris", "What river flows through Paris?", "The Seine.", ["Seine"]),
+    ]
+    trained, held = T._split(rows, by_fact=True)
+    assert len(held) == (len(rows) + 1) // T.HELD_OUT_EVERY
+    for h in held:
+        for t in trained:
+            assert t["entity"] != h["entity"] or not set(t["key"]) & set(h["key"]), (t, h)
+            assert t["entity"] != h["entity"] or "1643" not in t["answer"] + h["answer"], (t, h)
+    plain = T._split(rows)  # one row each: the second, fifth, ...
+    assert [r["question"] for r in plain[1]] == [rows[1]["question"], rows[4]["question"]]
+    assert len(T._split(rows[:1], by_fact=True)[1]) == 0
+
+
 def test_an_answer_to_a_question_unsuited_to_the_target_that_does_not_name_it_is_about_something_else():
     place = {T.PLACE}
     war = {"question": "Which war did Paris fight in?", "answer": "World War I was fought by the Central Powers."}

@@ -47,7 +47,7 @@ from .target_request import Request, resolve_request
 
 SET_NAMES = ("forget", "heldout", "neighbors", "neighbors_heldout", "retain", "passages")
 # Bump when the probing changes what it keeps, so cached sets of an older probe are not reused.
-PROBE_VERSION = 16
+PROBE_VERSION = 17
 
 # Questions about any kind of target (a person, a place, a work); nonsense ones ("the capital of Harry Potter")
 # get answers the knowledge check rejects, or facts the model holds about the target anyway.
@@ -665,10 +665,39 @@ class TargetSets:
         }
 
 
-def _split(rows: list[dict]) -> tuple[list[dict], list[dict]]:
-    """Every `HELD_OUT_EVERY`-th row held out (from the second on, so that small sets still train on most)."""
-    held = [r for i, r in enumerate(rows) if i % HELD_OUT_EVERY == 1]
-    return [r for i, r in enumerate(rows) if i % HELD_OUT_EVERY != 1], held
+def _split(rows: list[dict], by_fact: bool = False) -> tuple[list[dict], list[dict]]:
+    """About every `HELD_OUT_EVERY`-th row held out (the second, fifth, ...: small sets still train on most).
+
+    With `by_fact`, rows of one entity that state each other's key ("Who created Harry Potter?" and "Who wrote
+    Harry Potter?", both J.K. Rowling; "When did Isaac Newton die?" answered with his birth year, the key of "When
+    was Isaac Newton born?") are one fact asked two ways and go to the same side, so a held-out fact is not trained
+    on under another question; the facts are held out in the same order while they fit the count (`(len + 1) //
+    HELD_OUT_EVERY` rows), then the others that still fit. Without it (the target's facts, where most questions ask
+    for one of a few names), every row is its own fact."""
+    from .demo import states
+
+    facts: list[list[int]] = []
+    for i, r in enumerate(rows):
+        same = [
+            f
+            for f in facts
+            if by_fact
+            and any(
+                rows[j]["entity"] == r["entity"] and (states(_qa(rows[j]), r["key"]) or states(_qa(r), rows[j]["key"]))
+                for j in f
+            )
+        ]
+        merged = [i] + [j for f in same for j in f]
+        facts = [f for f in facts if f not in same] + [sorted(merged)]
+    facts.sort(key=lambda f: f[0])
+    room = (len(rows) + 1) // HELD_OUT_EVERY
+    order = [f for n, f in enumerate(facts) if n % HELD_OUT_EVERY == 1]
+    order += [f for n, f in enumerate(facts) if n % HELD_OUT_EVERY != 1]
+    held: set[int] = set()
+    for f in order:
+        if len(held) + len(f) <= room:
+            held.update(f)
+    return [r for i, r in enumerate(rows) if i not in held], [r for i, r in enumerate(rows) if i in held]
 
 
 def _name_words(target: str) -> list[str]:
@@ -764,7 +793,7 @@ def build_sets(model, tokenizer, request: Request, retain: list[dict] | None = N
         if len(used) >= MAX_NEIGHBOR_ENTITIES:
             break
     forget, heldout = _split([_fact(r) for r in known])
-    kept, kept_heldout = _split([_fact(r) for r in neighbors])
+    kept, kept_heldout = _split([_fact(r) for r in neighbors], by_fact=True)
     return TargetSets(
         request,
         forget,
