@@ -58,6 +58,7 @@ def run(
     label: str | None = None,
     stop: bool = False,
 ) -> list[dict]:
+    from unlearn.demo import states
     from unlearn.loading import load_model_and_tokenizer
     from unlearn.precheck import read_recipe_values
     from unlearn.recipes import recipe_config
@@ -77,6 +78,7 @@ def run(
             model, tokenizer, name, config=recipe_config(values), attacks=chosen, stop_when_forgotten=stop
         )
         s = result.sets.summary()
+        new = result.sets.new_facts()
         rows = [r for r in rows if (r["target"], r.get("settings", "recipe")) != (name, label)]
         rows.append(
             {
@@ -93,6 +95,8 @@ def run(
                 "known_after": result.after["known"],
                 "passages": s["passages"],
                 "heldout_in_passages": s["heldout_in_passages"],
+                "new_facts": len(new),  # held out, their key stated by no trained row (`TargetSets.new_facts`)
+                "new_facts_stated": sum(states(result.after["all_answers"][f["question"]], f["key"]) for f in new),
                 "attacks": {a["attack"]: a["recovered_fraction"] for a in result.attacks or []},
                 "epochs": result.epochs[-1][0] if result.epochs else values.get("num_train_epochs"),
                 "minutes": (time.time() - started) / 60,
@@ -112,7 +116,7 @@ def table(rows: list[dict]) -> str:
         + " | ".join(f"{s} stated" for s in sets)
         + " | "
         + " | ".join(f"{s} known" for s in checked)
-        + " | epochs | relearned | 4-bit | min |"
+        + " | new held-out facts stated | epochs | relearned | 4-bit | min |"
     )
     lines = [
         "# `unlearn forget recipes/target.yaml target=...` on SmolLM2-135M-Instruct",
@@ -120,16 +124,18 @@ def table(rows: list[dict]) -> str:
         "Made with `python benchmarks/target_survey.py --run ...`. stated: fraction of greedy answers that contain the"
         " fact's key term, before -> after; neighbors are the held-out neighbor facts (never trained on),"
         " neighbors_trained those trained on as retain rows. known: fraction of the facts that still pass the"
-        " knowledge check, before -> after (- where the run predates it). epochs: those trained (fewer where"
+        " knowledge check, before -> after (- where the run predates it). new held-out facts: the held-out facts"
+        " whose key no trained row states, still stated after. epochs: those trained (fewer where"
         " `--stop` ended training once no trained fact was stated).",
         "",
         head,
-        "|" + "---|" * (len(sets) + len(checked) + 7),
+        "|" + "---|" * (len(sets) + len(checked) + 8),
     ]
     for r in rows:
         cells = [f"{r['before'].get(s, float('nan')):.2f} -> {r['after'].get(s, float('nan')):.2f}" for s in sets]
         kb, ka = r.get("known_before", {}), r.get("known_after", {})
         cells += [f"{kb[s]:.2f} -> {ka[s]:.2f}" if s in ka else "-" for s in checked]
+        cells.append(f"{r['new_facts_stated']} / {r['new_facts']}" if "new_facts" in r else "-")
         a = r["attacks"]
         lines.append(
             f"| {r['target']} | {r.get('settings', 'recipe')} | {r['known']} | "

@@ -178,6 +178,59 @@ def test_a_held_out_neighbor_fact_is_not_trained_on_under_another_question():
     assert len(T._split(rows[:1], by_fact=True)[1]) == 0
 
 
+def test_the_models_other_neighbor_answers_are_kept_but_never_a_measured_one(monkeypatch):
+    """Neighbor answers that are no checked fact are retain rows, the questions also asked of the target first; left
+    out: deflections, mentions of the target or a forgotten key, held-out questions and any answer stating a
+    held-out neighbor's key, and the checked facts (the neighbor sets have those)."""
+
+    def cand(entity, question, answer, known=False):
+        return {"entity": entity, "question": question, "answer": answer, "known": known}
+
+    rows = [
+        cand("Isaac Newton", "Where was Isaac Newton born?", "He was born in Woolsthorpe."),
+        cand("Isaac Newton", "When was Isaac Newton born?", "Isaac Newton was born in 1643.", known=True),
+        cand("Isaac Newton", "Where did Isaac Newton die?", "He was born in 1643 and died in London."),  # held key
+        cand("Mozart", "When was Mozart born?", "Mozart was born in 1756 in Salzburg."),
+        cand("Mozart", "What is Mozart's nickname?", "I don't know his nickname."),  # deflection
+        cand("Mozart", "Who was Mozart's rival?", "Napoleon, some say."),  # mentions the target
+        cand("Mozart", "Which war did Mozart fight in?", "The Battle of Waterloo."),  # a forgotten key
+        cand("Egypt", "What is the capital of Egypt?", "Cairo."),  # held out itself
+        cand("Egypt", "What is Egypt famous for?", "The pyramids."),
+    ]
+    held = [{"entity": "Egypt", "question": "What is the capital of Egypt?", "key": ["Cairo"]}]
+    held.append({"entity": "Isaac Newton", "question": "When was Isaac Newton born?", "key": ["1643"]})
+    known = [{"question": "When was Napoleon born?"}, {"question": "Where was Napoleon born?"}]
+    own = T.neighbor_answers(rows, "Napoleon", known, ["Napoleon", "Waterloo"], held)
+    questions = [r["question"] for r in own]
+    assert sorted(questions[:2]) == ["When was Mozart born?", "Where was Isaac Newton born?"]  # asked of the target
+    assert questions[2:] == ["What is Egypt famous for?"]
+    assert all(r["source"] == "own" and r["answer"] for r in own)
+    assert own == T.neighbor_answers(rows, "Napoleon", known, ["Napoleon", "Waterloo"], held)  # the same draw
+    monkeypatch.setattr(T, "MAX_NEIGHBOR_ANSWERS", 1)
+    assert len(T.neighbor_answers(rows, "Napoleon", known, ["Napoleon", "Waterloo"], held)) == 1
+
+
+def test_held_out_facts_no_trained_row_states_are_counted_and_marked_as_new():
+    def fact(question, answer, key):
+        return {"question": question, "answer": answer, "key": key, "entity": "Harry Potter"}
+
+    forget = [fact("Who created Harry Potter?", "J.K. Rowling created it.", ["J.K", "Rowling"])]
+    heldout = [
+        fact("Who wrote Harry Potter?", "It was written by J.K. Rowling.", ["J.K", "Rowling"]),
+        fact("Who is Harry Potter's best friend?", "Ron Weasley is.", ["Ron", "Weasley"]),
+        fact("Where is Harry Potter set?", "At Hogwarts.", ["Hogwarts"]),
+    ]
+    passages = [{"question": "Tell me about Harry Potter.", "answer": "A boy at Hogwarts.", "entity": "Harry Potter"}]
+    sets = T.TargetSets(T.Request("Harry Potter"), forget, heldout, [], [], [], [], passages)
+    assert [r["question"] for r in sets.new_facts()] == ["Who is Harry Potter's best friend?"]
+    assert sets.summary()["heldout_new_facts"] == 1
+    answers = {r["question"]: r["answer"] for r in forget + heldout}
+    measured = {"stated": {}, "nll": {}, "all_answers": answers}
+    text = T.report(sets, measured, measured, None, 1.0)
+    assert "1 of 3 state a key no trained row states" in text
+    assert text.count("*new fact*") == 2 and "Who is Harry Potter's best friend? (`Ron / Weasley`) *new fact*" in text
+
+
 def test_an_answer_to_a_question_unsuited_to_the_target_that_does_not_name_it_is_about_something_else():
     place = {T.PLACE}
     war = {"question": "Which war did Paris fight in?", "answer": "World War I was fought by the Central Powers."}
@@ -352,12 +405,12 @@ def test_forget_a_target_end_to_end(knower, tmp_path, monkeypatch):
     assert report.count("(still known: ") == len(result.sets.heldout) + len(result.sets.neighbors_heldout)
     saved = yaml_load(out / "unlearn_config.yaml")
     assert saved["target"] == TARGET and saved["forget"].endswith("target/train_forget.jsonl")
-    # trained on: the facts and the passages; kept: the general rows and the neighbors
+    # trained on: the facts and the passages; kept: the general rows, the neighbors and the other neighbor answers
     sets = result.sets
     trained = [json.loads(x) for x in (out / "target" / "train_forget.jsonl").read_text().splitlines()]
     assert trained == sets.forget + sets.passages
     retained = [json.loads(x) for x in (out / "target" / "train_retain.jsonl").read_text().splitlines()]
-    assert retained == sets.retain + sets.neighbors
+    assert retained == sets.retain + sets.neighbors + sets.neighbor_answers
     assert (out / "adapter_config.json").is_file() and (out / "run.json").is_file()
     # An overwrite replaces the run and keeps the reviewed sets (the same model: the cached sets).
     (out / "target" / "reviewed.txt").write_text("looked at forget.jsonl")
@@ -424,9 +477,9 @@ def test_survey_table_shows_known_where_measured():
     assert lines[-2].startswith("| Paris | recipe | 15 |") and "| 1.00 -> 0.40 |" in lines[-2]
     assert "| 0.75 -> 0.75 | - | - | - |" in lines[-2]  # retain stated, then no known columns
     assert "| 1.00 -> 0.00 | 1.00 -> 0.20 | 1.00 -> 0.75 |" in lines[-1] and "| v13 |" in lines[-1]
-    assert "| 1.00 -> 0.75 | - | nan |" in lines[-1]  # no epochs recorded: "-", then the relearn column
-    stopped = target_survey.table([{**new, "epochs": 3.0}]).splitlines()[-1]
-    assert "| 1.00 -> 0.75 | 3.0 | nan |" in stopped
+    assert "| 1.00 -> 0.75 | - | - | nan |" in lines[-1]  # no new-fact count nor epochs recorded: "-", then relearn
+    stopped = target_survey.table([{**new, "epochs": 3.0, "new_facts": 2, "new_facts_stated": 1}]).splitlines()[-1]
+    assert "| 1.00 -> 0.75 | 1 / 2 | 3.0 | nan |" in stopped
 
 
 def test_survey_stability_counts_kept_neighbors_by_their_share_of_draws(tmp_path, monkeypatch):
