@@ -178,38 +178,6 @@ def test_a_held_out_neighbor_fact_is_not_trained_on_under_another_question():
     assert len(T._split(rows[:1], by_fact=True)[1]) == 0
 
 
-def test_the_models_other_neighbor_answers_are_kept_but_never_a_measured_one(monkeypatch):
-    """Neighbor answers that are no checked fact are retain rows, the questions also asked of the target first; left
-    out: deflections, mentions of the target or a forgotten key, held-out questions and any answer stating a
-    held-out neighbor's key, and the checked facts (the neighbor sets have those)."""
-
-    def cand(entity, question, answer, known=False):
-        return {"entity": entity, "question": question, "answer": answer, "known": known}
-
-    rows = [
-        cand("Isaac Newton", "Where was Isaac Newton born?", "He was born in Woolsthorpe."),
-        cand("Isaac Newton", "When was Isaac Newton born?", "Isaac Newton was born in 1643.", known=True),
-        cand("Isaac Newton", "Where did Isaac Newton die?", "He was born in 1643 and died in London."),  # held key
-        cand("Mozart", "When was Mozart born?", "Mozart was born in 1756 in Salzburg."),
-        cand("Mozart", "What is Mozart's nickname?", "I don't know his nickname."),  # deflection
-        cand("Mozart", "Who was Mozart's rival?", "Napoleon, some say."),  # mentions the target
-        cand("Mozart", "Which war did Mozart fight in?", "The Battle of Waterloo."),  # a forgotten key
-        cand("Egypt", "What is the capital of Egypt?", "Cairo."),  # held out itself
-        cand("Egypt", "What is Egypt famous for?", "The pyramids."),
-    ]
-    held = [{"entity": "Egypt", "question": "What is the capital of Egypt?", "key": ["Cairo"]}]
-    held.append({"entity": "Isaac Newton", "question": "When was Isaac Newton born?", "key": ["1643"]})
-    known = [{"question": "When was Napoleon born?"}, {"question": "Where was Napoleon born?"}]
-    own = T.neighbor_answers(rows, "Napoleon", known, ["Napoleon", "Waterloo"], held)
-    questions = [r["question"] for r in own]
-    assert sorted(questions[:2]) == ["When was Mozart born?", "Where was Isaac Newton born?"]  # asked of the target
-    assert questions[2:] == ["What is Egypt famous for?"]
-    assert all(r["source"] == "own" and r["answer"] for r in own)
-    assert own == T.neighbor_answers(rows, "Napoleon", known, ["Napoleon", "Waterloo"], held)  # the same draw
-    monkeypatch.setattr(T, "MAX_NEIGHBOR_ANSWERS", 1)
-    assert len(T.neighbor_answers(rows, "Napoleon", known, ["Napoleon", "Waterloo"], held)) == 1
-
-
 def test_held_out_facts_no_trained_row_states_are_counted_and_marked_as_new():
     def fact(question, answer, key):
         return {"question": question, "answer": answer, "key": key, "entity": "Harry Potter"}
@@ -221,7 +189,7 @@ def test_held_out_facts_no_trained_row_states_are_counted_and_marked_as_new():
         fact("Where is Harry Potter set?", "At Hogwarts.", ["Hogwarts"]),
     ]
     passages = [{"question": "Tell me about Harry Potter.", "answer": "A boy at Hogwarts.", "entity": "Harry Potter"}]
-    sets = T.TargetSets(T.Request("Harry Potter"), forget, heldout, [], [], [], [], passages)
+    sets = T.TargetSets(T.Request("Harry Potter"), forget, heldout, [], [], [], passages)
     assert [r["question"] for r in sets.new_facts()] == ["Who is Harry Potter's best friend?"]
     assert sets.summary()["heldout_new_facts"] == 1
     answers = {r["question"]: r["answer"] for r in forget + heldout}
@@ -405,12 +373,12 @@ def test_forget_a_target_end_to_end(knower, tmp_path, monkeypatch):
     assert report.count("(still known: ") == len(result.sets.heldout) + len(result.sets.neighbors_heldout)
     saved = yaml_load(out / "unlearn_config.yaml")
     assert saved["target"] == TARGET and saved["forget"].endswith("target/train_forget.jsonl")
-    # trained on: the facts and the passages; kept: the general rows, the neighbors and the other neighbor answers
+    # trained on: the facts and the passages; kept: the general rows and the neighbors
     sets = result.sets
     trained = [json.loads(x) for x in (out / "target" / "train_forget.jsonl").read_text().splitlines()]
     assert trained == sets.forget + sets.passages
     retained = [json.loads(x) for x in (out / "target" / "train_retain.jsonl").read_text().splitlines()]
-    assert retained == sets.retain + sets.neighbors + sets.neighbor_answers
+    assert retained == sets.retain + sets.neighbors
     assert (out / "adapter_config.json").is_file() and (out / "run.json").is_file()
     # An overwrite replaces the run and keeps the reviewed sets (the same model: the cached sets).
     (out / "target" / "reviewed.txt").write_text("looked at forget.jsonl")

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import calendar
 import json
-import random
 import re
 import statistics
 from dataclasses import asdict, dataclass, field
@@ -46,9 +45,9 @@ from .errors import UnlearnError
 from .rundir import REQUEST_FILE, TARGET_DIR, write_atomic, write_jsonl
 from .target_request import Request, resolve_request
 
-SET_NAMES = ("forget", "heldout", "neighbors", "neighbors_heldout", "neighbor_answers", "retain", "passages")
+SET_NAMES = ("forget", "heldout", "neighbors", "neighbors_heldout", "retain", "passages")
 # Bump when the probing changes what it keeps, so cached sets of an older probe are not reused.
-PROBE_VERSION = 18
+PROBE_VERSION = 17
 
 # Questions about any kind of target (a person, a place, a work); nonsense ones ("the capital of Harry Potter")
 # get answers the knowledge check rejects, or facts the model holds about the target anyway.
@@ -228,7 +227,6 @@ WELL_KNOWN = (
 )
 MAX_NEIGHBOR_ENTITIES = 8  # 6-8 of them keep a fact after the checks (v14-15): 12-20 neighbors, 3-7 held out
 MAX_FACTS_PER_NEIGHBOR = 6
-MAX_NEIGHBOR_ANSWERS = 24  # the model's own answers to other neighbor questions, kept by training (`neighbor_answers`)
 KEY_MARGIN = 2.0  # nats: the model's own key term at least e^2 ~ 7x likelier than the swapped ones on average
 # Per-token probability of the key term where the greedy answer put it. On SmolLM2's Harry Potter probe (158
 # scored candidates, benchmarks/results/targets_smollm2/harry-potter-probe.json) facts such as Rowling, Voldemort,
@@ -645,7 +643,6 @@ class TargetSets:
     heldout: list[dict]
     neighbors: list[dict]
     neighbors_heldout: list[dict]
-    neighbor_answers: list[dict]  # the model's own answers to the other neighbor questions, trained on as retain
     retain: list[dict]
     passages: list[dict] = field(default_factory=list)  # the model's own text about the target, trained on
     probe: list[dict] = field(default_factory=list)  # every candidate, known or not (for review)
@@ -771,40 +768,6 @@ def neighbor_entities(target: str, named: list[str], fill: list[str], kinds: dic
     return [*named, *ranked][: MAX_NEIGHBOR_ENTITIES + 2]
 
 
-def neighbor_answers(
-    rows: list[dict], target: str, known: list[dict], avoid: list[str], held: list[dict]
-) -> list[dict]:
-    """The model's own answers to neighbor questions that are no checked fact (`rows`: every neighbor candidate),
-    trained on with the retain rows, right or wrong, so that it keeps answering near the target as it did: few
-    neighbor questions make a checked fact (Napoleon, probe version 15: 9 of 256), too few rows to hold the model's
-    answers to the rest (forgetting Napoleon took Einstein's birth year, not a trained neighbor).
-
-    Left out: deflections, answers that mention the target or a forgotten key (`avoid`), and any that states a
-    held-out neighbor's key (`held`: those are measured, never trained on). Questions asked of the target too
-    (`known`'s templates, "When was {t} born?") come first, being where forgetting spills over; at most
-    `MAX_NEIGHBOR_ANSWERS`, drawn with a fixed seed."""
-    from .demo import states
-
-    asked = {r["question"].replace(target, "{t}") for r in known}
-    measured = {r["question"] for r in held}
-    usable = [
-        r
-        for r in rows
-        if r["answer"]
-        and not r.get("known")
-        and not DEFLECTIONS.search(r["answer"])
-        and r["question"] not in measured
-        and not _mentions(_qa(r), avoid)
-        and not any(states(_qa(r), h["key"]) for h in held)
-    ]
-    first = [r for r in usable if r["question"].replace(r["entity"], "{t}") in asked]
-    rest = [r for r in usable if r not in first]
-    draw = random.Random(0)  # a spread over entities and questions, the same on every probe of the same candidates
-    top = draw.sample(first, min(len(first), MAX_NEIGHBOR_ANSWERS))
-    top += draw.sample(rest, min(len(rest), MAX_NEIGHBOR_ANSWERS - len(top)))
-    return [{"question": r["question"], "answer": r["answer"], "entity": r["entity"], "source": "own"} for r in top]
-
-
 def build_sets(model, tokenizer, request: Request, retain: list[dict] | None = None) -> TargetSets:
     """Probe, check and split: the forget, held-out, neighbor and retain sets for `request` (not cached here)."""
     from .demo import demo_rows
@@ -841,15 +804,12 @@ def build_sets(model, tokenizer, request: Request, retain: list[dict] | None = N
             break
     forget, heldout = _split([_fact(r) for r in known])
     kept, kept_heldout = _split([_fact(r) for r in neighbors], by_fact=True)
-    avoid = target_words + forget_keys
-    own = neighbor_answers(neighbor_rows, request.target, known, avoid, kept_heldout)
     return TargetSets(
         request,
         forget,
         heldout,
         kept,
         kept_heldout,
-        own,
         list(retain) if retain is not None else demo_rows("retain"),
         passages(model, tokenizer, request),
         probe=probe + neighbor_rows,
@@ -861,7 +821,7 @@ def build_sets(model, tokenizer, request: Request, retain: list[dict] | None = N
 
 
 def write_sets(sets: TargetSets, where: Path, model_fingerprint: str) -> None:
-    """`where/{forget,heldout,neighbors,neighbors_heldout,neighbor_answers,retain,passages}.jsonl`, `probe.json` and `request.json`
+    """`where/{forget,heldout,neighbors,neighbors_heldout,retain,passages}.jsonl`, `probe.json` and `request.json`
     (last)."""
     where.mkdir(parents=True, exist_ok=True)
     for name, rows in sets.sets().items():
@@ -954,8 +914,7 @@ def report(
         f"least {KEY_MARGIN} nats likelier than with its key term swapped, the key term at least {KEY_CONFIDENCE} "
         "likely per token where the answer puts it). Neighbors from: "
         f"{', '.join(sets.neighbor_entities) or 'none'}. Every {HELD_OUT_EVERY}rd fact held out of training (a "
-        "neighbor fact asked two ways on one side). Also kept by training: "
-        f"{len(sets.neighbor_answers)} of the model's other answers to neighbor questions (neighbor_answers.jsonl).",
+        "neighbor fact asked two ways on one side).",
         "",
         "| set | rows | stated before | stated after | known before | known after | answer NLL before | after |",
         "|---|---|---|---|---|---|---|---|",
@@ -1084,8 +1043,7 @@ def forget_target(
     print(
         f"Forgetting {req.describe()}: {len(sets.forget)} facts to train on, {len(sets.heldout)} held out, "
         f"{len(sets.neighbors) + len(sets.neighbors_heldout)} neighbor facts ({', '.join(sets.neighbor_entities)}), "
-        f"{len(sets.neighbor_answers)} other neighbor answers and {len(sets.retain)} general rows to keep, "
-        f"{len(sets.passages)} passages; written to {out / TARGET_DIR}",
+        f"{len(sets.retain)} retain rows, {len(sets.passages)} passages; written to {out / TARGET_DIR}",
         flush=True,
     )
     if dry_run:
@@ -1102,8 +1060,7 @@ def forget_target(
     forget_path, retain_path = out / TARGET_DIR / "train_forget.jsonl", out / TARGET_DIR / "train_retain.jsonl"
     train_forget = sets.forget + sets.passages
     write_jsonl(forget_path, train_forget)
-    # kept by training on them: the general rows, the neighbors not held out and the other neighbor answers
-    train_retain = sets.retain + sets.neighbors + sets.neighbor_answers
+    train_retain = sets.retain + sets.neighbors  # the neighbors not held out are kept by training on them
     write_jsonl(retain_path, train_retain)
     if config is None:
         from .config import build_config
