@@ -948,7 +948,8 @@ def report(
         lines += [f"| {a['attack']} | {a['recovered_fraction']:.2f} | {a['summary']} |" for a in attacks]
         lines.append("")
     new = {r["question"] for r in sets.new_facts()}
-    for title, rows in (("Held-out answers", sets.heldout), ("Held-out neighbor answers", sets.neighbors_heldout)):
+    listed = (("Held-out answers", sets.heldout, new), ("Held-out neighbor answers", sets.neighbors_heldout, set()))
+    for title, rows, marked in listed:
         lines += [f"## {title}, before -> after", ""]
         if rows is sets.heldout:
             lines += [f"{len(new)} of {len(rows)} state a key no trained row states (marked *new fact*).", ""]
@@ -957,7 +958,7 @@ def report(
             before_answer, after_answer = before["all_answers"][q], after["all_answers"][q]
             known = after.get("known_rows", {}).get(q)
             still = "" if known is None else f" (still known: {'yes' if known else 'no'})"
-            mark = " *new fact*" if q in new and rows is sets.heldout else ""
+            mark = " *new fact*" if q in marked else ""
             lines.append(f"- {q} (`{' / '.join(r['key'])}`){mark}: {before_answer!r} -> {after_answer!r}{still}")
         lines.append("")
     lines += [f"{minutes:.1f} minutes in all (probe, unlearning, evaluation, attacks).", ""]
