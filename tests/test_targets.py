@@ -179,6 +179,9 @@ def test_a_held_out_neighbor_fact_is_not_trained_on_under_another_question():
 
 
 def test_held_out_facts_no_trained_row_states_are_counted_and_marked_as_new():
+    """A held-out fact is new when no forget row nor passage states its key: counted in the summary, marked in the
+    report; one whose name training forgot under another question (J.K. Rowling) or a passage states is not."""
+
     def fact(question, answer, key):
         return {"question": question, "answer": answer, "key": key, "entity": "Harry Potter"}
 
