@@ -907,10 +907,11 @@ def report(
 ) -> str:
     from .demo import STATED_TOKENS
 
+    summary = sets.summary()
     lines = [
         f"# Forgetting {sets.request.describe()}",
         "",
-        f"Probed {sets.summary()['probed']} questions; {sets.summary()['known']} facts known (the model's answer at "
+        f"Probed {summary['probed']} questions; {summary['known']} facts known (the model's answer at "
         f"least {KEY_MARGIN} nats likelier than with its key term swapped, the key term at least {KEY_CONFIDENCE} "
         "likely per token where the answer puts it). Neighbors from: "
         f"{', '.join(sets.neighbor_entities) or 'none'}. Every {HELD_OUT_EVERY}rd fact held out of training (a "
@@ -948,11 +949,13 @@ def report(
         lines += [f"| {a['attack']} | {a['recovered_fraction']:.2f} | {a['summary']} |" for a in attacks]
         lines.append("")
     new = {r["question"] for r in sets.new_facts()}
-    listed = (("Held-out answers", sets.heldout, new), ("Held-out neighbor answers", sets.neighbors_heldout, set()))
-    for title, rows, marked in listed:
-        lines += [f"## {title}, before -> after", ""]
-        if rows is sets.heldout:
-            lines += [f"{len(new)} of {len(rows)} state a key no trained row states (marked *new fact*).", ""]
+    intro = [f"{len(new)} of {len(sets.heldout)} state a key no trained row states (marked *new fact*).", ""]
+    listed = (
+        ("Held-out answers", sets.heldout, new, intro),
+        ("Held-out neighbor answers", sets.neighbors_heldout, set(), []),
+    )
+    for title, rows, marked, said_first in listed:
+        lines += [f"## {title}, before -> after", "", *said_first]
         for r in rows:
             q = r["question"]
             before_answer, after_answer = before["all_answers"][q], after["all_answers"][q]
