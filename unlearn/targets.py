@@ -686,17 +686,12 @@ def _split(rows: list[dict], by_fact: bool = False) -> tuple[list[dict], list[di
     for one of a few names), every row is its own fact."""
     from .demo import states
 
+    def one_fact(a: dict, b: dict) -> bool:
+        return a["entity"] == b["entity"] and (states(_qa(a), b["key"]) or states(_qa(b), a["key"]))
+
     facts: list[list[int]] = []
     for i, r in enumerate(rows):
-        same = [
-            f
-            for f in facts
-            if by_fact
-            and any(
-                rows[j]["entity"] == r["entity"] and (states(_qa(rows[j]), r["key"]) or states(_qa(r), rows[j]["key"]))
-                for j in f
-            )
-        ]
+        same = [f for f in facts if any(one_fact(rows[j], r) for j in f)] if by_fact else []
         merged = [i] + [j for f in same for j in f]
         facts = [f for f in facts if f not in same] + [sorted(merged)]
     facts.sort(key=lambda f: f[0])
