@@ -96,8 +96,14 @@ def knowledge_check(model, tokenizer, rows: list[dict]) -> list[dict[str, Any]]:
 
 
 def states(answer: str, keys: list[str]) -> bool:
-    """Whether a greedy answer says the fact: one of its key terms ("Rowling", "Voldemort") as a whole word."""
-    return any(re.search(rf"(?<!\w){re.escape(k)}(?!\w)", answer, flags=re.IGNORECASE) for k in keys)
+    """Whether a greedy answer says the fact: one of its key terms ("Rowling", "Voldemort") as a whole word, a
+    phrase key ("Middle Earth") with its words apart by spaces or hyphens ("Middle-earth")."""
+    return any(re.search(_key_pattern(k), answer, flags=re.IGNORECASE) for k in keys)
+
+
+def _key_pattern(key: str) -> str:
+    words = r"[\s-]+".join(map(re.escape, key.split()))
+    return rf"(?<!\w){words}(?!\w)"
 
 
 def stated_fraction(answers: dict[str, str], rows: list[dict]) -> float:

@@ -47,7 +47,7 @@ from .target_request import Request, resolve_request
 
 SET_NAMES = ("forget", "heldout", "neighbors", "neighbors_heldout", "retain", "passages")
 # Bump when the probing changes what it keeps, so cached sets of an older probe are not reused.
-PROBE_VERSION = 17
+PROBE_VERSION = 19
 
 # Questions about any kind of target (a person, a place, a work); nonsense ones ("the capital of Harry Potter")
 # get answers the knowledge check rejects, or facts the model holds about the target anyway.
@@ -225,7 +225,7 @@ WELL_KNOWN = (
     "Egypt",
     "Napoleon",
 )
-MAX_NEIGHBOR_ENTITIES = 8  # 6-8 of them keep a fact after the checks (v14-15): 12-20 neighbors, 3-7 held out
+MAX_NEIGHBOR_ENTITIES = 10  # 6-8 of them keep a fact after the checks (v14-15): 12-20 neighbors, 3-7 held out
 MAX_FACTS_PER_NEIGHBOR = 6
 KEY_MARGIN = 2.0  # nats: the model's own key term at least e^2 ~ 7x likelier than the swapped ones on average
 # Per-token probability of the key term where the greedy answer put it. On SmolLM2's Harry Potter probe (158
@@ -300,6 +300,20 @@ COMMON = {m.lower() for m in calendar.month_name if m} | {
     "french",
     "german",
 }
+CONNECTORS = {"of", "the", "de", "da", "von", "and"}
+# Ordinary words that start or end many names and name nothing alone: a key's generic words are matched only as a
+# run ("Middle Earth", "United States"), its other words alone ("Voldemort" of "Lord Voldemort"); `key_words`.
+_GENERIC = """
+    lord lady king queen prince princess emperor empress president general captain doctor professor pope
+    duke count north south east west northern southern eastern western middle central upper lower new old
+    great little big grand high holy royal united national international modern ancient first second
+    earth world sea ocean river mount mountain mountains island islands lake city state states kingdom
+    empire republic union bay valley desert forest park street square bridge tower palace castle house
+    church cathedral school university college academy institute society museum prize award memorial
+    battle war wars star stars ring rings order company club band party league team theatre theater
+    opera hall road station gate wall garden gardens book books story film movie song album age
+"""
+GENERIC = set(_GENERIC.split())
 NAME = r"[A-Z][\w'’.-]*\w\.?"
 RUN = re.compile(rf"{NAME}(?:\s+(?:of\s+|the\s+|de\s+|da\s+|von\s+)?{NAME})*")
 YEAR = re.compile(r"\b(1[0-9]{3}|20[0-9]{2})\b")
@@ -379,10 +393,32 @@ def _is_kind(key: str, asks: str | None) -> bool:
 
 def key_words(key: str, question: str = "", target: str = "") -> list[str]:
     """The words whose appearance in a greedy answer counts as stating the fact (what `demo.states` matches): the
-    key term's own words, less connectors and the question's words ("School" of "Hogwarts School of ...")."""
-    skip = _seen(question, target) | COMMON | {"of", "the", "de", "da", "von"}
-    words = [w.rstrip(".,;:").removesuffix("'s").removesuffix("’s") for w in key.split()]
-    return [w for w in words if len(w.strip(".")) > 1 and _bare(w) not in skip]
+    key term's own distinctive words, less connectors and the question's words ("School" of "Hogwarts School of
+    ...", "Lord" of "Lord Voldemort"). `GENERIC` words name nothing alone ("Earth" would count "orbiting earth" as
+    stating "Middle Earth"), so a run of two or more of them is matched as one phrase ("Middle Earth", "United
+    States" of "United States of America") and one alone only when it is all the key has ("Earth")."""
+    skip = _seen(question, target) | COMMON | CONNECTORS
+    distinctive, runs, run = [], [], []
+    for w in key.split():
+        bare = w.rstrip(".,;:").removesuffix("'s").removesuffix("’s")
+        if len(bare.strip(".")) <= 1 or _bare(w) in skip:
+            if not (run and _bare(w) in CONNECTORS):  # "Lord of the Rings" is one run, "Lord Voldemort" none
+                runs, run = runs + [run], []
+            continue
+        if _bare(w) in GENERIC:
+            run.append(bare)
+        else:
+            distinctive.append(bare)
+            runs, run = runs + [run], []
+    runs.append(run)
+    phrases = [_phrase(r, key) for r in runs if len(r) > 1]
+    return distinctive + phrases or [w for r in runs for w in r]
+
+
+def _phrase(words: list[str], key: str) -> str:
+    """`words` (a run of `key`'s words, connectors between them dropped) as they stand in `key`."""
+    m = re.search(r"[\s\w'’.-]*?".join(map(re.escape, words)), key)
+    return m.group(0) if m else " ".join(words)
 
 
 def swaps(key: str, pool: list[str]) -> list[str]:
@@ -601,8 +637,11 @@ def _qa(row: dict) -> str:
 
 
 def _mentions(text: str, words: list[str]) -> bool:
-    text = text.lower()
-    return any(re.search(rf"(?<!\w){re.escape(w.lower())}(?!\w)", text) for w in words if len(w) > 2)
+    """Whether `text` names one of `words` (key words or phrases, as `demo.states` reads them; none under 3
+    letters)."""
+    from .demo import states
+
+    return states(text, [w for w in words if len(w) > 2])
 
 
 def _in_scope(text: str, scope: str | None) -> bool:
@@ -663,19 +702,28 @@ class TargetSets:
     def summary(self) -> dict[str, Any]:
         from .demo import states
 
+        forms = {_form(r) for r in self.forget} - {None}
+
         return {
             **{n: len(v) for n, v in self.sets().items()},
             "heldout_in_passages": sum(
                 states(" ".join(p["answer"] for p in self.passages), r["key"]) for r in self.heldout
             ),
             "heldout_new_facts": len(self.new_facts()),
+            # held-out neighbors asked in a form the forget set trains (a trained neighbor shares it, `_split`)
+            "neighbors_heldout_in_forget_forms": sum(_form(r) in forms for r in self.neighbors_heldout),
             "known": len(self.forget) + len(self.heldout),
             "probed": len([r for r in self.probe if r["entity"] == self.request.target]),
             "neighbor_entities": self.neighbor_entities,
         }
 
 
-def _split(rows: list[dict], by_fact: bool = False) -> tuple[list[dict], list[dict]]:
+def _form(row: dict) -> str | None:
+    """The question form of a template row ("Who is the main character of {t}?"), None for the model's own."""
+    return row["question"].replace(row["entity"], "{t}") if row.get("source") == "template" else None
+
+
+def _split(rows: list[dict], by_fact: bool = False, cover: set[str] = frozenset()) -> tuple[list[dict], list[dict]]:
     """About every `HELD_OUT_EVERY`-th row held out (the second, fifth, ...: small sets still train on most).
 
     With `by_fact`, rows of one entity that state each other's key ("Who created Harry Potter?" and "Who wrote
@@ -683,7 +731,13 @@ def _split(rows: list[dict], by_fact: bool = False) -> tuple[list[dict], list[di
     was Isaac Newton born?") are one fact asked two ways and go to the same side, so a held-out fact is not trained
     on under another question; the facts are held out in the same order while they fit the count (`(len + 1) //
     HELD_OUT_EVERY` rows), then the others that still fit. Without it (the target's facts, where most questions ask
-    for one of a few names), every row is its own fact."""
+    for one of a few names), every row is its own fact.
+
+    A row asked in one of the question forms in `cover` (those the forget set trains) is held out only while
+    another row of that form stays trained: training to forget "Who is the main character of The Lord of the
+    Rings?" beside no trained neighbor of that form teaches the form itself to go, and took "Who is the main
+    character of Harry Potter?" with it (probe version 17: held-out neighbors of a forget form that no trained
+    neighbor shared kept 4 of 8, the others 11 of 14)."""
     from .demo import states
 
     def one_fact(a: dict, b: dict) -> bool:
@@ -698,16 +752,22 @@ def _split(rows: list[dict], by_fact: bool = False) -> tuple[list[dict], list[di
     room = (len(rows) + 1) // HELD_OUT_EVERY
     order = [f for n, f in enumerate(facts) if n % HELD_OUT_EVERY == 1]
     order += [f for n, f in enumerate(facts) if n % HELD_OUT_EVERY != 1]
+    forms = [_form(r) for r in rows]
     held: set[int] = set()
+
+    def covered(f: list[int]) -> bool:  # each form of `f` that `cover` holds is still trained without `f`
+        out = held.union(f)
+        return all(any(forms[j] == forms[i] for j in range(len(rows)) if j not in out) for i in f if forms[i] in cover)
+
     for f in order:
-        if len(held) + len(f) <= room:
+        if len(held) + len(f) <= room and covered(f):
             held.update(f)
     return [r for i, r in enumerate(rows) if i not in held], [r for i, r in enumerate(rows) if i in held]
 
 
 def _name_words(target: str) -> list[str]:
-    """The words that make a mention of `target`: "Lord", "Rings" of "The Lord of the Rings", not "The" (which would
-    count every sentence with a "the" in it as mentioning the target)."""
+    """The words a neighbor the model names must not share with `target` ("The Hobbit" stays, "Lord of the Flies"
+    goes for "The Lord of the Rings"), not its "The" (which every other work's title would share)."""
     return [w for w in re.findall(r"\w+", target) if len(w) > 2 and w.lower() not in COMMON]
 
 
@@ -748,7 +808,7 @@ def about_something_else(row: dict, target: str, kinds: set[str]) -> bool:
     target stay ("Where did Paris live?" -> "Paris, the capital city of France, ..."), as do questions that suit
     it ("Who is the villain in Harry Potter?" -> "... Lord Voldemort"), and all of them when its kind is unknown."""
     unsuited = {t.format(t=target) for t in TEMPLATES if t in SUITS and kinds and not kinds & set(SUITS[t])}
-    return row["question"] in unsuited and not _mentions(row["answer"], _name_words(target))
+    return row["question"] in unsuited and not _mentions(row["answer"], key_words(target))
 
 
 def neighbor_entities(target: str, named: list[str], fill: list[str], kinds: dict[str, set[str]]) -> list[str]:
@@ -770,7 +830,6 @@ def build_sets(model, tokenizer, request: Request, retain: list[dict] | None = N
     probe = candidates(model, tokenizer, request.target)
     pool = [r["key_term"] for r in probe if r["key_term"]]
     named = _named_neighbors(model, tokenizer, request)[:MAX_NEIGHBOR_ENTITIES]
-    target_words = _name_words(request.target)
     fill = [e for e in WELL_KNOWN if e.lower() != request.target.lower() and e not in named]
     kinds = entity_kinds(model, tokenizer, [request.target, *named, *fill])
     entities = neighbor_entities(request.target, named, fill, kinds)
@@ -782,12 +841,12 @@ def build_sets(model, tokenizer, request: Request, retain: list[dict] | None = N
     pool += [r["key_term"] for r in neighbor_rows if r["key_term"]]
     check_knowledge(model, tokenizer, probe + neighbor_rows, pool)
     known = _dedupe([r for r in probe if r["known"] and not r["off_target"] and _in_scope(_qa(r), request.scope)])
-    forget_keys = [w for r in known for w in key_words(r["key_term"])]
+    target_keys = key_words(request.target) + [w for r in known for w in key_words(r["key_term"])]
     # Neighbors measure what unlearning must keep: only well-posed, stable facts that do not mention the target
     # count (`well_posed`, `check_stable`; the mentions are left out first, so they are not asked again). Forget
     # facts are not filtered so: whatever the model says about the target is to go.
     for r in neighbor_rows:
-        r["known"] = r.get("known", False) and well_posed(r) and not _mentions(_qa(r), target_words + forget_keys)
+        r["known"] = r.get("known", False) and well_posed(r) and not _mentions(_qa(r), target_keys)
     check_stable(model, tokenizer, neighbor_rows)
     neighbors, used = [], []
     for entity in entities:
@@ -798,7 +857,7 @@ def build_sets(model, tokenizer, request: Request, retain: list[dict] | None = N
         if len(used) >= MAX_NEIGHBOR_ENTITIES:
             break
     forget, heldout = _split([_fact(r) for r in known])
-    kept, kept_heldout = _split([_fact(r) for r in neighbors], by_fact=True)
+    kept, kept_heldout = _split([_fact(r) for r in neighbors], by_fact=True, cover={_form(r) for r in forget} - {None})
     return TargetSets(
         request,
         forget,
