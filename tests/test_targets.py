@@ -15,6 +15,7 @@ from unlearn import UnlearnError
 from unlearn import target_request as R
 from unlearn import targets as T
 from unlearn.cli import main
+from unlearn.demo import states
 
 TARGET = "Zorvan Quill"
 # What the tiny model is taught about the fictitious target (template questions, a distinct name in each answer)
@@ -92,6 +93,25 @@ def test_key_terms_are_what_the_answer_adds_to_the_question():
     assert T.first_sentence("It was J.K. Rowling. She wrote it.") == "It was J.K. Rowling."
     # a mention of the target is a mention of its own words, not of its "The"
     assert T._name_words("The Lord of the Rings") == ["Lord", "Rings"]
+
+
+def test_a_key_is_its_distinctive_words_and_generic_ones_only_as_a_phrase():
+    """Generic words ("Earth", "Lord", "School") name nothing alone: a key states its fact by a distinctive word or
+    by a run of generic words as a phrase; so "orbiting earth" does not state "Middle Earth", nor does a neighbor
+    answer naming "Lord Kelvin" mention Lord Voldemort."""
+    assert T.key_words("Middle Earth") == ["Middle Earth"]
+    assert T.key_words("Lord Voldemort") == ["Voldemort"]
+    assert T.key_words("The Lord of the Rings") == ["Lord of the Rings"]
+    assert T.key_words("United States of America") == ["America", "United States"]
+    assert T.key_words("Battle of Endor") == ["Endor"]
+    assert T.key_words("Earth") == ["Earth"]  # all the key has
+    assert T.key_words("Lord of the Rings", "Which Lord is it?") == ["Rings"]  # "Lord" is the question's
+    assert states("Frodo lives in Middle-earth.", T.key_words("Middle Earth"))
+    assert not states("The moon is orbiting earth.", T.key_words("Middle Earth"))
+    assert states("He was born in the United States.", T.key_words("United States of America"))
+    assert T._mentions("Voldemort returns.", T.key_words("Lord Voldemort"))
+    assert not T._mentions("Lord Kelvin measured it.", T.key_words("Lord Voldemort"))
+    assert not T._mentions("A ring of stars.", T.key_words("The Lord of the Rings"))
 
 
 def test_neighbors_are_asked_only_what_suits_their_kind(monkeypatch):
@@ -176,6 +196,33 @@ def test_a_held_out_neighbor_fact_is_not_trained_on_under_another_question():
     plain = T._split(rows)  # one row each: the second, fifth, ...
     assert [r["question"] for r in plain[1]] == [rows[1]["question"], rows[4]["question"]]
     assert len(T._split(rows[:1], by_fact=True)[1]) == 0
+
+
+def test_a_neighbor_in_a_forget_question_form_is_held_out_only_beside_a_trained_one_of_that_form():
+    """Forgetting "Who is the main character of X?" beside no trained neighbor of that form teaches the form to go:
+    a held-out neighbor of a forget form keeps a trained neighbor of the same form, and the count of such held-out
+    neighbors is in the summary."""
+
+    def row(entity, question, key, source="template"):
+        return {"entity": entity, "question": question, "answer": f"It is {key}.", "key": [key], "source": source}
+
+    main = "Who is the main character of {t}?"
+    rows = [
+        row("Albert Einstein", "What award did Albert Einstein win?", "Nobel"),
+        row("Harry Potter", main.format(t="Harry Potter"), "Ron"),  # the second: held out without `cover`
+        row("Paris", "What is the currency of Paris?", "Euro"),
+        row("Star Wars", "Who created Star Wars?", "Lucas"),
+        row("The Matrix", "What do fans call The Matrix?", "Neo", source="model"),
+    ]
+    assert rows[1] in T._split(rows)[1]
+    trained, held = T._split(rows, cover={main})
+    assert rows[1] in trained and len(held) == 2  # the room filled by others
+    rows.append(row("Star Wars", main.format(t="Star Wars"), "Luke"))  # a second of the form: one may go
+    trained, held = T._split(rows, cover={main})
+    assert rows[1] in held and rows[-1] in trained
+    forget = [row("The Lord of the Rings", main.format(t="The Lord of the Rings"), "Frodo")]
+    sets = T.TargetSets(T.Request("The Lord of the Rings"), forget, [], trained, held, [])
+    assert sets.summary()["neighbors_heldout_in_forget_forms"] == 1
 
 
 def test_held_out_facts_no_trained_row_states_are_counted_and_marked_as_new():
