@@ -88,6 +88,7 @@ def run(
                 "forget": s["forget"],
                 "heldout": s["heldout"],
                 "neighbors_heldout": s["neighbors_heldout"],
+                "neighbors_heldout_in_forget_forms": s["neighbors_heldout_in_forget_forms"],
                 "neighbor_entities": s["neighbor_entities"],
                 "before": result.before["stated"],
                 "after": result.after["stated"],
