@@ -225,7 +225,7 @@ WELL_KNOWN = (
     "Egypt",
     "Napoleon",
 )
-MAX_NEIGHBOR_ENTITIES = 10  # 6-8 of them keep a fact after the checks (v14-15): 12-20 neighbors, 3-7 held out
+MAX_NEIGHBOR_ENTITIES = 10  # v14-17 had 8: 6-8 kept a fact after the checks, 12-20 neighbors, 3-5 held out
 MAX_FACTS_PER_NEIGHBOR = 6
 KEY_MARGIN = 2.0  # nats: the model's own key term at least e^2 ~ 7x likelier than the swapped ones on average
 # Per-token probability of the key term where the greedy answer put it. On SmolLM2's Harry Potter probe (158
@@ -703,7 +703,6 @@ class TargetSets:
         from .demo import states
 
         forms = {_form(r) for r in self.forget} - {None}
-
         return {
             **{n: len(v) for n, v in self.sets().items()},
             "heldout_in_passages": sum(
