@@ -47,7 +47,7 @@ from .target_request import Request, resolve_request
 
 SET_NAMES = ("forget", "heldout", "neighbors", "neighbors_heldout", "retain", "passages")
 # Bump when the probing changes what it keeps, so cached sets of an older probe are not reused.
-PROBE_VERSION = 19
+PROBE_VERSION = 20
 
 # Questions about any kind of target (a person, a place, a work); nonsense ones ("the capital of Harry Potter")
 # get answers the knowledge check rejects, or facts the model holds about the target anyway.
@@ -806,8 +806,14 @@ def about_something_else(row: dict, target: str, kinds: set[str]) -> bool:
     Central Powers" is knowledge of the war, not of Paris, and forgetting it would be damage. Answers that name the
     target stay ("Where did Paris live?" -> "Paris, the capital city of France, ..."), as do questions that suit
     it ("Who is the villain in Harry Potter?" -> "... Lord Voldemort"), and all of them when its kind is unknown."""
-    unsuited = {t.format(t=target) for t in TEMPLATES if t in SUITS and kinds and not kinds & set(SUITS[t])}
-    return row["question"] in unsuited and not _mentions(row["answer"], key_words(target))
+    return not suits(row["question"], target, kinds) and not _mentions(row["answer"], key_words(target))
+
+
+def suits(question: str, target: str, kinds: set[str]) -> bool:
+    """Whether `question` about `target` suits an entity of `kinds`: its template's kinds (`SUITS`) share one; any
+    question suits an entity of no stated kind, and one of no template (the model's own) any entity."""
+    form = question.replace(target, "{t}")
+    return not kinds or form not in SUITS or bool(kinds & set(SUITS[form]))
 
 
 def neighbor_entities(target: str, named: list[str], fill: list[str], kinds: dict[str, set[str]]) -> list[str]:
@@ -857,6 +863,12 @@ def build_sets(model, tokenizer, request: Request, retain: list[dict] | None = N
             break
     forget, heldout = _split([_fact(r) for r in known])
     kept, kept_heldout = _split([_fact(r) for r in neighbors], by_fact=True, cover={_form(r) for r in forget} - {None})
+    # Facts the model gives to a question that does not suit the target ("When was Harry Potter born?") are measured,
+    # not trained: training the refusal there teaches the form to go for every entity it suits (forgetting Harry
+    # Potter took Einstein's birth year in probe version 19); their keys are trained under the forms that suit.
+    suited = [suits(r["question"], request.target, kinds[request.target]) for r in forget]
+    heldout += [r for r, ok in zip(forget, suited, strict=True) if not ok]
+    forget = [r for r, ok in zip(forget, suited, strict=True) if ok]
     return TargetSets(
         request,
         forget,
