@@ -260,6 +260,11 @@ def test_an_answer_to_a_question_unsuited_to_the_target_that_does_not_name_it_is
     assert not T.about_something_else(landmark, "Paris", place)  # a question that suits a place
     villain = {"question": "Who is the villain in Harry Potter?", "answer": "The main villain is Lord Voldemort."}
     assert not T.about_something_else(villain, "Harry Potter", {T.WORK})
+    # what suits the target is what its forget set trains; the rest of its facts are held out (`build_sets`)
+    assert not T.suits("When was Harry Potter born?", "Harry Potter", {T.WORK})
+    assert T.suits("Who created Harry Potter?", "Harry Potter", {T.WORK})
+    assert T.suits("When was Harry Potter born?", "Harry Potter", set())  # no kind stated: every form
+    assert T.suits("What do fans call Harry Potter?", "Harry Potter", {T.WORK})  # no template: the model's own
 
 
 def test_a_neighbor_fact_is_stable_only_when_the_model_says_it_however_asked(monkeypatch):
