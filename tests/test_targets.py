@@ -346,6 +346,18 @@ def test_probe_keeps_what_the_model_knows_and_caches_it(knower, tmp_path, monkey
         T.prepare(model, tok, T.Request(TARGET, scope="friends"))  # another scope is another set
 
 
+def test_the_targets_facts_in_a_form_unsuited_to_its_kind_are_held_out_not_trained(knower, monkeypatch):
+    """A target the model calls a person is not trained to forget "Who created ...?" (a work's question): such rows
+    are measured among the held-out ones, the rest split as before."""
+    model, tok = knower
+    kinds = T.entity_kinds
+    monkeypatch.setattr(T, "entity_kinds", lambda m, t, entities: {**kinds(m, t, entities), TARGET: {T.PERSON}})
+    sets = T.build_sets(model, tok, T.Request(TARGET))
+    assert sets.forget and all(T.suits(r["question"], TARGET, {T.PERSON}) for r in sets.forget)
+    unsuited = [r["question"] for r in sets.heldout if not T.suits(r["question"], TARGET, {T.PERSON})]
+    assert f"Who created {TARGET}?" in unsuited
+
+
 def test_passages_are_whole_sentences_about_the_target(monkeypatch):
     import unlearn.scoring
 
