@@ -260,7 +260,7 @@ def test_an_answer_to_a_question_unsuited_to_the_target_that_does_not_name_it_is
     assert not T.about_something_else(landmark, "Paris", place)  # a question that suits a place
     villain = {"question": "Who is the villain in Harry Potter?", "answer": "The main villain is Lord Voldemort."}
     assert not T.about_something_else(villain, "Harry Potter", {T.WORK})
-    # what suits the target is what its forget set trains; the rest of its facts are held out (`build_sets`)
+    # which questions suit the target's kind (`SUITS`)
     assert not T.suits("When was Harry Potter born?", "Harry Potter", {T.WORK})
     assert T.suits("Who created Harry Potter?", "Harry Potter", {T.WORK})
     assert T.suits("When was Harry Potter born?", "Harry Potter", set())  # no kind stated: every form
@@ -344,18 +344,6 @@ def test_probe_keeps_what_the_model_knows_and_caches_it(knower, tmp_path, monkey
     assert again.forget == sets.forget and again.neighbors == sets.neighbors
     with pytest.raises(AssertionError, match="probed again"):
         T.prepare(model, tok, T.Request(TARGET, scope="friends"))  # another scope is another set
-
-
-def test_the_targets_facts_in_a_form_unsuited_to_its_kind_are_held_out_not_trained(knower, monkeypatch):
-    """A target the model calls a person is not trained to forget "Who created ...?" (a work's question): such rows
-    are measured among the held-out ones, the rest split as before."""
-    model, tok = knower
-    kinds = T.entity_kinds
-    monkeypatch.setattr(T, "entity_kinds", lambda m, t, entities: {**kinds(m, t, entities), TARGET: {T.PERSON}})
-    sets = T.build_sets(model, tok, T.Request(TARGET))
-    assert sets.forget and all(T.suits(r["question"], TARGET, {T.PERSON}) for r in sets.forget)
-    unsuited = [r["question"] for r in sets.heldout if not T.suits(r["question"], TARGET, {T.PERSON})]
-    assert f"Who created {TARGET}?" in unsuited
 
 
 def test_passages_are_whole_sentences_about_the_target(monkeypatch):

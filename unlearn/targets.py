@@ -47,7 +47,7 @@ from .target_request import Request, resolve_request
 
 SET_NAMES = ("forget", "heldout", "neighbors", "neighbors_heldout", "retain", "passages")
 # Bump when the probing changes what it keeps, so cached sets of an older probe are not reused.
-PROBE_VERSION = 20
+PROBE_VERSION = 19
 
 # Questions about any kind of target (a person, a place, a work); nonsense ones ("the capital of Harry Potter")
 # get answers the knowledge check rejects, or facts the model holds about the target anyway.
@@ -863,12 +863,6 @@ def build_sets(model, tokenizer, request: Request, retain: list[dict] | None = N
             break
     forget, heldout = _split([_fact(r) for r in known])
     kept, kept_heldout = _split([_fact(r) for r in neighbors], by_fact=True, cover={_form(r) for r in forget} - {None})
-    # Facts the model gives to a question that does not suit the target ("When was Harry Potter born?") are measured,
-    # not trained: training the refusal there teaches the form to go for every entity it suits (forgetting Harry
-    # Potter took Einstein's birth year in probe version 19); their keys are trained under the forms that suit.
-    suited = [suits(r["question"], request.target, kinds[request.target]) for r in forget]
-    heldout += [r for r, ok in zip(forget, suited, strict=True) if not ok]
-    forget = [r for r, ok in zip(forget, suited, strict=True) if ok]
     return TargetSets(
         request,
         forget,
