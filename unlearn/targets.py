@@ -736,7 +736,7 @@ def _split(rows: list[dict], by_fact: bool = False, cover: set[str] = frozenset(
     another row of that form stays trained: training to forget "Who is the main character of The Lord of the
     Rings?" beside no trained neighbor of that form teaches the form itself to go, and took "Who is the main
     character of Harry Potter?" with it (probe version 17: held-out neighbors of a forget form that no trained
-    neighbor shared kept 4 of 8, the others 11 of 14)."""
+    neighbor shared kept 4 of 8, the others 11 of 14; version 19, covered so, kept 5 of 10: needed, not enough)."""
     from .demo import states
 
     def one_fact(a: dict, b: dict) -> bool:
