@@ -702,7 +702,7 @@ class TargetSets:
     def summary(self) -> dict[str, Any]:
         from .demo import states
 
-        forms = {_form(r) for r in self.forget} - {None}
+        forms = _forms(self.forget)
         return {
             **{n: len(v) for n, v in self.sets().items()},
             "heldout_in_passages": sum(
@@ -720,6 +720,11 @@ class TargetSets:
 def _form(row: dict) -> str | None:
     """The question form of a template row ("Who is the main character of {t}?"), None for the model's own."""
     return row["question"].replace(row["entity"], "{t}") if row.get("source") == "template" else None
+
+
+def _forms(rows: list[dict]) -> set[str]:
+    """The template question forms of `rows` (the model's own questions have none)."""
+    return {_form(r) for r in rows} - {None}
 
 
 def _split(rows: list[dict], by_fact: bool = False, cover: set[str] = frozenset()) -> tuple[list[dict], list[dict]]:
@@ -862,7 +867,7 @@ def build_sets(model, tokenizer, request: Request, retain: list[dict] | None = N
         if len(used) >= MAX_NEIGHBOR_ENTITIES:
             break
     forget, heldout = _split([_fact(r) for r in known])
-    kept, kept_heldout = _split([_fact(r) for r in neighbors], by_fact=True, cover={_form(r) for r in forget} - {None})
+    kept, kept_heldout = _split([_fact(r) for r in neighbors], by_fact=True, cover=_forms(forget))
     return TargetSets(
         request,
         forget,
