@@ -216,6 +216,7 @@ def test_cli_answers_bad_config_and_data_before_importing_the_training_stack(tin
         f"forget={bad_line}": f"`{bad_line}` line 2 is not valid JSON",
         "learning_rate=-1e-4": "`learning_rate` must be > 0",
         "max_steps=0": "0 would train nothing",
+        "lora_layers=3-1": "`lora_layers: 3-1` runs backwards",
         "lerning_rate=1": "Did you mean 'learning_rate'",
         f"forget={tmp_path / 'missing.jsonl'}": "missing.jsonl` does not exist",
         f"forget={empty}": "forget set is empty",
@@ -245,6 +246,10 @@ def test_settings_out_of_range_are_refused_in_the_config():
         ("max_steps", 0, "-1 \\(the default\\) to train `num_train_epochs`"),
         ("per_device_train_batch_size", 0, "whole number >= 1"),
         ("lora_r", 0, "LoRA rank"),
+        ("lora_layers", "50", "`lora_layers` must be a list of layer indices"),
+        ("lora_layers", [1.5], "`lora_layers` must be a list of layer indices"),
+        ("lora_layers", "3-1", "runs backwards; write the lower layer first \\(1-3\\)"),
+        ("lora_layers", "0%", "a share above 0% and at most 100%"),
     ]:
         with pytest.raises(UnlearnError, match=expected):
             recipe_config({"recipe": "ga", key: value, "output_dir": "x"})

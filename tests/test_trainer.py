@@ -424,3 +424,41 @@ def test_adaptive_rmu_scales_the_coefficient_to_the_frozen_activation_norm(tiny,
         _config("rmu", tmp_path, steering_scale=0.0)
     with pytest.raises(ValueError, match="no frozen model"):  # full fine-tuning has no adapter to disable
         _config("rmu", tmp_path, adapter="none")
+
+
+def _lora_layers(model) -> dict[int, set[str]]:
+    """{layer index: names of its modules that carry LoRA}."""
+    found: dict[int, set[str]] = {}
+    for name, _ in model.named_parameters():
+        if "lora_A" in name:
+            layer, module = name.split(".layers.")[1].split(".")[0], name.split(".lora_A")[0].rsplit(".", 1)[-1]
+            found.setdefault(int(layer), set()).add(module)
+    return found
+
+
+def test_lora_layers_limits_the_adapter_to_those_layers(tiny_model_dir, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    every = _lora_layers(wrap_adapter(AutoModelForCausalLM.from_pretrained(tiny_model_dir), _config("ga", tmp_path)))
+    last = max(every)
+    assert sorted(every) == list(range(last + 1)) and last >= 1  # all-linear: every layer, attention and MLP
+    for spec, layers in [("50%", range((last + 1) // 2)), (f"1-{last}", range(1, last + 1)), ([0], [0])]:
+        model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+        found = _lora_layers(wrap_adapter(model, _config("ga", tmp_path, lora_layers=spec)))
+        assert sorted(found) == list(layers), spec
+        assert all(found[i] == every[i] for i in found), "all-linear keeps every linear module of a chosen layer"
+    mlp = ["gate_proj", "up_proj", "down_proj"]
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    found = _lora_layers(wrap_adapter(model, _config("ga", tmp_path, lora_layers=[last], lora_target_modules=mlp)))
+    assert found == {last: set(mlp)}
+
+
+def test_lora_layers_past_the_model_or_with_a_pattern_are_refused(tiny_model_dir, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    n = model.config.num_hidden_layers
+    with pytest.raises(UnlearnError, match=f"names layer {n}, and the model's layers are 0-{n - 1}"):
+        wrap_adapter(model, _config("ga", tmp_path, lora_layers=f"0-{n}"))
+    with pytest.raises(UnlearnError, match="is a pattern that PEFT matches whole"):
+        wrap_adapter(model, _config("ga", tmp_path, lora_layers="50%", lora_target_modules=r".*\.mlp\..*"))

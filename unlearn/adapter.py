@@ -13,6 +13,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 
 from .config import UnlearnConfig
 from .errors import UnlearnError
+from .precheck import lora_layer_indices
 
 
 @contextlib.contextmanager
@@ -28,15 +29,31 @@ def reference_mode(model: torch.nn.Module):
         model.train(was_training)
 
 
-def lora_config(args: UnlearnConfig) -> LoraConfig:
+def lora_config(args: UnlearnConfig, model: torch.nn.Module) -> LoraConfig:
+    """The LoRA of `args` for `model` (whose layer count resolves `lora_layers`)."""
     targets = args.lora_target_modules
+    layers = lora_layer_indices(args.lora_layers, getattr(model.config, "num_hidden_layers", None))
+    if layers is not None and targets == "all-linear":  # PEFT takes layer indices only with a list of names
+        targets = sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules() if _in_layer(name, module)})
+    elif layers is not None and isinstance(targets, str):
+        raise UnlearnError(
+            f"`lora_layers` picks layers by index, and `lora_target_modules: {targets}` is a pattern that PEFT "
+            "matches whole. Give `lora_target_modules` as a list of module names (e.g. [gate_proj, up_proj, "
+            "down_proj]) or `all-linear`, or put the layers in the pattern and drop `lora_layers`."
+        )
     return LoraConfig(
         r=args.lora_r,
         lora_alpha=args.lora_alpha,
         lora_dropout=args.lora_dropout,
         target_modules=list(targets) if isinstance(targets, (list, tuple)) else targets,
+        layers_to_transform=layers,
         task_type="CAUSAL_LM",
     )
+
+
+def _in_layer(name: str, module: torch.nn.Module) -> bool:
+    """A linear module of a decoder layer: what `all-linear` gives LoRA to (the output head excluded)."""
+    return isinstance(module, torch.nn.Linear) and ".layers." in name
 
 
 def wrap_adapter(model: torch.nn.Module, args: UnlearnConfig) -> torch.nn.Module:
@@ -49,6 +66,6 @@ def wrap_adapter(model: torch.nn.Module, args: UnlearnConfig) -> torch.nn.Module
 
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=args.gradient_checkpointing)
     try:
-        return get_peft_model(model, lora_config(args))
+        return get_peft_model(model, lora_config(args, model))
     except ValueError as e:
         raise UnlearnError(f"Could not attach LoRA with `lora_target_modules={args.lora_target_modules!r}`: {e}") from e

@@ -104,6 +104,13 @@ class UnlearnConfig(TrainingArguments):
     lora_target_modules: Any = field(
         default="all-linear", metadata={"help": "Modules that get LoRA: a list of names, or `all-linear`."}
     )
+    lora_layers: Any = field(
+        default=None,
+        metadata={
+            "help": "Layers whose `lora_target_modules` get LoRA (default: every layer): a list of indices, `A-B` "
+            "(both included), or `P%`, the first P percent of the layers (recipes/target.yaml: `50%`)."
+        },
+    )
 
     forget_weight: float = field(default=1.0, metadata={"help": "Weight of the forget loss."})
     retain_weight: float = field(default=0.0, metadata={"help": "Weight of the retain loss (0 ignores retain data)."})
@@ -204,7 +211,7 @@ class UnlearnConfig(TrainingArguments):
         if self.output_dir is None:
             self.output_dir = str(default_output_dir(self.recipe))
         # Ranges first: TrainingArguments and torch would refuse some of these later, in their own words.
-        check_settings({k: getattr(self, k, None) for k in RULES})
+        check_settings({k: getattr(self, k, None) for k in (*RULES, "lora_layers")})
         if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not _has_accelerator():
             # Launched as several processes on a machine without an accelerator (`torchrun`, or `accelerate launch
             # --multi_gpu`): without `use_cpu` the Trainer would run each process alone instead of DDP over gloo.

@@ -250,6 +250,7 @@ def _hyperparameters(config: dict[str, Any], recipe: str) -> list[list[Any]]:
         "lora_alpha",
         "lora_dropout",
         "lora_target_modules",
+        "lora_layers",
         "forget_weight",
         "retain_weight",
         "retain_loss",

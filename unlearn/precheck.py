@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -54,8 +55,47 @@ RULES: dict[str, tuple[Callable[[float], bool], str]] = {
 }
 
 
+LORA_LAYERS_FORMS = (
+    "a list of layer indices ([0, 1, 2]), a range `A-B` (layers A to B, both included), or `P%` (the first P "
+    "percent of the model's layers, e.g. `50%`)"
+)
+
+
+def lora_layer_indices(spec: Any, num_layers: int | None) -> list[int] | None:
+    """The layers `lora_layers` gives LoRA to: None (every layer) when unset. With `num_layers` None (no model yet)
+    only the form is checked and None is returned; with it, an index past the model's last layer is refused."""
+    if spec is None:
+        return None
+    bad = UnlearnError(f"`lora_layers` must be {LORA_LAYERS_FORMS}; got {spec!r}.")
+    share = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*%\s*", spec) if isinstance(spec, str) else None
+    span = re.fullmatch(r"\s*(\d+)\s*-\s*(\d+)\s*", spec) if isinstance(spec, str) else None
+    if share:
+        percent = float(share[1])
+        if not 0 < percent <= 100:
+            raise UnlearnError(f"`lora_layers: {spec}` must be a share above 0% and at most 100%.")
+        if num_layers is None:
+            return None
+        return list(range(max(1, round(num_layers * percent / 100))))
+    if span:
+        first, last = int(span[1]), int(span[2])
+        if first > last:
+            raise UnlearnError(f"`lora_layers: {spec}` runs backwards; write the lower layer first ({last}-{first}).")
+        layers = list(range(first, last + 1))
+    elif isinstance(spec, (list, tuple)) and spec and all(type(i) is int and i >= 0 for i in spec):
+        layers = sorted(set(spec))
+    else:
+        raise bad
+    if num_layers is not None and layers[-1] >= num_layers:
+        raise UnlearnError(
+            f"`lora_layers: {spec}` names layer {layers[-1]}, and the model's layers are 0-{num_layers - 1}."
+        )
+    return layers
+
+
 def check_settings(values: Mapping[str, Any]) -> None:
-    """Refuse a setting of `RULES` outside its range, naming the setting, the value and what it must be."""
+    """Refuse a setting of `RULES` outside its range, naming the setting, the value and what it must be (and a
+    `lora_layers` of another form)."""
+    lora_layer_indices(values.get("lora_layers"), None)
     for key, (ok, need) in RULES.items():
         value = values.get(key)
         if value is None:

@@ -214,7 +214,7 @@ class GRPOUnlearnTrainer(GRPOTrainer):
             q = r.pop("q")
             r["prompt"] = [{"role": "user", "content": q}] if templated else format_qa(processing_class, q, "")[0]
         self.tokens_per_target: Counter = Counter()
-        peft_config = lora_config(args) if args.adapter == "lora" else None
+        peft_config = lora_config(args, model) if args.adapter == "lora" else None
         set_seed(args.seed)
         super().__init__(
             model=model,
