@@ -1064,12 +1064,16 @@ class TargetResult:
 
 
 DEFAULT_ATTACKS = ("relearn", "quantize")
-# The demo recipe's settings for a target run (recipes/target.yaml holds the same): LoRA on the MLPs only, at
-# lr 1.5e-3. On the five SmolLM2 targets against all-linear LoRA at 1e-3 (benchmarks/results/targets_smollm2/):
-# held-out facts stated 3/38 vs 4/38, held-out neighbors stated 24/36 vs 22/36 and known 33/36 vs 31/36.
+# The demo recipe's settings for a target run (recipes/target.yaml holds the same): LoRA on the MLPs of the first
+# half of the layers only, at lr 3e-3. On the five SmolLM2 targets' version 19 sets (benchmarks/results/
+# targets_smollm2/) against the MLPs of every layer at 1.5e-3: held-out facts stated 0/37 in both, held-out neighbors
+# stated 27/36 vs 24/36, relearned 0.16-0.44 vs 0.11-0.47, whole flows probing afresh 8.7 vs 11.3 minutes. At 1.5e-3
+# the half-depth adapter kept 30/36 neighbors but forgot less deeply (2/37 held-out facts stated, relearned up to
+# 0.59).
 TARGET_SETTINGS: dict[str, Any] = {
-    "learning_rate": 1.5e-3,
+    "learning_rate": 3e-3,
     "lora_target_modules": ["gate_proj", "up_proj", "down_proj"],
+    "lora_layers": "50%",
 }
 
 
