@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 from conftest import answer_nll
@@ -10,7 +12,7 @@ from transformers import set_seed
 
 import unlearn
 from unlearn import UnlearnError
-from unlearn.adapter import wrap_adapter
+from unlearn.adapter import lora_config, wrap_adapter
 from unlearn.data import pad_rows
 from unlearn.logprobs import sequence_logps
 from unlearn.recipes import recipe_config
@@ -462,3 +464,8 @@ def test_lora_layers_past_the_model_or_with_a_pattern_are_refused(tiny_model_dir
         wrap_adapter(model, _config("ga", tmp_path, lora_layers=f"0-{n}"))
     with pytest.raises(UnlearnError, match="is a pattern that PEFT matches whole"):
         wrap_adapter(model, _config("ga", tmp_path, lora_layers="50%", lora_target_modules=r".*\.mlp\..*"))
+    depthless = SimpleNamespace(config=SimpleNamespace())  # a model whose config does not give its depth
+    with pytest.raises(UnlearnError, match="its config has no `num_hidden_layers`. Give the layers as indices"):
+        lora_config(_config("ga", tmp_path, lora_layers="50%"), depthless)
+    indices = _config("ga", tmp_path, lora_layers="0-1", lora_target_modules=["q_proj"])
+    assert lora_config(indices, depthless).layers_to_transform == [0, 1]

@@ -33,6 +33,11 @@ def lora_config(args: UnlearnConfig, model: torch.nn.Module) -> LoraConfig:
     """The LoRA of `args` for `model` (whose layer count resolves `lora_layers`)."""
     targets = args.lora_target_modules
     layers = lora_layer_indices(args.lora_layers, getattr(model.config, "num_hidden_layers", None))
+    if layers is None and args.lora_layers is not None:  # a share of a depth the config does not give
+        raise UnlearnError(
+            f"`lora_layers: {args.lora_layers}` is a share of the model's layers, and its config has no "
+            "`num_hidden_layers`. Give the layers as indices (e.g. `0-11`)."
+        )
     if layers is not None and targets == "all-linear":  # PEFT takes layer indices only with a list of names
         targets = sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules() if _in_layer(name, module)})
     elif layers is not None and isinstance(targets, str):

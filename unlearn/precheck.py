@@ -66,7 +66,6 @@ def lora_layer_indices(spec: Any, num_layers: int | None) -> list[int] | None:
     only the form is checked and None is returned; with it, an index past the model's last layer is refused."""
     if spec is None:
         return None
-    bad = UnlearnError(f"`lora_layers` must be {LORA_LAYERS_FORMS}; got {spec!r}.")
     share = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*%\s*", spec) if isinstance(spec, str) else None
     span = re.fullmatch(r"\s*(\d+)\s*-\s*(\d+)\s*", spec) if isinstance(spec, str) else None
     if share:
@@ -84,7 +83,7 @@ def lora_layer_indices(spec: Any, num_layers: int | None) -> list[int] | None:
     elif isinstance(spec, (list, tuple)) and spec and all(type(i) is int and i >= 0 for i in spec):
         layers = sorted(set(spec))
     else:
-        raise bad
+        raise UnlearnError(f"`lora_layers` must be {LORA_LAYERS_FORMS}; got {spec!r}.")
     if num_layers is not None and layers[-1] >= num_layers:
         raise UnlearnError(
             f"`lora_layers: {spec}` names layer {layers[-1]}, and the model's layers are 0-{num_layers - 1}."
