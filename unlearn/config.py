@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 from transformers import TrainingArguments
 
 from .errors import UnlearnError
-from .precheck import DEFAULT_KEYS, RULES, check_settings, unknown_key_message
+from .precheck import DEFAULT_KEYS, check_settings, unknown_key_message
 from .rundir import default_output_dir
 
 # TrainingArguments fields that hold secrets; never written into a saved config.
@@ -211,7 +211,7 @@ class UnlearnConfig(TrainingArguments):
         if self.output_dir is None:
             self.output_dir = str(default_output_dir(self.recipe))
         # Ranges first: TrainingArguments and torch would refuse some of these later, in their own words.
-        check_settings({k: getattr(self, k, None) for k in (*RULES, "lora_layers")})
+        check_settings(vars(self))
         if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not _has_accelerator():
             # Launched as several processes on a machine without an accelerator (`torchrun`, or `accelerate launch
             # --multi_gpu`): without `use_cpu` the Trainer would run each process alone instead of DDP over gloo.
